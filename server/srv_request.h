@@ -1,0 +1,77 @@
+/* srv_request.h: the request bodies of semipaintd: multipart and JSON forms of /v1/inpaint and /v1/index/images, base64, HTTP errors. */
+#ifndef SRV_REQUEST_H
+#define SRV_REQUEST_H
+
+#include "sp.h"
+
+/* An HTTP error answer: status, a stable machine-readable code and a human message. */
+typedef struct {
+    int status;       /* 400, 401, 403, 404, 405, 413, 415, 422, 500, 503, 504 */
+    const char *code; /* static string: "bad_request", "unknown_field", ... */
+    char message[512];
+} srv_error;
+
+/* Fills `e` (printf message) and returns its status, so parsers can `return srv_error_set(...)`. */
+int srv_error_set(srv_error *e, int status, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+typedef enum { SRV_METHOD_SIM = 0, SRV_METHOD_COARSE, SRV_METHOD_TELEA } srv_method;
+const char *srv_method_name(srv_method m);
+
+/* A byte string owned by its holder (malloc'ed). */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    char name[256]; /* a multipart part's filename or a JSON name; may be empty */
+} srv_blob;
+
+/* The fields of an inpainting request (DESIGN.md section 5). */
+typedef struct {
+    srv_blob image, mask;
+    srv_method method; /* default SIM */
+    int format;        /* img_format; IMG_FMT_UNKNOWN (0) = not given */
+    int quality;       /* 1-100; 0 = not given */
+} srv_inpaint_args;
+/* Releases the blobs and zeroes the struct; safe on a zeroed struct. */
+void srv_inpaint_args_free(srv_inpaint_args *a);
+
+/* The images of a POST /v1/index/images request. */
+#define SRV_INDEX_MAX_IMAGES 256
+typedef struct {
+    int n;
+    srv_blob *images;
+} srv_index_args;
+void srv_index_args_free(srv_index_args *a);
+
+/* A multipart body being received, for one route's field set. */
+typedef enum { SRV_FORM_INPAINT = 0, SRV_FORM_INDEX } srv_form_kind;
+typedef struct srv_form srv_form;
+
+/* Starts a form for a request whose Content-Type is `content_type`. Fails with 415 for a type
+ * that is not multipart/form-data and 400 for a missing or invalid boundary. */
+int srv_form_new(srv_form_kind kind, const char *content_type, srv_form **out, srv_error *err);
+/* Feeds the next piece of the body; 0 on success, else the error status (400 malformed, 422
+ * unknown or repeated field, 413 too many parts). After an error the form refuses more input. */
+int srv_form_feed(srv_form *f, const uint8_t *data, size_t len, srv_error *err);
+/* Ends the body and hands the fields over (the form keeps nothing). 0 or an error status. */
+int srv_form_finish_inpaint(srv_form *f, srv_inpaint_args *out, srv_error *err);
+int srv_form_finish_index(srv_form *f, srv_index_args *out, srv_error *err);
+void srv_form_free(srv_form *f);
+
+/* Parses a JSON inpainting body {"image", "mask", "method", "format", "quality"}: image and mask
+ * as base64 or data URLs. 400 for malformed JSON or base64, 422 for unknown fields, wrong types or
+ * values out of range. 0 on success with `out` owning the decoded bytes. */
+int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *out, srv_error *err);
+
+/* Parses a JSON index body {"images": [base64 or data URL, ...], "names": [string, ...]}. */
+int srv_parse_index_json(const uint8_t *body, size_t len, srv_index_args *out, srv_error *err);
+
+/* Decodes standard or URL-safe base64 (padding optional, ASCII whitespace ignored), or a
+ * `data:[type];base64,` URL, into a malloc'ed buffer. SP_ERR_FORMAT on any other byte, a
+ * misplaced '=' or a dangling character. */
+sp_status srv_b64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);
+
+/* Encodes to standard base64 with padding; returns a malloc'ed NUL-terminated string (NULL on
+ * allocation failure) and its length in *outlen. */
+char *srv_b64_encode(const uint8_t *data, size_t n, size_t *outlen);
+
+#endif

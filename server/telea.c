@@ -1,0 +1,326 @@
+/* telea.c: Telea's (2004) fast-marching inpainting: narrow band on a binary heap, weighted first-order estimates. */
+#include "telea.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Pixel states of the fast marching method (section 3 of the paper). */
+enum { KNOWN = 0, BAND = 1, INSIDE = 2 };
+#define T_INF 1.0e6f
+
+/* One neighbour q of the disc B_eps(p), as an offset from p, with its distance factors. */
+typedef struct {
+    int dx, dy;
+    float inv_len;  /* 1/|p - q| */
+    float inv_len2; /* dst = d0^2/|p - q|^2 with d0 = 1 pixel */
+} disc_off;
+
+typedef struct {
+    int w, h, c, nch; /* nch: channels painted (alpha excluded) */
+    uint8_t *px;
+    uint8_t *flag;    /* [h*w] KNOWN, BAND, INSIDE */
+    float *T;         /* [h*w] arrival time of the front: > 0 in the hole, <= 0 outside */
+    float *g;         /* [h*w][nch][2] image gradient, NULL without the gradient term */
+    int *heap;        /* the narrow band: pixel indices, a min-heap on (T, stamp) */
+    int *pos;         /* [h*w] position in the heap, -1 when not in it */
+    uint32_t *stamp;  /* [h*w] insertion order, so that equal T leave in a fixed order */
+    int n;
+    uint32_t next_stamp;
+    disc_off *disc;
+    int ndisc;
+} telea_ctx;
+
+/* ---- the narrow band: a binary min-heap with position tracking ---- */
+
+static int band_less(const telea_ctx *t, int a, int b) {
+    return t->T[a] < t->T[b] || (t->T[a] == t->T[b] && t->stamp[a] < t->stamp[b]);
+}
+
+static void heap_set(telea_ctx *t, int i, int p) {
+    t->heap[i] = p;
+    t->pos[p] = i;
+}
+
+static void heap_up(telea_ctx *t, int i) {
+    int p = t->heap[i];
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (!band_less(t, p, t->heap[parent])) break;
+        heap_set(t, i, t->heap[parent]);
+        i = parent;
+    }
+    heap_set(t, i, p);
+}
+
+static void heap_down(telea_ctx *t, int i) {
+    int p = t->heap[i];
+    for (;;) {
+        int l = 2 * i + 1, m = i, best = p;
+        if (l < t->n && band_less(t, t->heap[l], best)) m = l, best = t->heap[l];
+        if (l + 1 < t->n && band_less(t, t->heap[l + 1], best)) m = l + 1, best = t->heap[l + 1];
+        if (m == i) break;
+        heap_set(t, i, best);
+        i = m;
+    }
+    heap_set(t, i, p);
+}
+
+/* Inserts pixel p with its current T, or moves it up after its T decreased. */
+static void band_push(telea_ctx *t, int p) {
+    if (t->pos[p] >= 0) {
+        heap_up(t, t->pos[p]);
+        return;
+    }
+    t->stamp[p] = t->next_stamp++;
+    heap_set(t, t->n++, p);
+    heap_up(t, t->n - 1);
+}
+
+static int band_pop(telea_ctx *t) {
+    int p = t->heap[0];
+    t->pos[p] = -1;
+    if (--t->n > 0) {
+        heap_set(t, 0, t->heap[t->n]);
+        heap_down(t, 0);
+    }
+    return p;
+}
+
+/* ---- the Eikonal update |grad T| = 1 (the paper's solve()) ---- */
+
+static int known_at(const telea_ctx *t, int x, int y) {
+    return x >= 0 && y >= 0 && x < t->w && y < t->h && t->flag[y * t->w + x] == KNOWN;
+}
+
+/* T at a pixel from one horizontal neighbour (x1,y1) and one vertical neighbour (x2,y2). */
+static float solve(const telea_ctx *t, int x1, int y1, int x2, int y2) {
+    int k1 = known_at(t, x1, y1), k2 = known_at(t, x2, y2);
+    if (k1 && k2) {
+        float t1 = t->T[y1 * t->w + x1], t2 = t->T[y2 * t->w + x2];
+        float d = t1 - t2;
+        if (d * d >= 2.0f) return T_INF; /* no two-sided solution; the other pairs give a one-sided one */
+        float r = sqrtf(2.0f - d * d);
+        float s = (t1 + t2 - r) * 0.5f;
+        if (s >= t1 && s >= t2) return s;
+        s += r;
+        if (s >= t1 && s >= t2) return s;
+        return T_INF;
+    }
+    if (k1) return 1.0f + t->T[y1 * t->w + x1];
+    if (k2) return 1.0f + t->T[y2 * t->w + x2];
+    return T_INF;
+}
+
+static float update_T(const telea_ctx *t, int x, int y) {
+    float a = solve(t, x - 1, y, x, y - 1), b = solve(t, x + 1, y, x, y - 1);
+    float c = solve(t, x - 1, y, x, y + 1), d = solve(t, x + 1, y, x, y + 1);
+    return fminf(fminf(a, b), fminf(c, d));
+}
+
+/* ---- gradients ---- */
+
+/* The smaller of two slopes of the same sign, 0 when they disagree (minmod): exact on a ramp,
+ * 0 next to a step, so that a first-order estimate never overshoots an edge. */
+static inline float minmod(float a, float b) {
+    if (a * b <= 0) return 0;
+    return fabsf(a) < fabsf(b) ? a : b;
+}
+
+/* Slope-limited derivative of channel k of the known image at pixel i along one axis (`step`
+ * pixels per unit, `at` the coordinate on it, `len` the image extent): minmod of the two
+ * one-sided differences when both neighbours are known; next to the hole or the border, minmod
+ * of the two differences on the known side. */
+static float known_slope(const img_u8 *im, const uint8_t *hole, int k, int i, int step, int at, int len) {
+    int c = im->c;
+    const uint8_t *px = im->px;
+#define V(j) ((float)px[(size_t)(j)*c + k])
+    int lo = at > 0 && !hole[i - step], hi = at < len - 1 && !hole[i + step];
+    if (lo && hi) return minmod(V(i) - V(i - step), V(i + step) - V(i));
+    if (lo && at > 1 && !hole[i - 2 * step]) return minmod(V(i) - V(i - step), V(i - step) - V(i - 2 * step));
+    if (hi && at < len - 2 && !hole[i + 2 * step]) return minmod(V(i + step) - V(i), V(i + 2 * step) - V(i + step));
+    return 0;
+#undef V
+}
+
+/* grad T at pixel (x, y), the normal N of the front: central differences over neighbours that
+ * are not INSIDE, one-sided where only one is, 0 along an axis with none. */
+static void grad_T(const telea_ctx *t, int x, int y, float *gx, float *gy) {
+    int w = t->w, i = y * w + x;
+    const float *T = t->T;
+    int l = x > 0 && t->flag[i - 1] != INSIDE, r = x < w - 1 && t->flag[i + 1] != INSIDE;
+    int u = y > 0 && t->flag[i - w] != INSIDE, d = y < t->h - 1 && t->flag[i + w] != INSIDE;
+    *gx = l && r ? (T[i + 1] - T[i - 1]) * 0.5f : r ? T[i + 1] - T[i] : l ? T[i] - T[i - 1] : 0.0f;
+    *gy = u && d ? (T[i + w] - T[i - w]) * 0.5f : d ? T[i + w] - T[i] : u ? T[i] - T[i - w] : 0.0f;
+}
+
+/* ---- painting one pixel (section 2 of the paper) ---- */
+
+static void inpaint_pixel(telea_ctx *t, int x, int y) {
+    int w = t->w, c = t->c, nch = t->nch, p = y * w + x;
+    float nx, ny;
+    grad_T(t, x, y, &nx, &ny);
+    float Tp = t->T[p];
+    float acc[3] = {0, 0, 0}, gacc[3][2] = {{0, 0}, {0, 0}, {0, 0}}, sum = 0;
+    float lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+    for (int n = 0; n < t->ndisc; n++) {
+        const disc_off *o = &t->disc[n];
+        int qx = x + o->dx, qy = y + o->dy;
+        if (qx < 0 || qy < 0 || qx >= w || qy >= t->h) continue;
+        int q = qy * w + qx;
+        if (t->flag[q] == INSIDE) continue;
+        float rx = (float)-o->dx, ry = (float)-o->dy; /* p - q */
+        float dir = fabsf((rx * nx + ry * ny) * o->inv_len);
+        if (dir < 1e-6f) dir = 1e-6f; /* a neighbour straight across the normal still counts, a little */
+        float lev = 1.0f / (1.0f + fabsf(Tp - t->T[q]));
+        float wt = dir * o->inv_len2 * lev;
+        const uint8_t *v = t->px + (size_t)q * c;
+        for (int k = 0; k < nch; k++) {
+            float e = v[k];
+            if (t->g) {
+                const float *g = t->g + ((size_t)q * nch + k) * 2;
+                e += g[0] * rx + g[1] * ry;
+                gacc[k][0] += wt * g[0];
+                gacc[k][1] += wt * g[1];
+            }
+            acc[k] += wt * e;
+            lo[k] = fminf(lo[k], v[k]);
+            hi[k] = fmaxf(hi[k], v[k]);
+        }
+        sum += wt;
+    }
+    if (!(sum > 0)) return; /* cannot happen: the pixel that just froze is a neighbour */
+    for (int k = 0; k < nch; k++) {
+        float e = acc[k] / sum;
+        e = e < lo[k] ? lo[k] : e > hi[k] ? hi[k] : e;
+        t->px[(size_t)p * c + k] = (uint8_t)(e + 0.5f);
+        if (t->g) {
+            t->g[((size_t)p * nch + k) * 2] = gacc[k][0] / sum;
+            t->g[((size_t)p * nch + k) * 2 + 1] = gacc[k][1] / sum;
+        }
+    }
+}
+
+/* ---- the march (the paper's Figure 4, with T computed before the pixel is painted) ---- */
+
+/* Puts the pixels outside the hole that are 4-adjacent to it into the band with T = 0. */
+static void seed_band(telea_ctx *t, const uint8_t *hole) {
+    int w = t->w, h = t->h;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int i = y * w + x;
+            if (hole[i]) continue;
+            if ((x > 0 && hole[i - 1]) || (x < w - 1 && hole[i + 1]) || (y > 0 && hole[i - w]) ||
+                (y < h - 1 && hole[i + w])) {
+                t->flag[i] = BAND;
+                t->T[i] = 0.0f;
+                band_push(t, i);
+            }
+        }
+}
+
+/* Advances the front: takes the band pixel of least T, freezes it (KNOWN) and updates T of its
+ * 4-neighbours; an INSIDE neighbour joins the band and, with `paint`, is painted. Stops once the
+ * least T exceeds `stop`, leaving the band empty. */
+static void march(telea_ctx *t, int paint, float stop) {
+    static const int nb[4][2] = {{-1, 0}, {0, -1}, {1, 0}, {0, 1}};
+    int w = t->w, h = t->h;
+    while (t->n > 0) {
+        int p = band_pop(t);
+        t->flag[p] = KNOWN;
+        if (t->T[p] > stop) break;
+        int px = p % w, py = p / w;
+        for (int k = 0; k < 4; k++) {
+            int x = px + nb[k][0], y = py + nb[k][1];
+            if (x < 0 || y < 0 || x >= w || y >= h) continue;
+            int q = y * w + x;
+            if (t->flag[q] == KNOWN) continue;
+            float T = update_T(t, x, y);
+            if (T < t->T[q]) t->T[q] = T;
+            if (t->flag[q] == INSIDE) {
+                if (paint) inpaint_pixel(t, x, y); /* while still INSIDE: its old value is never read */
+                t->flag[q] = BAND;
+            }
+            band_push(t, q);
+        }
+    }
+    while (t->n > 0) band_pop(t);
+}
+
+sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flags) {
+    if (!im || !im->px || im->w <= 0 || im->h <= 0 || (im->c != 1 && im->c != 3 && im->c != 4) || !hole)
+        return sp_err(SP_ERR_INVALID, "telea: invalid image or mask");
+    if (radius < 1 || radius > 64) return sp_err(SP_ERR_INVALID, "telea: radius %d is not in 1-64", radius);
+    if (flags & ~TELEA_NO_GRADIENT) return sp_err(SP_ERR_INVALID, "telea: unknown flags 0x%x", (unsigned)flags);
+    int w = im->w, h = im->h;
+    size_t n = (size_t)w * h;
+    if (n > (size_t)INT32_MAX) return sp_err(SP_ERR_LIMIT, "telea: %dx%d is too large", w, h);
+    size_t nhole = 0;
+    for (size_t i = 0; i < n; i++) nhole += hole[i] != 0;
+    if (nhole == 0) return SP_OK;
+    if (nhole == n) return sp_err(SP_ERR_INVALID, "telea: the hole covers the whole image");
+
+    sp_status st = SP_OK;
+    telea_ctx t = {.w = w, .h = h, .c = im->c, .nch = im->c == 4 ? 3 : im->c, .px = im->px};
+    t.flag = malloc(n);
+    t.T = malloc(n * sizeof *t.T);
+    t.heap = malloc(n * sizeof *t.heap);
+    t.pos = malloc(n * sizeof *t.pos);
+    t.stamp = malloc(n * sizeof *t.stamp);
+    t.disc = malloc(sizeof *t.disc * (size_t)(2 * radius + 1) * (2 * radius + 1));
+    if (!(flags & TELEA_NO_GRADIENT)) t.g = malloc(n * (size_t)t.nch * 2 * sizeof *t.g);
+    if (!t.flag || !t.T || !t.heap || !t.pos || !t.stamp || !t.disc || (!(flags & TELEA_NO_GRADIENT) && !t.g)) {
+        st = sp_err(SP_ERR_NOMEM, "telea: out of memory for %dx%d", w, h);
+        goto done;
+    }
+    for (int dy = -radius; dy <= radius; dy++)
+        for (int dx = -radius; dx <= radius; dx++) {
+            int d2 = dx * dx + dy * dy;
+            if (d2 == 0 || d2 > radius * radius) continue;
+            t.disc[t.ndisc++] = (disc_off){dx, dy, 1.0f / sqrtf((float)d2), 1.0f / (float)d2};
+        }
+    for (size_t i = 0; i < n; i++) t.pos[i] = -1;
+
+    /* T outside the hole: a first march from the boundary outwards, over the known pixels, as far
+     * as any disc can reach; those pixels get -T, so that grad T is a central difference across
+     * the boundary and lev tells near known pixels from far ones. */
+    float reach = 1.5f * (float)radius + 2.0f;
+    for (size_t i = 0; i < n; i++) {
+        t.flag[i] = hole[i] ? KNOWN : INSIDE;
+        t.T[i] = hole[i] ? 0.0f : T_INF;
+    }
+    seed_band(&t, hole);
+    march(&t, 0, reach);
+    for (size_t i = 0; i < n; i++) t.T[i] = hole[i] ? T_INF : -fminf(t.T[i], reach);
+
+    /* The image gradient of the known pixels; painted pixels get the weighted mean of their
+     * neighbours' gradients rather than differences of painted values, which would feed each
+     * estimate's error into the next ones and grow without bound. */
+    if (t.g)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                int i = y * w + x;
+                float *g = t.g + (size_t)i * t.nch * 2;
+                for (int k = 0; k < t.nch; k++) {
+                    g[2 * k] = hole[i] ? 0 : known_slope(im, hole, k, i, 1, x, w);
+                    g[2 * k + 1] = hole[i] ? 0 : known_slope(im, hole, k, i, w, y, h);
+                }
+            }
+
+    /* The fill: the hole is INSIDE, the known pixels KNOWN, and those 4-adjacent to the hole the
+     * initial band (the boundary, T = 0). */
+    for (size_t i = 0; i < n; i++) t.flag[i] = hole[i] ? INSIDE : KNOWN;
+    seed_band(&t, hole);
+    march(&t, 1, T_INF);
+done:
+    free(t.flag);
+    free(t.T);
+    free(t.g);
+    free(t.heap);
+    free(t.pos);
+    free(t.stamp);
+    free(t.disc);
+    return st;
+}
+
+sp_status telea_inpaint(img_u8 *im, const uint8_t *hole, int radius) { return telea_inpaint_ex(im, hole, radius, 0); }

@@ -1,0 +1,36 @@
+/* telea.h: inpainting by the fast marching method of Telea (2004), the service's network-free `telea` method. */
+#ifndef TELEA_H
+#define TELEA_H
+
+#include "img.h"
+
+/* The radius OpenCV's cv2.inpaint examples use, and our default. */
+#define TELEA_DEFAULT_RADIUS 5
+
+/* Fills the hole of `im` in place (A. Telea, "An Image Inpainting Technique Based on the Fast
+ * Marching Method", J. Graphics Tools 9(1), 2004). `hole` has w*h bytes, nonzero = hole.
+ *
+ * Pixels are filled in order of their distance T to the hole's boundary (fast marching with a
+ * narrow band on a binary heap; T is also computed outside the hole, negative, as far as the
+ * radius reaches). Each pixel p is the weighted mean, over the known and already filled pixels
+ * q within `radius`, of the first-order estimates I(q) + grad I(q).(p - q), weighted by
+ * |dir| * dst * lev with dir = (p - q)/|p - q| . grad T(p), dst = 1/|p - q|^2 and
+ * lev = 1/(1 + |T(p) - T(q)|). Two departures from the paper's letter keep the scheme stable
+ * (taken literally, the estimates' errors feed the next pixels' gradients and grow into
+ * streaks): grad I of known pixels is slope-limited (minmod), filled pixels carry the weighted
+ * mean of their neighbours' gradients instead of differences of filled values, and each
+ * estimate is clamped to the range of the values it averages.
+ *
+ * Works on c = 1, 3 or 4 (alpha left as it is); pixels outside the hole are not changed and the
+ * values under the hole are never read. SP_ERR_INVALID for a bad image, radius (1-64) or a hole
+ * covering the whole image; SP_ERR_NOMEM when the work buffers cannot be had. */
+sp_status telea_inpaint(img_u8 *im, const uint8_t *hole, int radius);
+
+/* Flags of telea_inpaint_ex. TELEA_NO_GRADIENT drops the gradient term: plain weighted means of
+ * I(q), close to what OpenCV's cv2.inpaint(INPAINT_TELEA) computes (tests/it_telea.sh). */
+enum { TELEA_NO_GRADIENT = 1 };
+
+/* telea_inpaint with flags (0 = telea_inpaint). */
+sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flags);
+
+#endif

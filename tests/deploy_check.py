@@ -1,0 +1,319 @@
+"""deploy_check.py: checks that the Dockerfile, the Kubernetes manifests and docker-compose agree with each other and with what semipaintd serves (run by tests/it_deploy.sh).
+
+Arguments (files written by it_deploy.sh):
+  --cpu FILE / --gpu FILE   the overlays rendered by `kubectl kustomize` (absent: the base files are read
+                            as they are, and the GPU overlay is not checked)
+  --print-config FILE       `semipaintd --print-config` of the ConfigMap's configuration
+  --metrics FILE            GET /metrics of a daemon started with that configuration
+  --routes FILE             one line per path that daemon answered 200 to (METHOD PATH)
+  --ready-s SECONDS         how long that daemon took to answer /readyz 200
+  --needed FILE             `package soname` lines: the Debian package of each NEEDED library of build/semipaintd
+  --provided FILE           the packages the runtime stage installs, with their direct dependencies, one a line
+  --runtime-packages        only print the runtime stage's apt-get install list, one a line, and exit
+Prints one `ok`/`FAIL` line per check and exits 1 on any failure.
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+passes = fails = 0
+
+
+def check(what, ok, detail=""):
+    global passes, fails
+    if ok:
+        passes += 1
+        print(f"ok   {what}")
+    else:
+        fails += 1
+        print(f"FAIL {what}" + (f": {detail}" if detail != "" else ""))
+
+
+def load_all(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs, kind):
+    found = by_kind(docs, kind)
+    if len(found) != 1:
+        raise SystemExit(f"deploy_check: expected one {kind}, found {len(found)}")
+    return found[0]
+
+
+def parse_print_config(path):
+    """{section: {key: value-string}} from `semipaintd --print-config` output."""
+    out, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line.lstrip().startswith("#"):
+                continue
+            m = re.match(r"^([a-z_]+):\s*$", line)
+            if m:
+                section = out.setdefault(m.group(1), {})
+                continue
+            m = re.match(r"^  ([a-z_]+): (.*)$", line)
+            if m and section is not None:
+                v = m.group(2)
+                section[m.group(1)] = v[1:-1] if v.startswith('"') and v.endswith('"') else v
+    return out
+
+
+def base_docs():
+    docs = []
+    for f in ("deployment.yaml", "service.yaml", "pvc.yaml", "hpa.yaml", "pdb.yaml"):
+        docs += load_all(os.path.join(ROOT, "docker/base", f))
+    with open(os.path.join(ROOT, "docker/base/semipaintd.yaml")) as f:
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "semipaintd-config"},
+                     "data": {"semipaintd.yaml": f.read()}})
+    return docs
+
+
+def runtime_packages():
+    """The packages of the Dockerfile's runtime `apt-get install` (the one in the last stage)."""
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        df = f.read()
+    found = re.findall(r"apt-get install -y --no-install-recommends \\\n(.*?)\n \&\&", df, re.S)
+    return set(found[-1].replace("\\", " ").split()) if found else set()
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def probe_port(probe, ports):
+    p = probe["httpGet"]["port"]
+    return ports.get(p, p)
+
+
+def check_overlay(name, docs, cfg, printed, routes, ready_s, metric_names):
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]
+    c = [x for x in pod["spec"]["containers"] if x["name"] == "semipaintd"][0]
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    listen_port = int(str(cfg["server"]["listen"]).rsplit(":", 1)[1])
+    ann = pod["metadata"].get("annotations", {})
+    svc = one(docs, "Service")
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    pdb = one(docs, "PodDisruptionBudget")
+    pvcs = {p["metadata"]["name"]: p for p in by_kind(docs, "PersistentVolumeClaim")}
+    cms = {m["metadata"]["name"]: m for m in by_kind(docs, "ConfigMap")}
+    sel = dep["spec"]["selector"]["matchLabels"]
+    labels = pod["metadata"]["labels"]
+    P = f"[{name}] "
+
+    # ports
+    check(P + "containerPort 'http' is server.listen's port", ports.get("http") == listen_port, f"{ports} vs {listen_port}")
+    check(P + "the Service targets the http port", all(ports.get(p["targetPort"], p["targetPort"]) == listen_port
+                                                        for p in svc["spec"]["ports"]), svc["spec"]["ports"])
+    check(P + "the Service and the PDB select the Deployment's pods",
+          svc["spec"]["selector"].items() <= labels.items() and pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+          and sel.items() <= labels.items())
+    check(P + "prometheus.io annotations: scrape on the listen port at /metrics",
+          ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(listen_port)
+          and ann.get("prometheus.io/path") == "/metrics", ann)
+
+    # probes
+    lp, rp, sp = c.get("livenessProbe"), c.get("readinessProbe"), c.get("startupProbe")
+    check(P + "liveness GET /healthz, readiness and startup GET /readyz",
+          lp and rp and sp and lp["httpGet"]["path"] == "/healthz" and rp["httpGet"]["path"] == "/readyz"
+          and sp["httpGet"]["path"] == "/readyz")
+    check(P + "every probe uses the listen port", all(probe_port(p, ports) == listen_port for p in (lp, rp, sp)))
+    for path in ("/healthz", "/readyz", ann.get("prometheus.io/path")):
+        check(P + f"semipaintd answered 200 to GET {path}", routes is None or f"GET {path}" in routes,
+              "not in the daemon's answers")
+    budget = sp["periodSeconds"] * sp["failureThreshold"]
+    check(P + f"the startup probe allows {budget} s for loading (>= 60 s, and >= 20x the {ready_s:.2f} s measured here)",
+          budget >= 60 and budget >= 20 * ready_s)
+
+    # configuration
+    cm_name = [v["configMap"]["name"] for v in pod["spec"]["volumes"] if "configMap" in v]
+    check(P + "the config volume names a ConfigMap of this overlay", len(cm_name) == 1 and cm_name[0] in cms, cm_name)
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    cfg_vol = [n for n, v in vols.items() if "configMap" in v][0]
+    args = c.get("args", [])
+    cfg_path = args[args.index("-c") + 1] if "-c" in args else ""
+    key = os.path.basename(cfg_path)
+    check(P + "-c names the ConfigMap's file in its mount",
+          os.path.dirname(cfg_path) == mounts[cfg_vol]["mountPath"] and key in cms[cm_name[0]]["data"], cfg_path)
+    cm_cfg = yaml.safe_load(cms[cm_name[0]]["data"][key])
+    unknown = [f"{s}.{k}" for s, kv in cm_cfg.items() for k in (kv or {}) if k not in printed.get(s, {})]
+    check(P + "every key of the ConfigMap's YAML is one semipaintd knows", not unknown and set(cm_cfg) <= set(printed), unknown)
+    for n, e in env_of(c).items():
+        if n.startswith("SEMIPAINT_"):
+            sec, _, k = n[len("SEMIPAINT_"):].lower().partition("_")
+            check(P + f"env {n} overrides a real key ({sec}.{k})", k in printed.get(sec, {}))
+
+    # database volume
+    db = cm_cfg["retrieval"]["database"]
+    data_mounts = [m for m in c["volumeMounts"] if db.startswith(m["mountPath"].rstrip("/") + "/")]
+    check(P + f"retrieval.database ({db}) is on a mounted volume", len(data_mounts) == 1)
+    if data_mounts:
+        v = vols[data_mounts[0]["name"]]
+        claim = v.get("persistentVolumeClaim", {}).get("claimName")
+        check(P + "that volume is this overlay's PersistentVolumeClaim", claim in pvcs, claim)
+
+    # security
+    psc, csc = pod["spec"].get("securityContext", {}), c.get("securityContext", {})
+    check(P + "runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, all capabilities dropped",
+          psc.get("runAsNonRoot") is True and csc.get("readOnlyRootFilesystem") is True
+          and csc.get("allowPrivilegeEscalation") is False and csc.get("capabilities", {}).get("drop") == ["ALL"])
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        users = re.findall(r"^USER\s+(\d+)", f.read(), re.M)
+    check(P + "runAsUser is the image's USER", users and psc.get("runAsUser") == int(users[-1]), (users, psc.get("runAsUser")))
+    res = c.get("resources", {})
+    check(P + "cpu and memory requests and limits are set",
+          all(k in res.get(w, {}) for w in ("requests", "limits") for k in ("cpu", "memory")))
+
+    # shutdown: preStop pause + server.shutdown_grace_ms fit in the grace period
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pause = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" else 0
+    grace_ms = int(printed["server"]["shutdown_grace_ms"]) if cm_cfg["server"].get("shutdown_grace_ms") is None \
+        else int(cm_cfg["server"]["shutdown_grace_ms"])
+    tgp = pod["spec"].get("terminationGracePeriodSeconds", 30)
+    check(P + f"terminationGracePeriodSeconds ({tgp}) > preStop ({pause} s) + shutdown_grace_ms ({grace_ms})",
+          tgp * 1000 > pause * 1000 + grace_ms)
+
+    # autoscaling
+    ms = hpa["spec"]["metrics"]
+    check(P + "the HPA scales this Deployment", hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+          and hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment" and hpa["apiVersion"] == "autoscaling/v2")
+    pods_metrics = [m["pods"] for m in ms if m["type"] == "Pods"]
+    check(P + "the HPA uses a Pods metric named semipaint_queue_depth",
+          len(pods_metrics) == 1 and pods_metrics[0]["metric"]["name"] == "semipaint_queue_depth")
+    mname = pods_metrics[0]["metric"]["name"] if pods_metrics else ""
+    check(P + f"semipaintd exports {mname} as a gauge", mname in metric_names, sorted(metric_names))
+    env = env_of(c)
+    cap = int(env["SEMIPAINT_BATCHING_QUEUE_CAPACITY"]["value"]) if "SEMIPAINT_BATCHING_QUEUE_CAPACITY" in env \
+        else int(cm_cfg["batching"]["queue_capacity"])
+    tgt = float(pods_metrics[0]["target"]["averageValue"]) if pods_metrics else 0
+    check(P + f"the HPA target ({tgt:g}) is below the queue capacity ({cap})", 0 < tgt < cap)
+    check(P + "min <= max replicas, and the PDB lets a single pod be drained",
+          1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] and pdb["spec"].get("maxUnavailable") == 1)
+    return c, env
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cpu")
+    ap.add_argument("--gpu")
+    ap.add_argument("--print-config", required=True)
+    ap.add_argument("--metrics")
+    ap.add_argument("--routes")
+    ap.add_argument("--ready-s", type=float, default=0)
+    ap.add_argument("--needed")
+    ap.add_argument("--provided")
+    ap.add_argument("--runtime-packages", action="store_true")
+    a = ap.parse_args()
+    if a.runtime_packages:
+        print("\n".join(sorted(runtime_packages())))
+        return 0
+
+    printed = parse_print_config(a.print_config)
+    with open(os.path.join(ROOT, "docker/base/semipaintd.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    routes = None
+    if a.routes:
+        with open(a.routes) as f:
+            routes = {line.strip() for line in f if line.strip()}
+    metric_names = set()
+    if a.metrics:
+        with open(a.metrics) as f:
+            metric_names = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) gauge$", f.read(), re.M)}
+    else:  # no daemon: the names the server registers as gauges in its sources
+        for src in glob.glob(os.path.join(ROOT, "server/*.c")):
+            with open(src) as f:
+                metric_names |= set(re.findall(r'srv_metrics_gauge\([^,]+,\s*"([a-z_]+)"', f.read()))
+
+    cpu_docs = load_all(a.cpu) if a.cpu else base_docs()
+    c, env = check_overlay("cpu" if a.cpu else "base", cpu_docs, cfg, printed, routes, a.ready_s, metric_names)
+    if a.cpu:
+        res = c["resources"]
+        check("[cpu] no GPU is requested, the image is semipaint:cpu",
+              "nvidia.com/gpu" not in res.get("limits", {}) and c["image"] == "semipaint:cpu", c["image"])
+        check("[cpu] model.cpu_threads follows the CPU limit",
+              env.get("SEMIPAINT_MODEL_CPU_THREADS", {}).get("valueFrom", {}).get("resourceFieldRef", {}).get("resource")
+              == "limits.cpu")
+    if a.gpu:
+        g, genv = check_overlay("gpu", load_all(a.gpu), cfg, printed, routes, a.ready_s, metric_names)
+        lim = g["resources"].get("limits", {})
+        check("[gpu] one nvidia.com/gpu per pod, the image is semipaint:cuda, model.device is cuda",
+              str(lim.get("nvidia.com/gpu")) == "1" and g["image"] == "semipaint:cuda"
+              and genv.get("SEMIPAINT_MODEL_DEVICE", {}).get("value") == "cuda", (lim, g["image"]))
+
+    # prometheus-adapter rule, docker-compose and its Prometheus
+    adapter = load_all(os.path.join(ROOT, "docker/prometheus-adapter.yaml"))[0]
+    check("the prometheus-adapter rule serves the HPA's metric",
+          [r["name"]["as"] for r in adapter["rules"]] == ["semipaint_queue_depth"]
+          and "semipaint_queue_depth" in adapter["rules"][0]["seriesQuery"])
+    listen_port = int(str(cfg["server"]["listen"]).rsplit(":", 1)[1])
+    compose = load_all(os.path.join(ROOT, "docker/docker-compose.yml"))[0]
+    svc = compose["services"]["semipaintd"]
+    check("compose publishes the listen port", any(str(p).split(":")[-1] == str(listen_port) for p in svc["ports"]), svc["ports"])
+    check("compose mounts the ConfigMap's YAML where the image reads it",
+          "./base/semipaintd.yaml:/etc/semipaint/semipaintd.yaml:ro" in svc["volumes"])
+    check("compose keeps the database on a volume at /data", any(str(v).endswith(":/data") for v in svc["volumes"]))
+    check("compose runs read-only with every capability dropped", svc.get("read_only") is True and svc.get("cap_drop") == ["ALL"])
+    prom = load_all(os.path.join(ROOT, "docker/prometheus.yml"))[0]
+    job = [j for j in prom["scrape_configs"] if j["job_name"] == "semipaintd"]
+    targets = [t for j in job for s in j["static_configs"] for t in s["targets"]]
+    check("Prometheus scrapes the compose service on the listen port at /metrics",
+          targets == [f"semipaintd:{listen_port}"] and job[0].get("metrics_path", "/metrics") == "/metrics", targets)
+
+    # the Dockerfile
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        df = f.read()
+    exposes = re.findall(r"^EXPOSE\s+(\d+)", df, re.M)
+    check("the Dockerfile EXPOSEs the listen port", exposes == [str(listen_port)], exposes)
+    hc = re.search(r"^HEALTHCHECK .*?CMD (.*)$", df, re.M | re.S)
+    check("the HEALTHCHECK asks /healthz on the listen port",
+          hc and f"http://127.0.0.1:{listen_port}/healthz" in hc.group(1) and (routes is None or "GET /healthz" in routes))
+    froms = re.findall(r"^FROM\s+(\S+)", df, re.M)
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", df, re.M))
+    refs = [f for f in froms if "${BACKEND}" in f or f in stages]
+    check("each `FROM ...${BACKEND}` names a stage for both backends (cpu, cuda)",
+          refs and all(f.replace("${BACKEND}", b) in stages for f in refs for b in ("cpu", "cuda")), refs)
+    external = [f for f in froms if f not in refs]
+    arg_ok = all(re.search(r"^ARG %s=[\w.]+$" % v, df, re.M) for f in external for v in re.findall(r"\$\{(\w+)\}", f))
+    check("the version arguments of those images have defaults", arg_ok)
+    check("every image pulled from a registry has a pinned tag (no :latest)",
+          external and all(":" in f and not f.endswith(":latest") for f in external), external)
+    check("the build stage runs the Makefile's deps and all targets (as CI does)",
+          re.search(r"make deps", df) and re.search(r"make -j\S* \$SP_MAKE_ARGS all", df))
+    check("the runtime runs as a non-root numeric USER", re.search(r"^USER 10001:10001$", df, re.M))
+    for src in re.findall(r"^COPY --from=build /src/(\S+)", df, re.M):
+        for s in src.split():
+            if not s.startswith("build/"):
+                check(f"the Dockerfile's {s} exists", os.path.exists(os.path.join(ROOT, s)))
+    ep = os.path.join(ROOT, "docker/entrypoint.sh")
+    check("the entrypoint script is executable", os.access(ep, os.X_OK))
+    runtime_pkgs = runtime_packages()
+    check("the runtime stage installs curl for its HEALTHCHECK", "curl" in runtime_pkgs)
+    if a.needed and a.provided:
+        with open(a.needed) as f:
+            pairs = [line.split() for line in f if line.strip()]
+        with open(a.provided) as f:
+            provided = {line.strip() for line in f if line.strip()} | runtime_pkgs
+        missing = [f"{so} ({pkg})" for pkg, so in pairs if pkg not in provided and pkg != "libc6"]
+        check("the runtime packages provide every library build/semipaintd needs", not missing and pairs, missing)
+    with open(os.path.join(ROOT, ".dockerignore")) as f:
+        ign = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    check(".dockerignore keeps build outputs, caches and .git out", {"build", "build-*", ".deps", ".git"} <= ign)
+
+    print(f"deploy_check: {passes} passed, {fails} failed")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+/* fuzz_json.c: libFuzzer harness for the JSON request parsers and base64: no crash, errors are 4xx/503, decoded blobs are owned. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srv_request.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    srv_error e;
+    srv_inpaint_args a;
+    int r = srv_parse_inpaint_json(data, size, &a, &e);
+    if (r == 0) {
+        if (!a.image.data || !a.mask.data || !a.image.len || !a.mask.len) abort();
+        srv_inpaint_args_free(&a);
+    } else if (r < 400 || r > 599 || r != e.status || !e.code) {
+        abort();
+    }
+    srv_index_args x;
+    r = srv_parse_index_json(data, size, &x, &e);
+    if (r == 0) {
+        if (x.n < 1 || x.n > SRV_INDEX_MAX_IMAGES) abort();
+        srv_index_args_free(&x);
+    } else if (r < 400 || r > 599) {
+        abort();
+    }
+    /* base64 of the raw bytes, and a round trip through the encoder */
+    uint8_t *out;
+    size_t n;
+    if (srv_b64_decode((const char *)data, size, &out, &n) == SP_OK) {
+        size_t el;
+        char *enc = srv_b64_encode(out, n, &el);
+        uint8_t *back;
+        size_t bn;
+        if (!enc || srv_b64_decode(enc, el, &back, &bn) || bn != n || memcmp(back, out, n)) abort();
+        free(back);
+        free(enc);
+        free(out);
+    }
+    return 0;
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# it_eval.sh: `semipaint eval` on a few real faces and masks with random-init nets: report tables, grid, and every per-sample L1/PSNR/SSIM recomputed independently in numpy from the grid's tiles.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-/usr/bin/python3}
+BUILD=${BUILD:-build}
+SP=$BUILD/semipaint
+VAL=../shared/data/celebahq256/val
+TRAIN=../shared/data/celebahq256/train
+MASKS=../shared/data/masks/nvidia-irregular-test
+[ -x "$SP" ] || { echo "SKIP: $SP not built"; exit 0; }
+if ! "$PY" -c 'import torch, numpy, PIL' 2>/dev/null; then echo "SKIP: $PY lacks torch/numpy/PIL"; exit 0; fi
+for d in "$VAL" "$TRAIN" "$MASKS"; do [ -d "$d" ] || { echo "SKIP: $d is absent"; exit 0; }; done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/img" "$tmp/masks" "$tmp/train"
+for f in $(ls "$VAL" | sort | head -6); do ln -s "$(cd "$VAL" && pwd)/$f" "$tmp/img/$f"; done
+# six masks spread over the hole ratios (the folder is sorted by ratio)
+for f in $(ls "$MASKS" | sort | awk 'NR % 200 == 1'); do ln -s "$(cd "$MASKS" && pwd)/$f" "$tmp/masks/$f"; done
+for f in $(ls "$TRAIN" | sort | head -10); do ln -s "$(cd "$TRAIN" && pwd)/$f" "$tmp/train/$f"; done
+
+echo "== usage errors"
+set +e
+"$SP" eval --images "$tmp/img" > /dev/null 2>&1; [ $? -eq 2 ] || { echo "FAIL: missing --masks/--out not a usage error"; exit 1; }
+"$SP" eval --images "$tmp/img" --masks "$tmp/masks" --out "$tmp/x" --methods telea,bogus > /dev/null 2>&1
+[ $? -eq 2 ] || { echo "FAIL: unknown method accepted"; exit 1; }
+"$SP" eval --images "$tmp/img" --masks "$tmp/masks" --out "$tmp/x" --coarse "$tmp/none.safetensors" > /dev/null 2> "$tmp/err"
+[ $? -eq 1 ] && grep -q none.safetensors "$tmp/err" || { echo "FAIL: missing weights file not reported"; cat "$tmp/err"; exit 1; }
+set -e
+
+echo "== random-init nets (cpu256m) and a 10-image database"
+for spec in "pconv_unet pconv 1" "simk_unet sim0 0" "simk_unet sim1 1"; do
+  set -- $spec
+  "$PY" training/export.py --arch "$1" --config cpu256m --k "$3" --seed 3 --out "$tmp/$2.safetensors" 2>/dev/null
+done
+"$SP" index build --images "$tmp/train" --out "$tmp/db" --descriptor thumb16 --threads 1 > /dev/null 2>&1
+
+echo "== eval"
+"$SP" eval --images "$tmp/img" --masks "$tmp/masks" --out "$tmp/out" --coarse "$tmp/pconv.safetensors" \
+  --sim0 "$tmp/sim0.safetensors" --sim1 "$tmp/sim1.safetensors" --db "$tmp/db" --batch 4 --grid-rows 6 \
+  --threads 1 --title "it_eval" > "$tmp/stdout"
+cmp -s "$tmp/stdout" "$tmp/out/report.md" || { echo "FAIL: stdout differs from report.md"; exit 1; }
+
+"$PY" - "$tmp/out" <<'EOF'
+import csv, sys
+import numpy as np
+from PIL import Image
+out = sys.argv[1]
+rep = open(f"{out}/report.md").read()
+for needle in ("**L1 (%), lower is better**", "**PSNR (dB), higher is better**", "**SSIM, higher is better**",
+               "| telea |", "| coarse |", "| sim0 |", "| sim1 |", "| sim1-random |", "| sim1-noise |",
+               "Section 5.6", "![grid](grid.png)", "(0.5,0.6]"):
+    assert needle in rep, f"report lacks {needle!r}"
+rows = list(csv.DictReader(open(f"{out}/samples.csv")))
+methods = ["telea", "coarse", "sim0", "sim1", "sim1-random", "sim1-noise"]
+assert len(rows) == 6 * len(methods), len(rows)
+grid = np.asarray(Image.open(f"{out}/grid.png").convert("RGB")).astype(np.float64)
+S = 256
+assert grid.shape == (6 * S, 7 * S, 3), grid.shape  # original, masked, 4 methods, neighbour
+
+def ssim(a, b):
+    """Wang et al.: 11x11 Gaussian (sigma 1.5) as a full 2-D kernel over every window inside the image."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2)); g /= g.sum()
+    w = np.outer(g, g)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    res = []
+    for c in range(3):
+        x = np.lib.stride_tricks.sliding_window_view(a[..., c], (11, 11))
+        y = np.lib.stride_tricks.sliding_window_view(b[..., c], (11, 11))
+        mx, my = (x * w).sum((-1, -2)), (y * w).sum((-1, -2))
+        vx = (x * x * w).sum((-1, -2)) - mx * mx
+        vy = (y * y * w).sum((-1, -2)) - my * my
+        cxy = (x * y * w).sum((-1, -2)) - mx * my
+        res.append((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean())
+    return float(np.mean(res))
+
+ratios = []
+for r in rows:
+    j, m = int(r["sample"]), r["method"]
+    if m not in ("telea", "coarse", "sim0", "sim1"):
+        continue
+    col = 2 + ["telea", "coarse", "sim0", "sim1"].index(m)
+    orig = grid[j * S:(j + 1) * S, 0:S]
+    masked = grid[j * S:(j + 1) * S, S:2 * S]
+    res = grid[j * S:(j + 1) * S, col * S:(col + 1) * S]
+    changed = (res != orig).any(-1)
+    assert (masked[changed] == 255).all(), f"sample {j} {m}: a pixel outside the hole changed"
+    d = res - orig
+    l1 = 100 * np.abs(d).mean() / 255
+    psnr = 10 * np.log10(255 ** 2 / (d * d).mean())
+    s = ssim(res, orig)
+    assert abs(l1 - float(r["l1_pct"])) < 1e-3, (j, m, l1, r["l1_pct"])
+    assert abs(psnr - float(r["psnr"])) < 1e-3, (j, m, psnr, r["psnr"])
+    assert abs(s - float(r["ssim"])) < 1e-4, (j, m, s, r["ssim"])
+    if m == "sim1":
+        assert r["neighbour"].endswith(".jpg"), r
+    ratios.append(float(r["hole_ratio"]))
+assert max(ratios) > 0.4 and min(ratios) < 0.15, ratios  # spread over the buckets
+print(f"it_eval: {len(rows)} rows, L1/PSNR/SSIM of 24 method outputs match numpy; hole ratios {sorted(set(ratios))}")
+EOF
+echo "it_eval: OK"

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# it_server.sh: semipaintd from the command line: --check-config/--print-config/env overrides, and curl against the real daemon (multipart, JSON, JPEG round trip, SIGTERM).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+PY=${PY:-/usr/bin/python3}
+D="$BUILD/semipaintd"
+FIX=tests/fixtures/small
+[ -x "$D" ] || { echo "it_server: SKIP ($D not built)"; exit 0; }
+[ -f "$FIX/pconv_unet.safetensors" ] || { echo "it_server: SKIP (no $FIX)"; exit 0; }
+
+tmp=$(mktemp -d /tmp/it_server.XXXXXX)
+pid=""
+cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+fails=0
+passes=0
+ok() { echo "ok   $*"; passes=$((passes + 1)); }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+
+# The shipped example config, pointed at the test fixtures and no database by the environment.
+export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
+export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
+export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
+export SEMIPAINT_RETRIEVAL_DATABASE=
+export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
+export SEMIPAINT_MODEL_CPU_THREADS=1
+
+# ---- configuration from the command line ----
+check "--check-config accepts config/semipaintd.yaml" "$D" -c config/semipaintd.yaml --check-config
+printf 'batching:\n  max_batch: 4\n  max_delay_ms: -3\n' > "$tmp/bad.yaml"
+if "$D" -c "$tmp/bad.yaml" --check-config 2> "$tmp/err"; then bad "--check-config refuses a bad value"; else
+  check "the error names file, line, key and allowed values" grep -q "bad.yaml:3: batching.max_delay_ms: '-3' is not allowed; allowed: an integer in 0..10000" "$tmp/err"
+fi
+printf 'logging:\n  colour: blue\n' > "$tmp/unknown.yaml"
+"$D" -c "$tmp/unknown.yaml" --check-config 2> "$tmp/err" && bad "unknown key accepted" || \
+  check "an unknown key lists the known ones" grep -q "unknown.yaml:2: unknown key 'logging.colour'; allowed keys of logging: level, format" "$tmp/err"
+SEMIPAINT_BATCHING_QUEUE_CAPACITY=0 "$D" -c config/semipaintd.yaml --check-config 2> "$tmp/err" && bad "env value out of range accepted" || \
+  check "an environment override is checked and named" grep -q "environment SEMIPAINT_BATCHING_QUEUE_CAPACITY: batching.queue_capacity" "$tmp/err"
+SEMIPAINT_MODEL_COARSE=/nonexistent.safetensors "$D" -c config/semipaintd.yaml --check-config 2> "$tmp/err" && bad "missing weights accepted" || \
+  check "--check-config names a missing weights file" grep -q "model.coarse: /nonexistent.safetensors" "$tmp/err"
+SEMIPAINT_BATCHING_MAX_BATCH=3 "$D" -c config/semipaintd.yaml --print-config > "$tmp/printed.yaml"
+check "--print-config shows the environment override" grep -q "^  max_batch: 3$" "$tmp/printed.yaml"
+check "--print-config output is a valid configuration" "$D" -c "$tmp/printed.yaml" --check-config
+"$D" --bogus 2>/dev/null && bad "unknown argument accepted" || ok "unknown argument refused"
+
+# a database that cannot be opened stops the daemon with exit status 1 and a message naming it
+mkdir -p "$tmp/notadb"
+rc=0
+SEMIPAINT_RETRIEVAL_DATABASE="$tmp/notadb" timeout 60 "$D" -c config/semipaintd.yaml > "$tmp/fail.log" 2>&1 || rc=$?
+check "a broken database stops the daemon with status 1" test "$rc" = 1
+check "the startup error names the database" grep -q "startup failed: .*$tmp/notadb" "$tmp/fail.log"
+
+# ---- images made with Python's standard library (PNG writer) ----
+"$PY" - "$tmp" <<'EOF'
+import struct, sys, zlib
+def png(path, w, h, ch, px):
+    raw = b"".join(b"\0" + bytes(px[y * w * ch:(y + 1) * w * ch]) for y in range(h))
+    def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    ct = {1: 0, 3: 2, 4: 6}[ch]
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ct, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+d = sys.argv[1]
+w, h = 320, 200
+png(d + "/img.png", w, h, 3, [v for y in range(h) for x in range(w) for v in (x * 255 // w, y * 255 // h, (x ^ y) & 255)])
+png(d + "/mask.png", w, h, 1, [255 if 100 <= x < 160 and 50 <= y < 90 else 0 for y in range(h) for x in range(w)])
+EOF
+
+# ---- the daemon ----
+"$D" -c config/semipaintd.yaml > "$tmp/log" 2>&1 &
+pid=$!
+port=""
+for _ in $(seq 1 200); do
+  port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$tmp/log" | head -n 1)
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$tmp/log"; bad "daemon printed no port"; exit 1; }
+url="http://127.0.0.1:$port"
+for _ in $(seq 1 600); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
+  sleep 0.1
+done
+check "GET /readyz answers 200" test "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200
+check "GET /v1/info says Sim-0 without a database" sh -c "curl -s '$url/v1/info' | grep -q '\"mode\":\"sim0\"'"
+
+code=$(curl -s -D "$tmp/h1" -o "$tmp/out.png" -w '%{http_code}' -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" "$url/v1/inpaint")
+check "curl -F multipart answers 200" test "$code" = 200
+check "the answer is a PNG of the input's size" "$PY" -c "
+import struct,sys; b=open('$tmp/out.png','rb').read(); sys.exit(not (b[:8]==b'\x89PNG\r\n\x1a\n' and struct.unpack('>II',b[16:24])==(320,200)))"
+check "X-Request-Id, Server-Timing and X-Neighbors are set" sh -c "grep -qi '^X-Request-Id: ' '$tmp/h1' && grep -qi '^Server-Timing: decode;dur=' '$tmp/h1' && grep -qi '^X-Neighbors: none' '$tmp/h1'"
+
+code=$(curl -s -o "$tmp/out.jpg" -D "$tmp/h2" -w '%{http_code}' -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F format=jpeg -F quality=85 -F method=coarse "$url/inpaint")
+check "format=jpeg gives a JPEG (through /inpaint)" sh -c "test $code = 200 && grep -qi '^Content-Type: image/jpeg' '$tmp/h2'"
+code=$(curl -s -o "$tmp/out2.jpg" -D "$tmp/h3" -w '%{http_code}' -F image=@"$tmp/out.jpg" -F mask=@"$tmp/mask.png" -F method=telea "$url/v1/inpaint")
+check "JPEG in gives JPEG out" sh -c "test $code = 200 && grep -qi '^Content-Type: image/jpeg' '$tmp/h3' && head -c 2 '$tmp/out2.jpg' | od -An -tx1 | grep -q 'ff d8'"
+
+printf '{"image":"%s","mask":"data:image/png;base64,%s","method":"sim"}' "$(base64 -w0 "$tmp/img.png")" "$(base64 -w0 "$tmp/mask.png")" > "$tmp/req.json"
+curl -s -o "$tmp/out.json" -H 'Content-Type: application/json' --data-binary @"$tmp/req.json" "$url/v1/inpaint"
+check "a JSON request gets a JSON answer with the image" "$PY" -c "
+import json,base64,sys; j=json.load(open('$tmp/out.json')); b=base64.b64decode(j['image'])
+sys.exit(not (j['format']=='png' and j['width']==320 and j['height']==200 and b[:4]==b'\x89PNG' and 'refine' in j['timings_ms']))"
+
+code=$(curl -s -o "$tmp/e.json" -w '%{http_code}' -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F strength=9 "$url/v1/inpaint")
+check "an unknown field is refused with 422" sh -c "test $code = 422 && grep -q unknown_field '$tmp/e.json'"
+code=$(curl -s -o /dev/null -w '%{http_code}' --data-binary 'hello' -H 'Content-Type: text/plain' "$url/v1/inpaint")
+check "a wrong content type is refused with 415" test "$code" = 415
+
+curl -s -o "$tmp/openapi.yaml" "$url/openapi.yaml"
+check "GET /openapi.yaml is the document in the source tree" cmp -s "$tmp/openapi.yaml" server/openapi.yaml
+if python3 -c "import openapi_spec_validator" 2>/dev/null; then
+  check "the OpenAPI document validates" python3 -c "
+import yaml; from openapi_spec_validator import validate; validate(yaml.safe_load(open('$tmp/openapi.yaml')))"
+else
+  echo "skip the OpenAPI validation (openapi_spec_validator not installed)"
+fi
+check "GET /metrics counts the requests" sh -c "curl -s '$url/metrics' | grep -q 'semipaint_http_requests_total{route=\"/v1/inpaint\",code=\"200\"} 4'"
+
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+pid=""
+check "SIGTERM exits 0" test "$rc" = 0
+check "the log shows the drain" grep -q '"msg":"stopped after' "$tmp/log"
+
+echo "it_server: $passes passed, $fails failed"
+[ "$fails" -eq 0 ]

@@ -1,0 +1,280 @@
+/* test_telea.c: Telea inpainting tests; with --compare OUTDIR [N], writes inputs and results for tests/it_telea.sh to compare with OpenCV. */
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "img.h"
+#include "t.h"
+#include "telea.h"
+
+static uint8_t *disc_hole(int w, int h, int cx, int cy, int r) {
+    uint8_t *m = calloc((size_t)w * h, 1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) m[y * w + x] = (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r * r;
+    return m;
+}
+
+static void fill_random(img_u8 *im, unsigned seed) {
+    size_t n = (size_t)im->w * im->h * im->c;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        im->px[i] = (uint8_t)(seed >> 24);
+    }
+}
+
+static void test_constant(void) {
+    img_u8 im = {0};
+    CHECK(img_alloc(&im, 40, 30, 3) == SP_OK);
+    for (int i = 0; i < 40 * 30; i++) im.px[3 * i] = 10, im.px[3 * i + 1] = 200, im.px[3 * i + 2] = 77;
+    uint8_t *hole = disc_hole(40, 30, 20, 15, 9);
+    for (int i = 0; i < 40 * 30; i++)
+        if (hole[i]) im.px[3 * i] = im.px[3 * i + 1] = im.px[3 * i + 2] = 0;
+    CHECK(telea_inpaint(&im, hole, 5) == SP_OK);
+    int ok = 1;
+    for (int i = 0; i < 40 * 30; i++) ok &= im.px[3 * i] == 10 && im.px[3 * i + 1] == 200 && im.px[3 * i + 2] == 77;
+    CHECK(ok);
+    free(hole);
+    img_free(&im);
+}
+
+/* Known pixels are never changed, and the values under the hole are never read. */
+static void test_known_untouched(void) {
+    img_u8 a = {0}, b = {0};
+    CHECK(img_alloc(&a, 50, 40, 4) == SP_OK && img_alloc(&b, 50, 40, 4) == SP_OK);
+    fill_random(&a, 1);
+    memcpy(b.px, a.px, 50 * 40 * 4);
+    uint8_t *hole = disc_hole(50, 40, 10, 30, 12);
+    for (int i = 0; i < 50 * 40; i++)
+        if (hole[i]) {
+            a.px[4 * i] = 0, a.px[4 * i + 1] = 255, a.px[4 * i + 2] = 3; /* garbage under the hole */
+            b.px[4 * i] = 99, b.px[4 * i + 1] = 1, b.px[4 * i + 2] = 200;
+        }
+    img_u8 orig = {0};
+    CHECK(img_alloc(&orig, 50, 40, 4) == SP_OK);
+    memcpy(orig.px, a.px, 50 * 40 * 4);
+    CHECK(telea_inpaint(&a, hole, 5) == SP_OK && telea_inpaint(&b, hole, 5) == SP_OK);
+    int same_known = 1, alpha_kept = 1;
+    for (int i = 0; i < 50 * 40; i++) {
+        if (!hole[i]) same_known &= !memcmp(a.px + 4 * i, orig.px + 4 * i, 4);
+        alpha_kept &= a.px[4 * i + 3] == orig.px[4 * i + 3];
+    }
+    CHECK(same_known);
+    CHECK(alpha_kept);
+    CHECK(!memcmp(a.px, b.px, 50 * 40 * 4) || 0 == printf("hole values leaked into the result\n"));
+    free(hole);
+    img_free(&a);
+    img_free(&b);
+    img_free(&orig);
+}
+
+/* The first-order estimates carry a linear ramp through the hole; plain weighted means do not. */
+static void test_ramp(void) {
+    int worst[2] = {0, 0};
+    for (int v = 0; v < 2; v++) {
+        img_u8 im = {0};
+        CHECK(img_alloc(&im, 64, 48, 1) == SP_OK);
+        for (int y = 0; y < 48; y++)
+            for (int x = 0; x < 64; x++) im.px[y * 64 + x] = (uint8_t)(30 + 3 * x);
+        uint8_t *hole = disc_hole(64, 48, 32, 24, 10);
+        CHECK(telea_inpaint_ex(&im, hole, 5, v ? TELEA_NO_GRADIENT : 0) == SP_OK);
+        for (int y = 0; y < 48; y++)
+            for (int x = 0; x < 64; x++)
+                if (hole[y * 64 + x] && abs(im.px[y * 64 + x] - (30 + 3 * x)) > worst[v])
+                    worst[v] = abs(im.px[y * 64 + x] - (30 + 3 * x));
+        free(hole);
+        img_free(&im);
+    }
+    CHECKF(worst[0] <= 2, "ramp through a hole: worst error %d", worst[0]);
+    CHECKF(worst[1] > 3 * worst[0], "ramp: without the gradient term %d, with it %d", worst[1], worst[0]);
+}
+
+/* A horizontal edge (50 above, 200 below) continues through a vertical band hole: away from the
+ * edge each side keeps its value, and no column overshoots or oscillates across it. */
+static void test_edge(void) {
+    for (int flags = 0; flags <= TELEA_NO_GRADIENT; flags += TELEA_NO_GRADIENT) {
+        img_u8 im = {0};
+        CHECK(img_alloc(&im, 60, 40, 3) == SP_OK);
+        for (int y = 0; y < 40; y++)
+            for (int x = 0; x < 60; x++) memset(im.px + (y * 60 + x) * 3, y < 20 ? 50 : 200, 3);
+        uint8_t *hole = calloc(60 * 40, 1);
+        for (int y = 0; y < 40; y++)
+            for (int x = 27; x < 33; x++) hole[y * 60 + x] = 1;
+        CHECK(telea_inpaint_ex(&im, hole, 5, flags) == SP_OK);
+        int far_ok = 1, monotone = 1;
+        for (int x = 27; x < 33; x++)
+            for (int y = 0; y < 40; y++) {
+                int v = im.px[(y * 60 + x) * 3];
+                if (y <= 14 || y >= 26) far_ok &= abs(v - (y < 20 ? 50 : 200)) <= 5;
+                if (y > 0) monotone &= v >= im.px[((y - 1) * 60 + x) * 3];
+            }
+        CHECKF(far_ok, "flags %d: an edge side changed away from the edge", flags);
+        CHECKF(monotone, "flags %d: a column is not monotone across the edge", flags);
+        free(hole);
+        img_free(&im);
+    }
+}
+
+static void test_edges_and_errors(void) {
+    img_u8 im = {0};
+    CHECK(img_alloc(&im, 20, 10, 1) == SP_OK);
+    memset(im.px, 120, 200);
+    uint8_t hole[200] = {0};
+    /* A hole along the image border and in a corner. */
+    for (int y = 0; y < 10; y++) hole[y * 20] = hole[y * 20 + 1] = 1;
+    hole[19] = hole[18] = hole[39] = 1;
+    for (int i = 0; i < 200; i++)
+        if (hole[i]) im.px[i] = 0;
+    CHECK(telea_inpaint(&im, hole, 3) == SP_OK);
+    int ok = 1;
+    for (int i = 0; i < 200; i++) ok &= im.px[i] == 120;
+    CHECK(ok);
+    /* A 1-pixel image region, radius 1. */
+    memset(hole, 0, sizeof hole);
+    hole[55] = 1;
+    im.px[55] = 0;
+    CHECK(telea_inpaint(&im, hole, 1) == SP_OK && im.px[55] == 120);
+    /* No hole: nothing changes. */
+    memset(hole, 0, sizeof hole);
+    CHECK(telea_inpaint(&im, hole, 5) == SP_OK);
+    /* Errors. */
+    memset(hole, 1, sizeof hole);
+    CHECK(telea_inpaint(&im, hole, 5) == SP_ERR_INVALID);
+    CHECK(telea_inpaint(&im, hole, 0) == SP_ERR_INVALID);
+    CHECK(telea_inpaint(&im, NULL, 5) == SP_ERR_INVALID);
+    CHECK(telea_inpaint(NULL, hole, 5) == SP_ERR_INVALID);
+    hole[0] = 0;
+    CHECK(telea_inpaint_ex(&im, hole, 5, 8) == SP_ERR_INVALID);
+    img_free(&im);
+}
+
+/* ---- comparison mode ---- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The sorted names in `dir` ending with `ext`; *n of them. */
+static char **list_dir(const char *dir, const char *ext, int *n) {
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    int cap = 64;
+    char **names = malloc(sizeof *names * (size_t)cap);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name), le = strlen(ext);
+        if (l <= le || strcmp(e->d_name + l - le, ext)) continue;
+        if (*n == cap) names = realloc(names, sizeof *names * (size_t)(cap *= 2));
+        names[(*n)++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)*n, sizeof *names, cmp_str);
+    return names;
+}
+
+static void free_list(char **names, int n) {
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+/* Writes, for the first N validation images each paired with a mask spread over the hole-ratio
+ * range: OUT/in_NN.png, OUT/mask_NN.png (256x256, 255 = hole), OUT/c_NN.png (telea_inpaint) and
+ * OUT/a_NN.png (TELEA_NO_GRADIENT), with one line per pair giving the best of 3 timings of each. */
+static int compare_mode(const char *out, int count) {
+    const char *data = t_data_dir("test_telea");
+    if (!data) return 3;
+    char idir[512], mdir[512];
+    snprintf(idir, sizeof idir, "%s/celebahq256/val", data);
+    snprintf(mdir, sizeof mdir, "%s/masks/nvidia-irregular-test", data);
+    int ni = 0, nm = 0;
+    char **imgs = list_dir(idir, ".jpg", &ni), **masks = list_dir(mdir, ".png", &nm);
+    if (ni < count || nm < count) {
+        printf("test_telea: SKIP comparison (%s or %s has too few files)\n", idir, mdir);
+        free_list(imgs, ni);
+        free_list(masks, nm);
+        return 3;
+    }
+    int rc = 0;
+    for (int i = 0; i < count && rc == 0; i++) {
+        char path[1024];
+        img_u8 im = {0}, m = {0}, m256 = {0}, work = {0};
+        uint8_t *hole = NULL;
+        const char *mname = masks[(long)i * nm / count];
+        snprintf(path, sizeof path, "%s/%s", idir, imgs[i]);
+        if (img_load(path, 0, &im) || im.w != 256 || im.h != 256) {
+            fprintf(stderr, "%s: %s\n", path, sp_err_msg());
+            rc = 1;
+            goto next;
+        }
+        snprintf(path, sizeof path, "%s/%s", mdir, mname);
+        if (img_load(path, 0, &m) || img_resize_rect(&m, 0, 0, m.w, m.h, 256, 256, &m256)) {
+            fprintf(stderr, "%s: %s\n", path, sp_err_msg());
+            rc = 1;
+            goto next;
+        }
+        /* Luminance > 127 is hole (DESIGN.md section 5); the mask is written back as 0/255. */
+        hole = malloc(256 * 256);
+        for (int k = 0; k < 256 * 256; k++) {
+            int v = m256.c == 1 ? m256.px[k] : m256.px[k * m256.c];
+            hole[k] = v > 127;
+            m256.px[k * m256.c] = hole[k] ? 255 : 0;
+        }
+        long nh = 0;
+        for (int k = 0; k < 256 * 256; k++) nh += hole[k];
+        char p_in[1024], p_mask[1024], p_out[1024];
+        snprintf(p_in, sizeof p_in, "%s/in_%02d.png", out, i);
+        snprintf(p_mask, sizeof p_mask, "%s/mask_%02d.png", out, i);
+        snprintf(p_out, sizeof p_out, "%s/c_%02d.png", out, i);
+        if (img_save(&im, p_in, 0) || img_save(&m256, p_mask, 0)) {
+            fprintf(stderr, "%s\n", sp_err_msg());
+            rc = 1;
+            goto next;
+        }
+        if (img_alloc(&work, 256, 256, 3)) {
+            rc = 1;
+            goto next;
+        }
+        double best[2] = {1e9, 1e9};
+        for (int v = 0; v < 2; v++) {
+            for (int rep = 0; rep < 3; rep++) {
+                memcpy(work.px, im.px, 256 * 256 * 3);
+                double t0 = sp_now();
+                sp_status st = telea_inpaint_ex(&work, hole, TELEA_DEFAULT_RADIUS, v ? TELEA_NO_GRADIENT : 0);
+                double dt = sp_now() - t0;
+                if (st) {
+                    fprintf(stderr, "telea_inpaint: %s\n", sp_err_msg());
+                    rc = 1;
+                    goto next;
+                }
+                if (dt < best[v]) best[v] = dt;
+            }
+            if (v) snprintf(p_out, sizeof p_out, "%s/a_%02d.png", out, i);
+            if (img_save(&work, p_out, 0)) {
+                fprintf(stderr, "%s\n", sp_err_msg());
+                rc = 1;
+                goto next;
+            }
+        }
+        printf("pair %02d image %s mask %s hole %.3f c_ms %.3f a_ms %.3f\n", i, imgs[i], mname, nh / 65536.0,
+               best[0] * 1e3, best[1] * 1e3);
+    next:
+        free(hole);
+        img_free(&im);
+        img_free(&m);
+        img_free(&m256);
+        img_free(&work);
+    }
+    free_list(imgs, ni);
+    free_list(masks, nm);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "--compare")) return compare_mode(argv[2], argc >= 4 ? atoi(argv[3]) : 8);
+    test_constant();
+    test_known_untouched();
+    test_ramp();
+    test_edge();
+    test_edges_and_errors();
+    return t_done("test_telea");
+}

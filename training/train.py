@@ -1,0 +1,649 @@
+"""train.py: trains semipaint's coarse pconv_unet and the Sim-1 / Sim-0 refinement UNets on CelebA-HQ with QD-IMD masks.
+
+Subcommands (run with /usr/bin/python3 from the repository root):
+  cache       decode the training JPEGs once into a uint8 memory map (.deps/celebahq/train<S>.u8)
+  neighbours  the K most similar other training images of every training image, by the
+              database's thumbnail descriptor (retrieval/rt_desc.c, re-implemented in numpy)
+  bench       time one training step of candidate configurations
+  run         train (or resume) pconv, sim1 and sim0 together, checkpointing every few minutes
+  export      write the latest checkpoint's nets as semipaint safetensors with a model card
+
+The loss is the paper's equation (1) (Iskakov 2018, after Liu et al. 2018):
+  L = L_valid + 6 L_hole + 0.1 L_tv [+ 0.05 L_perc + 120 L_style with --vgg16 WEIGHTS]
+L_valid / L_hole: mean absolute error over all N = 3*H*W values of M*(out - I) / (1-M)*(out - I);
+L_tv: total variation of the composite over the 1-pixel-dilated hole region, per value;
+L_perc / L_style: VGG-16 pool1..pool3 of out and of the composite against the original
+(Gram matrices normalised by C*H*W for the style); only when ImageNet VGG-16 weights are given.
+
+The training stream is a pure function of (seed, step): image order (one permutation per epoch),
+horizontal flips and QD-IMD mask indices. A checkpoint holds the nets, the Adam states, the torch
+RNG state, the step and the whole loss log, so `run` resumes exactly where it stopped. SIGSTOP /
+SIGCONT do no harm (nothing depends on wall time but when checkpoints are written); SIGTERM and
+SIGINT write a checkpoint at the end of the current step, then exit.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import nets  # noqa: E402
+import qdimd  # noqa: E402
+
+DEFAULT_TRAIN = "../shared/data/celebahq256/train"
+DEFAULT_CACHE_DIR = ".deps/celebahq"
+DEFAULT_CKPT_DIR = os.path.join(os.path.dirname(HERE), "weights", "checkpoints")
+LICENCE = ("CelebA-HQ terms: non-commercial research use only (weights derived from CelebA-HQ inherit them); "
+           "QD-IMD masks from Google Quick, Draw! (CC BY 4.0)")
+W_VALID, W_HOLE, W_TV, W_PERC, W_STYLE = 1.0, 6.0, 0.1, 0.05, 120.0
+NETS = ("pconv", "sim1", "sim0")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+def cache_path(cache_dir, size):
+    return os.path.join(cache_dir, f"train{size}.u8")
+
+
+def list_images(folder):
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png")))
+    if not names:
+        raise SystemExit(f"train: no images in {folder}")
+    return names
+
+
+def build_cache(folder, cache_dir, sizes):
+    """Decodes every image of `folder` (sorted by name) to (N,S,S,3) uint8 maps, one per size S
+    (area-averaged when S < 256); writes <cache_dir>/train<S>.u8 and a names file atomically."""
+    from PIL import Image
+    names = list_images(folder)
+    os.makedirs(cache_dir, exist_ok=True)
+    maps = {}
+    for s in sizes:
+        maps[s] = np.lib.format.open_memmap(cache_path(cache_dir, s) + ".tmp.npy", mode="w+", dtype=np.uint8,
+                                            shape=(len(names), s, s, 3))
+    t0 = time.time()
+    for i, n in enumerate(names):
+        with Image.open(os.path.join(folder, n)) as im:
+            im = im.convert("RGB")
+            if im.size != (256, 256):
+                raise SystemExit(f"train: {n} is {im.size[0]}x{im.size[1]}, expected 256x256")
+            a = np.asarray(im, dtype=np.uint8)
+        for s, m in maps.items():
+            if s == 256:
+                m[i] = a
+            else:
+                f = 256 // s
+                m[i] = np.rint(a.reshape(s, f, s, f, 3).astype(np.float32).mean(axis=(1, 3))).astype(np.uint8)
+        if (i + 1) % 2000 == 0:
+            print(f"cache: {i + 1}/{len(names)} images, {time.time() - t0:.0f} s", flush=True)
+    for s, m in maps.items():
+        m.flush()
+        del m
+        os.replace(cache_path(cache_dir, s) + ".tmp.npy", cache_path(cache_dir, s))
+    with open(os.path.join(cache_dir, "names.txt"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    print(f"cache: {len(names)} images at sizes {sizes} in {time.time() - t0:.0f} s")
+
+
+def open_cache(cache_dir, size):
+    p = cache_path(cache_dir, size)
+    if not os.path.exists(p):
+        raise SystemExit(f"train: no cache {p}; run `train.py cache --sizes {size}` first")
+    return np.load(p, mmap_mode="r")
+
+
+# ---------------------------------------------------------------------------------------------
+# thumbnail descriptor (numpy port of retrieval/rt_desc.c thumb_one) and neighbours
+
+THUMBS = {"thumb8": (8, False), "thumb16": (16, False), "thumb16_zm": (16, True), "thumb32": (32, False)}
+
+
+def thumb_descriptor(images_u8, name):
+    """(n,s,s,3) uint8 -> (n, 3*T*T) float32, rt_desc.c's thumbnail: each T x T cell's mean R,G,B
+    (pixels / 255), converted to YCbCr (JPEG full range; Y - 0.5), laid out [Y, Cb, Cr] cells,
+    channel means removed for _zm, L2-normalised (a zero vector stays zero). Needs T | s."""
+    t, zm = THUMBS[name]
+    n, s = images_u8.shape[0], images_u8.shape[1]
+    if s % t:
+        raise ValueError(f"{name}: size {s} is not a multiple of {t}")
+    f = s // t
+    x = images_u8.astype(np.float64) / 255.0
+    cells = x.reshape(n, t, f, t, f, 3).mean(axis=(2, 4))  # (n,t,t,3)
+    r, g, b = cells[..., 0], cells[..., 1], cells[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b - 0.5
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    d = np.stack([y, cb, cr], axis=1).reshape(n, 3, t * t)
+    if zm:
+        d = d - d.mean(axis=2, keepdims=True)
+    d = d.reshape(n, 3 * t * t)
+    nrm = np.sqrt((d * d).sum(axis=1, keepdims=True))
+    d = np.where(nrm > 1e-12, d / np.maximum(nrm, 1e-300), d)
+    return d.astype(np.float32)
+
+
+def compute_neighbours(images, descriptor, k, chunk=500):
+    """For every image, the ids (int32) and cosine scores of the k most similar *other* images."""
+    n = images.shape[0]
+    desc = np.concatenate([thumb_descriptor(np.asarray(images[i:i + chunk]), descriptor) for i in range(0, n, chunk)])
+    ids = np.zeros((n, k), np.int32)
+    scores = np.zeros((n, k), np.float32)
+    for i in range(0, n, chunk):
+        sim = desc[i:i + chunk] @ desc.T
+        rows = np.arange(sim.shape[0])
+        sim[rows, i + rows] = -np.inf  # exclude the image itself
+        part = np.argpartition(-sim, k, axis=1)[:, :k]
+        ps = np.take_along_axis(sim, part, 1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        ids[i:i + chunk] = np.take_along_axis(part, order, 1)
+        scores[i:i + chunk] = np.take_along_axis(ps, order, 1)
+    return ids, scores, desc
+
+
+# ---------------------------------------------------------------------------------------------
+# configurations, nets, loss
+
+# Candidate configurations measured by `bench` (weights/README.md records the choice).
+CANDIDATES = {
+    "cpu128": dict(size=128, enc_kernels=[7, 5, 5, 3, 3], enc_channels=[32, 64, 128, 128, 128]),
+    "cpu128n": dict(size=128, enc_kernels=[5, 5, 3, 3, 3], enc_channels=[24, 48, 96, 96, 96]),
+    "cpu128w": dict(size=128, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[48, 96, 192, 192, 192, 192]),
+    "cpu256": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[16, 32, 64, 128, 128, 128]),
+    "cpu256n": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[8, 16, 32, 64, 64, 64]),
+    "cpu256s": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[12, 24, 48, 96, 96, 96]),
+}
+
+
+def config_of(name):
+    if name in CANDIDATES:
+        return dict(CANDIDATES[name])
+    return nets.resolve_config(name)
+
+
+def build_nets(cfg, names):
+    out = {}
+    for n in names:
+        if n == "pconv":
+            out[n] = nets.build("pconv_unet", cfg)
+        elif n.startswith("sim"):
+            out[n] = nets.build("simk_unet", cfg, k=int(n[3:]))
+        else:
+            raise ValueError(f"unknown net {n!r}")
+    return out
+
+
+def net_k(name):
+    return int(name[3:]) if name.startswith("sim") else -1
+
+
+def forward(name, net, img, m1, nbrs):
+    """img (B,3,S,S), m1 (B,1,S,S) 1 = keep, nbrs (B,K,3,S,S) -> raw output (B,3,S,S)."""
+    if name == "pconv":
+        return net(img, m1)
+    k = net_k(name)
+    parts = [img * m1, m1] + [nbrs[:, j] for j in range(k)]
+    return net(torch.cat(parts, 1))
+
+
+class VGGLoss:
+    """Perceptual and style terms on VGG-16 pool1..pool3 (ImageNet weights)."""
+
+    def __init__(self, path):
+        import export
+        self.vgg = nets.build("vgg16_features", "paper256")
+        self.vgg.load_state_dict(export._torchvision_vgg16_state(path))
+        self.vgg.eval()
+        for p in self.vgg.parameters():
+            p.requires_grad_(False)
+
+    def feats(self, x):
+        h = (x - self.vgg.mean) / self.vgg.std
+        out = []
+        for i, layer in enumerate(self.vgg.features[:17]):
+            h = layer(h)
+            if i in (4, 9, 16):
+                out.append(h)
+        return out
+
+    @staticmethod
+    def gram(f):
+        b, c, h, w = f.shape
+        f = f.reshape(b, c, h * w)
+        return f @ f.transpose(1, 2) / (c * h * w)
+
+    def __call__(self, out, comp, gt):
+        fo, fc, fg = self.feats(out), self.feats(comp), [t.detach() for t in self.feats(gt)]
+        perc = sum((a - g).abs().mean() + (c - g).abs().mean() for a, c, g in zip(fo, fc, fg))
+        style = sum((self.gram(a) - self.gram(g)).abs().mean() + (self.gram(c) - self.gram(g)).abs().mean()
+                    for a, c, g in zip(fo, fc, fg))
+        return perc, style
+
+
+def loss_terms(out, img, m1, vgg=None):
+    """Equation (1)'s terms (tensors) for raw output `out`, target `img`, mask m1 (1 = keep)."""
+    hole = 1.0 - m1
+    l_valid = (m1 * (out - img)).abs().mean()
+    l_hole = (hole * (out - img)).abs().mean()
+    comp = m1 * img + hole * out
+    region = F.max_pool2d(hole, 3, 1, 1)  # the hole dilated by one pixel
+    rh = region[:, :, :, 1:] * region[:, :, :, :-1]
+    rv = region[:, :, 1:, :] * region[:, :, :-1, :]
+    n = out.numel()
+    l_tv = ((rh * (comp[:, :, :, 1:] - comp[:, :, :, :-1]).abs()).sum()
+            + (rv * (comp[:, :, 1:, :] - comp[:, :, :-1, :]).abs()).sum()) / n
+    terms = {"valid": l_valid, "hole": l_hole, "tv": l_tv}
+    total = W_VALID * l_valid + W_HOLE * l_hole + W_TV * l_tv
+    if vgg is not None:
+        perc, style = vgg(out, comp, img)
+        terms["perc"], terms["style"] = perc, style
+        total = total + W_PERC * perc + W_STYLE * style
+    terms["total"] = total
+    return terms
+
+
+# ---------------------------------------------------------------------------------------------
+# the training stream: a pure function of (seed, step)
+
+class Stream:
+    def __init__(self, images, nbr_ids, batch, seed, mask_params, ndjson):
+        self.images, self.nbr_ids, self.batch, self.seed = images, nbr_ids, batch, seed
+        self.n = images.shape[0]
+        self.size = images.shape[1]
+        self.masks = qdimd.QDIMDMasks(ndjson, mask_params)
+        self._perm_epoch, self._perm = -1, None
+
+    def _perm_for(self, epoch):
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, 1, epoch]).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch_at(self, step, kmax):
+        """(img (B,3,S,S), m1 (B,1,S,S), nbrs (B,kmax,3,S,S), ids) for training step `step`."""
+        b = self.batch
+        ids = np.empty(b, np.int64)
+        for j in range(b):
+            pos = step * b + j
+            ids[j] = self._perm_for(pos // self.n)[pos % self.n]
+        rng = np.random.default_rng([self.seed, 2, step])
+        flips = rng.random(b) < 0.5
+        mflip = rng.integers(0, 4, b)  # mask augmentation: none, h, v, both flips
+        img = np.asarray(self.images[np.sort(ids)])[np.argsort(np.argsort(ids))]
+        img = img.copy()
+        nb = np.zeros((b, kmax, self.size, self.size, 3), np.uint8)
+        masks = np.empty((b, self.size, self.size), np.uint8)
+        for j in range(b):
+            for q in range(kmax):
+                nb[j, q] = self.images[self.nbr_ids[ids[j], q]]
+            if flips[j]:
+                img[j] = img[j, :, ::-1]
+                nb[j] = nb[j, :, :, ::-1]
+            m = self.masks[step * b + j]
+            if mflip[j] & 1:
+                m = m[:, ::-1]
+            if mflip[j] & 2:
+                m = m[::-1]
+            masks[j] = m
+        t_img = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        t_nb = torch.from_numpy(nb).permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
+        t_m = torch.from_numpy((masks < 128).astype(np.float32)).unsqueeze(1)
+        return t_img, t_m, t_nb, ids
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+def ckpt_file(ckpt_dir):
+    return os.path.join(ckpt_dir, "train.pt")
+
+
+def save_checkpoint(ckpt_dir, state):
+    os.makedirs(ckpt_dir, exist_ok=True)
+    path = ckpt_file(ckpt_dir)
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def lr_at(args, step):
+    return args["lr_high"] if step < args["lr_high_steps"] else args["lr"]
+
+
+def run(a):
+    torch.set_num_threads(a.threads)
+    ckpt_path = ckpt_file(a.ckpt_dir)
+    if os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location="cpu")
+        targs = ck["args"]
+        print(f"train: resuming {ckpt_path} at step {ck['step']} ({targs['config']}, nets {targs['nets']})",
+              flush=True)
+    else:
+        ck = None
+        targs = {"config": a.config, "nets": a.nets.split(","), "batch": a.batch, "seed": a.seed, "lr": a.lr,
+                 "lr_high": a.lr_high, "lr_high_steps": a.lr_high_steps, "descriptor": a.descriptor,
+                 "mask_seed": a.mask_seed, "vgg16": bool(a.vgg16), "data": os.path.abspath(a.data),
+                 "cfg": config_of(a.config)}
+    if a.lr_high_steps is not None and ck is not None:
+        targs["lr_high_steps"] = a.lr_high_steps  # the schedule may be changed on resume; logged
+    cfg = targs["cfg"]
+    size = cfg["size"]
+    images = open_cache(a.cache_dir, size)
+    kmax = max([net_k(n) for n in targs["nets"]] + [0])
+    nbr_ids = np.zeros((images.shape[0], max(kmax, 1)), np.int32)
+    if kmax > 0:
+        nb = np.load(a.neighbours)
+        if nb.shape[0] != images.shape[0] or nb.shape[1] < kmax:
+            raise SystemExit(f"train: {a.neighbours} has shape {nb.shape}, need ({images.shape[0]}, >={kmax})")
+        nbr_ids = nb
+    mp = qdimd.Params(size=size, seed=targs["mask_seed"])
+    stream = Stream(images, nbr_ids, targs["batch"], targs["seed"], mp, a.ndjson)
+    torch.manual_seed(targs["seed"])
+    models = build_nets(cfg, targs["nets"])
+    opts = {n: torch.optim.Adam(m.parameters(), lr=lr_at(targs, 0)) for n, m in models.items()}
+    log, step = [], 0
+    if ck is not None:
+        for n in targs["nets"]:
+            models[n].load_state_dict(ck["models"][n])
+            opts[n].load_state_dict(ck["opts"][n])
+        torch.set_rng_state(ck["torch_rng"])
+        log, step = ck["log"], ck["step"]
+    vgg = VGGLoss(a.vgg16) if targs["vgg16"] else None
+    for m in models.values():
+        m.train()
+
+    stop = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stop["flag"] = True
+        print(f"train: signal {signum}, checkpointing after this step", flush=True)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def checkpoint():
+        save_checkpoint(a.ckpt_dir, {"args": targs, "step": step, "log": log, "torch_rng": torch.get_rng_state(),
+                                     "models": {n: m.state_dict() for n, m in models.items()},
+                                     "opts": {n: o.state_dict() for n, o in opts.items()}})
+        with open(os.path.join(a.ckpt_dir, "loss_log.jsonl.tmp"), "w") as f:
+            for row in log:
+                f.write(json.dumps(row) + "\n")
+        os.replace(os.path.join(a.ckpt_dir, "loss_log.jsonl.tmp"), os.path.join(a.ckpt_dir, "loss_log.jsonl"))
+
+    t_start = time.time()
+    last_ck = time.time()
+    acc = {n: {} for n in targs["nets"]}
+    acc_steps, acc_time = 0, 0.0
+    end_step = step + a.steps if a.steps else None
+    deadline = t_start + a.minutes * 60 if a.minutes else None
+    while not stop["flag"]:
+        if end_step is not None and step >= end_step:
+            break
+        if deadline is not None and time.time() >= deadline:
+            break
+        t0 = time.process_time()
+        img, m1, nb, _ = stream.batch_at(step, kmax)
+        lr = lr_at(targs, step)
+        for n, net in models.items():
+            for g in opts[n].param_groups:
+                g["lr"] = lr
+            out = forward(n, net, img, m1, nb)
+            terms = loss_terms(out, img, m1, vgg)
+            opts[n].zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opts[n].step()
+            for key, v in terms.items():
+                acc[n][key] = acc[n].get(key, 0.0) + float(v)
+        step += 1
+        acc_steps += 1
+        acc_time += time.process_time() - t0
+        if step % a.log_every == 0:
+            row = {"step": step, "samples": step * targs["batch"], "lr": lr, "cpu_s_per_step": acc_time / acc_steps,
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            for n in targs["nets"]:
+                row[n] = {key: round(v / acc_steps, 6) for key, v in acc[n].items()}
+            log.append(row)
+            print(json.dumps(row), flush=True)
+            acc = {n: {} for n in targs["nets"]}
+            acc_steps, acc_time = 0, 0.0
+        if time.time() - last_ck >= a.checkpoint_minutes * 60:
+            checkpoint()
+            last_ck = time.time()
+    checkpoint()
+    print(f"train: checkpoint at step {step} written to {ckpt_path}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+def model_card(targs, step, log, name):
+    last = [r for r in log if name in r][-5:]
+    losses = {}
+    for r in last:
+        for key, v in r[name].items():
+            losses[key] = losses.get(key, 0.0) + v / len(last)
+    terms = "L_valid + 6 L_hole + 0.1 L_tv" + (" + 0.05 L_perc + 120 L_style" if targs["vgg16"] else "")
+    notes = (f"semipaint training/train.py, config {targs['config']}, {step} steps of batch {targs['batch']} "
+             f"({step * targs['batch']} samples), Adam lr {targs['lr_high']:g} for the first "
+             f"{targs['lr_high_steps']} steps then {targs['lr']:g}; loss {terms}"
+             + ("" if targs["vgg16"] else " (perceptual and style terms off: no ImageNet VGG-16 weights here)")
+             + f"; QD-IMD masks (seed {targs['mask_seed']}, Quick Draw simplified, flips)"
+             + (f"; neighbours: top-{net_k(name)} by {targs['descriptor']} over the unmasked training images, "
+                f"excluding the image itself" if net_k(name) > 0 else "")
+             + "; mean loss terms over the last logged steps: "
+             + ", ".join(f"{key} {v:.4f}" for key, v in sorted(losses.items())))
+    return notes[:511]
+
+
+def export(a):
+    import export as ex
+    ck = torch.load(ckpt_file(a.ckpt_dir), map_location="cpu")
+    targs, step = ck["args"], ck["step"]
+    os.makedirs(a.out_dir, exist_ok=True)
+    for n in targs["nets"]:
+        model = build_nets(targs["cfg"], [n])[n]
+        model.load_state_dict(ck["models"][n])
+        arch = "pconv_unet" if n == "pconv" else "simk_unet"
+        trained_on = (f"CelebA-HQ 256 train (12,000 images, 00001-12000) at {targs['cfg']['size']}x"
+                      f"{targs['cfg']['size']}, {step * targs['batch']} samples")
+        path = os.path.join(a.out_dir, f"{n}.safetensors")
+        ex.export_module(model, arch, targs["cfg"], path, trained_on=trained_on[:255], licence=LICENCE[:255],
+                         notes=model_card(targs, step, ck["log"], n))
+        print(f"export: {path} ({arch}, step {step}, {nets.count_params(model):,} params)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+def bench(a):
+    torch.set_num_threads(a.threads)
+    for cname in a.configs.split(","):
+        cfg = config_of(cname)
+        s = cfg["size"]
+        g = torch.Generator().manual_seed(0)
+        img = torch.rand(a.batch, 3, s, s, generator=g)
+        m1 = (torch.rand(a.batch, 1, s, s, generator=g) > 0.3).float()
+        nb = torch.rand(a.batch, 1, 3, s, s, generator=g)
+        line = f"{cname}: size {s}, batch {a.batch}"
+        for n in ("pconv", "sim1"):
+            net = build_nets(cfg, [n])[n]
+            opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+            times = []
+            for it in range(a.iters + 1):
+                t0 = time.process_time()
+                out = forward(n, net, img, m1, nb)
+                loss = loss_terms(out, img, m1)["total"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if it:
+                    times.append(time.process_time() - t0)
+            line += f", {n} {nets.count_params(net):,} params {min(times):.3f} cpu-s/step"
+        print(line, flush=True)
+    mp = qdimd.Params(size=a.mask_size)
+    src = qdimd.QDIMDMasks(a.ndjson, mp)
+    t0 = time.process_time()
+    for i in range(20):
+        src[i]
+    print(f"qdimd python masks at {a.mask_size}: {(time.process_time() - t0) / 20 * 1e3:.1f} cpu-ms each")
+    return 0
+
+
+def check_thumb(a):
+    """Compares thumb_descriptor with the C descriptor: builds a database of the first --n images
+    of --data with `semipaint index build`, queries --queries of them with `index query -k 5`, and
+    checks ids and cosines against numpy on the same (PIL-decoded) pixels."""
+    import subprocess
+    import tempfile
+    from PIL import Image
+    names = list_images(a.data)[:a.n]
+    imgs = np.stack([np.asarray(Image.open(os.path.join(a.data, n)).convert("RGB")) for n in names])
+    desc = thumb_descriptor(imgs, a.descriptor)
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "img")
+        os.mkdir(src)
+        for n in names:
+            os.symlink(os.path.abspath(os.path.join(a.data, n)), os.path.join(src, n))
+        db = os.path.join(tmp, "db")
+        subprocess.run([a.semipaint, "index", "build", "--images", src, "--out", db, "--descriptor", a.descriptor,
+                        "--threads", "1"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for qi in range(0, a.n, max(1, a.n // a.queries))[:a.queries]:
+            out = subprocess.run([a.semipaint, "index", "query", db, os.path.join(a.data, names[qi]), "-k", "5"],
+                                 check=True, capture_output=True, text=True).stdout
+            rows = [ln.split() for ln in out.splitlines() if ln.strip() and ln.split()[0].isdigit()]
+            if len(rows) != 5:
+                raise SystemExit(f"check-thumb: cannot read `index query` output:\n{out}")
+            sims = desc @ desc[qi]
+            want = np.argsort(-sims, kind="stable")[:5]
+            for r, w in zip(rows, want):
+                cid, cscore = int(r[1]), float(r[2])
+                worst = max(worst, abs(cscore - sims[cid]))
+                if abs(sims[cid] - sims[w]) > 1e-5:
+                    raise SystemExit(f"check-thumb: query {names[qi]}: C ranks id {cid} (cos {cscore:.6f}), numpy "
+                                     f"ranks id {w} (cos {sims[w]:.6f}) there")
+                if abs(cscore - sims[cid]) > 1e-4:
+                    raise SystemExit(f"check-thumb: query {names[qi]}, id {cid}: C cosine {cscore:.6f}, numpy "
+                                     f"{sims[cid]:.6f}")
+    print(f"check-thumb: {a.descriptor} numpy == C on {a.queries} queries over {a.n} images "
+          f"(top-5 ids equal, max cosine difference {worst:.2e})")
+    return 0
+
+
+def same_checkpoints(a):
+    """Exit status 0 when two checkpoints hold bit-identical nets, optimizer moments and steps."""
+    x, y = torch.load(a.a, map_location="cpu"), torch.load(a.b, map_location="cpu")
+    if x["step"] != y["step"]:
+        raise SystemExit(f"same-checkpoints: steps {x['step']} != {y['step']}")
+    for n in x["models"]:
+        for key, t in x["models"][n].items():
+            if not torch.equal(t, y["models"][n][key]):
+                raise SystemExit(f"same-checkpoints: {n}.{key} differs (max {float((t - y['models'][n][key]).abs().max()):.3e})")
+        for pid, st in x["opts"][n]["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if not torch.equal(st[key], y["opts"][n]["state"][pid][key]):
+                    raise SystemExit(f"same-checkpoints: {n} Adam {key} of parameter {pid} differs")
+    lx = [{k: v for k, v in r.items() if k not in ("time", "cpu_s_per_step")} for r in x["log"]]
+    ly = [{k: v for k, v in r.items() if k not in ("time", "cpu_s_per_step")} for r in y["log"]]
+    if lx != ly:
+        raise SystemExit("same-checkpoints: the loss logs differ")
+    print(f"same-checkpoints: identical at step {x['step']}")
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache")
+    c.add_argument("--data", default=DEFAULT_TRAIN)
+    c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    c.add_argument("--sizes", default="256,128")
+    c = sub.add_parser("neighbours")
+    c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    c.add_argument("--descriptor", default="thumb16", choices=sorted(THUMBS))
+    c.add_argument("--k", type=int, default=4)
+    c.add_argument("--size", type=int, default=256, help="cache size to compute them on (256: as the database)")
+    c.add_argument("--out", required=True)
+    c = sub.add_parser("check-thumb")
+    c.add_argument("--data", default=DEFAULT_TRAIN)
+    c.add_argument("--semipaint", default="build/semipaint")
+    c.add_argument("--descriptor", default="thumb16", choices=sorted(THUMBS))
+    c.add_argument("--n", type=int, default=60)
+    c.add_argument("--queries", type=int, default=4)
+    c = sub.add_parser("same-checkpoints")
+    c.add_argument("a")
+    c.add_argument("b")
+    c = sub.add_parser("bench")
+    c.add_argument("--configs", required=True)
+    c.add_argument("--batch", type=int, default=8)
+    c.add_argument("--iters", type=int, default=3)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--mask-size", type=int, default=256)
+    c.add_argument("--ndjson", default=qdimd.DEFAULT_NDJSON)
+    c = sub.add_parser("run")
+    c.add_argument("--config", default="cpu256m")
+    c.add_argument("--nets", default=",".join(NETS))
+    c.add_argument("--data", default=DEFAULT_TRAIN)
+    c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    c.add_argument("--neighbours", default=os.path.join(HERE, "neighbours_thumb16.npy"))
+    c.add_argument("--descriptor", default="thumb16")
+    c.add_argument("--ndjson", default=qdimd.DEFAULT_NDJSON)
+    c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
+    c.add_argument("--batch", type=int, default=8)
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--mask-seed", type=int, default=1000)
+    c.add_argument("--lr", type=float, default=1e-4, help="the paper's Adam learning rate")
+    c.add_argument("--lr-high", type=float, default=3e-4, help="learning rate of the first --lr-high-steps steps")
+    c.add_argument("--lr-high-steps", type=int, default=None,
+                   help="steps at --lr-high (default 8000; on resume, overrides the checkpoint's)")
+    c.add_argument("--vgg16", default="", help="torchvision's ImageNet vgg16-397923af.pth: turns on L_perc, L_style")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--steps", type=int, default=0, help="stop after this many more steps (0: no limit)")
+    c.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
+    c.add_argument("--checkpoint-minutes", type=float, default=5)
+    c.add_argument("--log-every", type=int, default=25)
+    c = sub.add_parser("export")
+    c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
+    c.add_argument("--out-dir", default="weights")
+    a = ap.parse_args(argv)
+    if a.cmd == "cache":
+        build_cache(a.data, a.cache_dir, [int(s) for s in a.sizes.split(",")])
+        return 0
+    if a.cmd == "neighbours":
+        imgs = open_cache(a.cache_dir, a.size)
+        t0 = time.time()
+        ids, scores, _ = compute_neighbours(imgs, a.descriptor, a.k)
+        np.save(a.out, ids)
+        print(f"neighbours: {ids.shape} by {a.descriptor} in {time.time() - t0:.1f} s; mean top-1 cosine "
+              f"{scores[:, 0].mean():.4f}; written to {a.out}")
+        return 0
+    if a.cmd == "check-thumb":
+        return check_thumb(a)
+    if a.cmd == "same-checkpoints":
+        return same_checkpoints(a)
+    if a.cmd == "bench":
+        return bench(a)
+    if a.cmd == "run":
+        if a.lr_high_steps is None and not os.path.exists(ckpt_file(a.ckpt_dir)):
+            a.lr_high_steps = 8000
+        return run(a)
+    if a.cmd == "export":
+        return export(a)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
