@@ -164,25 +164,28 @@ static void usage(FILE *f) {
             "usage: semipaint bench [--weights-dir DIR] [--batch 1,4] [--threads N] [--iters N] [--warmup N]\n"
             "                       [--vs-torch] [--python PATH] [--device cpu|cuda|auto] [--gpu N]\n"
             "                       [--precision fp32|tf32|fp16] [--peak-gflops X]\n"
+            "                       [--conv-algo auto|direct|winograd]\n"
             "Times pconv_unet, vgg16_features, simk_unet (K=1) and the whole pipeline on the device at the\n"
             "weights' working size, prints ms per image, images/s and GFLOP/s against the peak (on the CPU\n"
             "the measured fp32 FMA peak, on a GPU the --peak-gflops given, e.g. the data sheet's dense\n"
             "figure for the precision), and on a GPU the device memory held; --vs-torch runs\n"
             "training/bench_torch.py with the same weights and threads and\n"
             "prints the ratio C/PyTorch. DIR holds pconv_unet.safetensors, vgg16_features.safetensors and\n"
-            "simk_unet_k1.safetensors (default build/fixtures/paper256, made by `make fixtures`).\n");
+            "simk_unet_k1.safetensors (default build/fixtures/paper256, made by `make fixtures`).\n"
+            "On the CPU the layer table also times each layer with oneDNN's direct kernels and with\n"
+            "Winograd F(2x2,3x3), and --conv-algo fixes the choice for the networks (default auto).\n");
 }
 
 int cmd_bench(int argc, char **argv) {
     const char *wdir = "build/fixtures/paper256", *py = "/usr/bin/python3", *batches = "1,4";
     int threads = 2, iters = 5, warmup = 1, vs_torch = 0, gpu = 0;
-    const char *device = "cpu", *precision = "fp32";
+    const char *device = "cpu", *precision = "fp32", *algo = "auto";
     double peak_arg = 0;
     static const struct option opts[] = {{"weights-dir", 1, 0, 'w'}, {"batch", 1, 0, 'b'},     {"threads", 1, 0, 't'},
                                          {"iters", 1, 0, 'i'},       {"warmup", 1, 0, 'u'},    {"vs-torch", 0, 0, 'v'},
                                          {"python", 1, 0, 'p'},      {"device", 1, 0, 'd'},    {"gpu", 1, 0, 'g'},
                                          {"precision", 1, 0, 'P'},   {"peak-gflops", 1, 0, 'K'}, {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"conv-algo", 1, 0, 'A'},   {0, 0, 0, 0}};
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "w:b:t:i:u:vp:h", opts, NULL)) != -1;) {
         switch (c) {
@@ -197,6 +200,7 @@ int cmd_bench(int argc, char **argv) {
         case 'g': gpu = atoi(optarg); break;
         case 'P': precision = optarg; break;
         case 'K': peak_arg = atof(optarg); break;
+        case 'A': algo = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -222,7 +226,15 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "semipaint bench: --precision must be fp32, tf32 or fp16, not '%s'\n", precision);
         return 2;
     }
-    nn_backend *be = NULL;
+    if (!strcmp(algo, "direct"))
+        bo.conv_algo = NN_CONV_DIRECT;
+    else if (!strcmp(algo, "winograd"))
+        bo.conv_algo = NN_CONV_WINOGRAD;
+    else if (strcmp(algo, "auto")) {
+        fprintf(stderr, "semipaint bench: --conv-algo must be auto, direct or winograd, not '%s'\n", algo);
+        return 2;
+    }
+    nn_backend *be = NULL, *alt[2] = {NULL, NULL};
     bench_ctx b = {0};
     int rc = 1;
     sp_status st = nn_backend_new(&bo, &be);
@@ -262,23 +274,46 @@ int cmd_bench(int argc, char **argv) {
            flops[2] / 1e9, flops[3] / 1e9);
     /* Convolution layers alone: the shapes that carry most of the pipeline's work. */
     static const int layers[][6] = {/* cin, cout, k, stride, h(=w) input */
-                                    {64, 64, 3, 1, 256, 0},   {128, 128, 3, 1, 128, 0}, {256, 256, 3, 1, 64, 0},
-                                    {512, 512, 3, 1, 32, 0},  {64, 128, 5, 2, 128, 0},  {768, 256, 3, 1, 32, 0},
-                                    {192, 64, 3, 1, 128, 0}};
-    printf("\nconvolution layers (batch 1, best of %d):\n", iters);
+                                    {64, 64, 3, 1, 256, 0},    {128, 128, 3, 1, 128, 0}, {256, 256, 3, 1, 64, 0},
+                                    {512, 512, 3, 1, 32, 0},   {512, 512, 3, 1, 16, 0},  {64, 128, 5, 2, 128, 0},
+                                    {1024, 512, 3, 1, 16, 0},  {768, 256, 3, 1, 32, 0},  {384, 128, 3, 1, 64, 0},
+                                    {192, 64, 3, 1, 128, 0},   {67, 3, 3, 1, 256, 0}};
+    if (!on_gpu) { /* the same layers with each algorithm forced, to show what auto chose */
+        nn_backend_opts ao = bo;
+        ao.conv_algo = NN_CONV_DIRECT;
+        if ((st = nn_backend_new(&ao, &alt[0]))) goto fail;
+        ao.conv_algo = NN_CONV_WINOGRAD;
+        if ((st = nn_backend_new(&ao, &alt[1]))) goto fail;
+    }
+    printf("\nconvolution layers (batch 1, best of %d; GFLOP/s counts direct-convolution work):\n", iters);
+    if (!on_gpu) printf("  %-38s %8s %9s %8s %10s %10s\n", "layer", "ms", "GFLOP/s", "%peak", "direct ms", "Winograd ms");
     double lf = 0, lt = 0;
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
         const int *L = layers[i];
-        double ms;
+        double ms, alt_ms[2] = {0, 0};
         if ((st = nn_conv_bench(be, 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &ms))) goto fail;
+        for (int a = 0; a < 2 && alt[a]; a++)
+            if ((st = nn_conv_bench(alt[a], 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &alt_ms[a]))) goto fail;
         int o = (L[4] + 2 * ((L[2] - 1) / 2) - L[2]) / L[3] + 1;
         double f = 2.0 * L[0] * L[1] * L[2] * L[2] * o * o;
         lf += f;
         lt += ms;
-        printf("  %4d->%-4d %dx%d stride %d at %3dx%-3d %8.2f ms %7.1f GFLOP/s %4.0f%% of peak\n", L[0], L[1], L[2], L[2],
-               L[3], L[4], L[4], ms, f / ms / 1e6, peak > 0 ? 100 * f / ms / 1e6 / peak : 0);
+        char what[64];
+        snprintf(what, sizeof what, "%4d->%-4d %dx%d stride %d at %3dx%-3d", L[0], L[1], L[2], L[2], L[3], L[4], L[4]);
+        printf("  %-38s %8.2f %9.1f %7.0f%%", what, ms, f / ms / 1e6, peak > 0 ? 100 * f / ms / 1e6 / peak : 0);
+        if (alt[0]) {
+            printf(" %10.2f", alt_ms[0]);
+            if (L[2] == 3 && L[3] == 1)
+                printf(" %10.2f", alt_ms[1]);
+            else
+                printf(" %10s", "-");
+        }
+        printf("\n");
     }
     printf("  all layers above: %.1f GFLOP/s, %.0f%% of peak\n", lf / lt / 1e6, peak > 0 ? 100 * lf / lt / 1e6 / peak : 0);
+    nn_backend_free(alt[0]);
+    nn_backend_free(alt[1]);
+    alt[0] = alt[1] = NULL;
     printf("\n%-9s %5s %12s %12s %9s %9s %7s", "net", "batch", "ms/img mean", "ms/img min", "img/s", "GFLOP/s", "%peak");
     if (vs_torch) printf(" %14s %14s %9s", "torch ms mean", "torch ms min", "C/torch");
     printf("\n");
@@ -340,6 +375,8 @@ out:
     nn_net_free(b.pconv);
     nn_net_free(b.vgg);
     nn_net_free(b.simk);
+    nn_backend_free(alt[0]);
+    nn_backend_free(alt[1]);
     nn_backend_free(be);
     return rc;
 }

@@ -111,8 +111,8 @@ sp_status srv_engine_new(const cfg_config *cfg, srv_engine **out) {
     e->cfg = *cfg;
     e->writable = cfg->server.auth_token_file[0] != 0;
     sp_status st;
-    nn_backend_opts bo = {(nn_device)cfg->model.device, cfg->model.gpu, (nn_precision)cfg->model.precision,
-                          cfg->model.cpu_threads};
+    nn_backend_opts bo = {.device = (nn_device)cfg->model.device, .gpu = cfg->model.gpu,
+                          .precision = (nn_precision)cfg->model.precision, .threads = cfg->model.cpu_threads};
     if ((st = nn_backend_new(&bo, &e->be))) goto fail;
     if ((st = load_net(e, cfg->model.coarse, NN_ARCH_PCONV_UNET, "model.coarse", &e->coarse))) goto fail;
     e->s = nn_net_get_info(e->coarse)->size;

@@ -146,7 +146,14 @@ static void run_dir(const char *dir) {
 }
 
 int main(void) {
-    nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2};
+    /* The small networks once with every 3x3 stride-1 layer forced through Winograd (auto leaves
+     * such narrow layers to oneDNN's direct kernels), then every fixture set with the default. */
+    nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2, .conv_algo = NN_CONV_WINOGRAD};
+    CHECK(nn_backend_new(&o, &be) == SP_OK);
+    printf("test_nets: small networks with Winograd forced\n");
+    run_dir("tests/fixtures/small");
+    nn_backend_free(be);
+    o.conv_algo = NN_CONV_AUTO;
     CHECK(nn_backend_new(&o, &be) == SP_OK);
     run_dir("tests/fixtures/small");
     /* paper256 fixtures are generated at test time (tests/run.sh) where PyTorch is present. */

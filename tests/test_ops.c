@@ -205,19 +205,26 @@ static void test_simple(const st_file *f) {
 
 int main(void) {
     const char *path = "tests/fixtures/small/ops.safetensors";
-    nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2};
-    CHECK(nn_backend_new(&o, &be) == SP_OK);
     st_file *f = NULL;
     sp_status st = st_open(path, &f);
     CHECKF(st == SP_OK, "%s", sp_err_msg());
     if (st) return t_done("test_ops");
-    printf("ops on %s (%s)\n", nn_backend_name(be), nn_backend_device(be));
-    test_conv(f, "conv", 2, 1);
-    test_conv(f, "conv7", 2, 3);
-    test_pconv(f, "pconv", 2, 2);
-    test_pconv(f, "pconv3", 1, 1);
-    test_simple(f);
+    /* Every op with oneDNN's direct convolutions, then with Winograd forced on the 3x3 stride-1
+     * layers (conv3: odd sizes, channel counts that are not multiples of 8, batch 2). */
+    static const nn_conv_algo algos[] = {NN_CONV_DIRECT, NN_CONV_WINOGRAD};
+    static const char *names[] = {"direct", "winograd"};
+    for (int a = 0; a < 2; a++) {
+        nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2, .conv_algo = algos[a]};
+        CHECK(nn_backend_new(&o, &be) == SP_OK);
+        printf("ops on %s (%s), convolutions %s\n", nn_backend_name(be), nn_backend_device(be), names[a]);
+        test_conv(f, "conv", 2, 1);
+        test_conv(f, "conv7", 2, 3);
+        test_conv(f, "conv3", 1, 1);
+        test_pconv(f, "pconv", 2, 2);
+        test_pconv(f, "pconv3", 1, 1);
+        test_simple(f);
+        nn_backend_free(be);
+    }
     st_close(f);
-    nn_backend_free(be);
     return t_done("test_ops");
 }

@@ -9,7 +9,7 @@ Writes into DIR (all F32, every byte determined by --seed on a given machine):
       image (n,3,S,S) uniform over {k/255} in [0,1]; mask (n,1,S,S) 1 = keep, 0 = hole; pconv_out (n,3,S,S);
       simk{K}_in (n,4+3K,S,S) = [image*mask, mask, neighbours...] and simk{K}_out (n,3,S,S)
       for K = 0,1,2; vgg_feat (n,C,S/16,S/16) conv5_3 after ReLU; vgg_desc_avg, vgg_desc_max (n,C);
-  ops.safetensors  single-op inputs and outputs (conv, conv7, pconv, pconv3, up, pool, act, cat, desc).
+  ops.safetensors  single-op inputs and outputs (conv, conv7, pconv, pconv3, up, pool, act, cat, desc, conv3).
 """
 import argparse
 import json
@@ -185,6 +185,11 @@ def ops_tensors(rng):
     x = rng.standard_normal((2, 32, 4, 4)).astype(np.float32)
     t.update({"desc.x": x, "desc.avg": nets.pool_descriptor(torch.from_numpy(x), "avg"),
               "desc.max": nets.pool_descriptor(torch.from_numpy(x), "max")})
+    # 3x3 stride 1 (the Winograd path): odd sizes, 20 -> 12 channels (not multiples of 8), batch 2
+    x, w, b = rng.standard_normal((2, 20, 13, 11)).astype(np.float32), _he(rng, (12, 20, 3, 3)), \
+        rng.uniform(-0.1, 0.1, 12).astype(np.float32)
+    t.update({"conv3.x": x, "conv3.w": w, "conv3.b": b,
+              "conv3.y": F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), 1, 1)})
     return t
 
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "wino.h"
 
 /* Layout: activations are nChw8c: element (n,c,y,x) at ((n*CB + c/8)*H*W + y*W + x)*8 + c%8,
  * CB = ceil(C/8); padding channels are zero. A network input with fewer than 8 channels is plain
@@ -30,6 +31,7 @@ typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     int threads;
+    nn_conv_algo algo; /* AUTO, DIRECT or WINOGRAD, after the SEMIPAINT_CONV override */
     float *scratch; /* per-pixel planes of the pconv epilogue; grows to the largest layer once */
     size_t scratch_bytes;
 } cpu_impl;
@@ -57,6 +59,7 @@ typedef struct {
     conv_prim *prims;
     dnnl_memory_desc_t wmd; /* format of the shared reordered weights */
     float *wbuf;            /* shared reordered weights, NULL until the first primitive */
+    float *wino;            /* Winograd-transformed weights, NULL until the first Winograd run */
 } cpu_layer;
 
 #define DNNL_TRY(call)                                                                                   \
@@ -193,6 +196,7 @@ static void cpu_layer_release(nn_backend *be, nn_layer *l) {
         cl->prims = nx;
     }
     free(cl->wbuf);
+    free(cl->wino);
     free(cl);
     l->be = NULL;
 }
@@ -309,10 +313,31 @@ fail:
     return st;
 }
 
+/* Runs layer l as Winograd F(2x2,3x3) when the backend's algorithm choice and the shape allow it;
+ * *done says whether it did. */
+static sp_status try_wino(nn_backend *be, nn_layer *l, const nn_tensor *x, nn_tensor *y, int with_bias, nn_act act,
+                          int *done) {
+    cpu_impl *ci = impl_of(be);
+    *done = 0;
+    if (ci->algo == NN_CONV_DIRECT || !cpu_wino_shape_ok(l, x, y)) return SP_OK;
+    if (ci->algo == NN_CONV_AUTO && !cpu_wino_pays(l, x, ci->threads)) return SP_OK;
+    if (!l->be && !(l->be = calloc(1, sizeof(cpu_layer)))) return sp_err(SP_ERR_NOMEM, "layer state");
+    cpu_layer *cl = l->be;
+    sp_status st;
+    if (!cl->wino && (st = cpu_wino_weights(l, &cl->wino))) return st;
+    float *scratch = cpu_scratch(ci, cpu_wino_scratch_bytes(l, x, ci->threads));
+    if (!scratch) return sp_err(SP_ERR_NOMEM, "Winograd scratch");
+    *done = 1;
+    return cpu_wino_conv(cl->wino, l, x, y, with_bias, act, scratch, ci->threads);
+}
+
 static sp_status run_conv(nn_backend *be, nn_layer *l, const nn_tensor *x, nn_tensor *y, int with_bias, nn_act act) {
     cpu_impl *ci = impl_of(be);
     conv_prim *p;
-    sp_status st = get_prim(be, l, x, y, with_bias, act, &p);
+    int done;
+    sp_status st = try_wino(be, l, x, y, with_bias, act, &done);
+    if (st || done) return st;
+    st = get_prim(be, l, x, y, with_bias, act, &p);
     if (st) return st;
     DNNL_TRY(dnnl_memory_set_data_handle(p->src, x->data));
     DNNL_TRY(dnnl_memory_set_data_handle(p->dst, y->data));
@@ -603,6 +628,18 @@ sp_status nn_cpu_backend_new(const nn_backend_opts *opts, nn_backend **out) {
     be->opts = *opts;
     be->impl = ci;
     ci->threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
+    ci->algo = opts->conv_algo;
+    const char *env = getenv("SEMIPAINT_CONV");
+    if (ci->algo == NN_CONV_AUTO && env && *env) {
+        if (!strcmp(env, "direct"))
+            ci->algo = NN_CONV_DIRECT;
+        else if (!strcmp(env, "winograd"))
+            ci->algo = NN_CONV_WINOGRAD;
+        else if (strcmp(env, "auto")) {
+            st = sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected direct, winograd or auto", env);
+            goto fail;
+        }
+    }
     omp_set_num_threads(ci->threads);
     DNNL_TRY(dnnl_engine_create(&ci->eng, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&ci->strm, ci->eng, dnnl_stream_default_flags));
