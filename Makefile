@@ -12,7 +12,7 @@ CUDA_HOME ?= /usr/local/cuda
 CPPFLAGS += -Imodel -Iretrieval -Iserver -I$(BUILD)/gen -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -fopenmp $(SAN)
 LDFLAGS  += -pthread -fopenmp $(SAN)
-LDLIBS   += -ldnnl -lmicrohttpd -lcjson -lyaml -lturbojpeg -lpng -lz -lm
+LDLIBS   += -ldnnl -lmicrohttpd -lcjson -lyaml -lturbojpeg -lpng -ldeflate -lz -lm
 
 # FAISS: Debian ships libfaiss.a and the C API headers; libfaiss_c is built from Debian's
 # source package by scripts/faiss_c.sh into .deps/ (cached across builds).
@@ -48,7 +48,7 @@ BINS       := $(BUILD)/semipaint $(BUILD)/semipaintd
 .PHONY: all deps test unit-test san-test run clean fixtures bench
 .DEFAULT_GOAL := all
 
-all: deps $(BINS) $(TEST_BIN)
+all: deps $(BINS) $(TEST_BIN) $(BUILD)/loadgen
 
 deps:
 	@bash scripts/deps.sh
@@ -89,11 +89,15 @@ $(BUILD)/semipaint: $(BUILD)/server/semipaint_main.o $(BUILD)/lib/libsemipaint.a
 $(BUILD)/semipaintd: $(BUILD)/server/semipaintd_main.o $(BUILD)/lib/libsemipaint.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# The load generator of scripts/bench_server.sh (open-loop overload, RSS sampling).
+$(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/lib/libsemipaint.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/lib/libsemipaint.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # Unit, golden and integration tests of this build.
-unit-test: $(BINS) $(TEST_BIN)
+unit-test: $(BINS) $(TEST_BIN) $(BUILD)/loadgen
 	@BUILD=$(BUILD) PY=$(PY) bash tests/run.sh
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -121,4 +125,4 @@ run: all
 clean:
 	rm -rf build build-san build-cuda build-san-cuda
 
--include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/scripts/loadgen.d

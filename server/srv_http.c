@@ -90,6 +90,8 @@ struct srv_server {
     srv_exec *exec;
     int s; /* working size */
     atomic_int inflight;
+    atomic_int admitted; /* inpainting requests past admission and not yet completed */
+    int max_admitted;    /* their bound (see srv_server_new) */
     atomic_uint_fast64_t next_id;
     unsigned id_prefix;
     double started;
@@ -114,6 +116,7 @@ typedef struct {
     char id[72];
     double t0, deadline;
     phase phase;
+    int admitted; /* holds one of the server's admission slots */
     /* body */
     int is_json, want_json;
     size_t body_len, discarded;
@@ -505,6 +508,11 @@ static enum MHD_Result inpaint_start(req *r) {
     img_format mfmt;
     if (decode_upload(r, &r->args.image, "image", &r->im, &r->in_fmt)) return answer_error(r, &r->err);
     if (decode_upload(r, &r->args.mask, "mask", &mask, &mfmt)) return answer_error(r, &r->err);
+    /* the uploaded bytes are not needed any more: a queued request holds only its pixels */
+    free(r->args.image.data);
+    free(r->args.mask.data);
+    r->args.image.data = r->args.mask.data = NULL;
+    r->args.image.len = r->args.mask.len = 0;
     if (mask.w != r->im.w || mask.h != r->im.h) {
         int mw = mask.w, mh = mask.h;
         img_free(&mask);
@@ -747,11 +755,20 @@ static int on_headers(req *r, const char *url, const char *method) {
     }
     if (routes[rt].mutating && check_auth(r)) return r->err.status;
     const char *why = rt == R_INPAINT ? srv_exec_admissible(s->exec, 1, r->deadline, &r->retry_after) : NULL;
+    if (!why && rt == R_INPAINT) {
+        if (atomic_fetch_add(&s->admitted, 1) < s->max_admitted) r->admitted = 1;
+        else {
+            atomic_fetch_sub(&s->admitted, 1);
+            why = "inflight";
+            r->retry_after = 1;
+        }
+    }
     if (why) {
         srv_metric_add(s->m_rejected, (const char *[]){why}, 1);
         return head_error(r, 503, "overloaded", "the server is at capacity (%s): retry after %d s",
                           !strcmp(why, "queue_full") ? "the queue is full"
                           : !strcmp(why, "overload") ? "the queue would not reach this request before its deadline"
+                          : !strcmp(why, "inflight") ? "too many requests are being received and processed"
                                                      : "shutting down",
                           r->retry_after);
     }
@@ -946,6 +963,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     srv_metric_add(s->m_requests, (const char *[]){label, code}, 1);
     srv_metric_observe(s->m_duration, (const char *[]){label}, ms / 1e3);
     srv_metric_set(s->m_inflight, NULL, (double)(atomic_fetch_sub(&s->inflight, 1) - 1));
+    if (r->admitted) atomic_fetch_sub(&s->admitted, 1);
     char id[96], route[64], meth[16], st[16], bin[32], bout[32], dur[32], err[600], errcode[64];
     json_str(id, sizeof id, r->id);
     json_str(route, sizeof route, label);
@@ -1029,6 +1047,12 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
         close(fd);
     }
     s->id_prefix = seed;
+    /* Admission bound of inpainting requests in flight: what the queue holds, one running batch,
+     * and two per HTTP thread being decoded or encoded. The executor's checks alone only see the
+     * queue: when the HTTP threads fall behind (bodies, decoding and encoding share the CPU with
+     * the model), requests would otherwise pile up receiving their bodies, all slowed alike, with
+     * latencies far past their deadline measured from the client. */
+    s->max_admitted = cfg->batching.queue_capacity + cfg->batching.max_batch + 2 * cfg->server.http_threads;
     sp_status st = SP_OK;
     if (cfg->server.auth_token_file[0] && (st = read_token(cfg->server.auth_token_file, s->token, sizeof s->token)))
         goto fail;
@@ -1052,8 +1076,8 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
     srv_metric_set(s->m_inflight, NULL, 0);
     srv_metric_set(s->m_depth, NULL, 0);
     srv_metric_set(s->m_index, NULL, 0);
-    const char *reasons[] = {"queue_full", "overload", "deadline", "shutdown", "not_ready", "draining"};
-    for (int i = 0; i < 6; i++) srv_metric_add(s->m_rejected, (const char *[]){reasons[i]}, 0);
+    const char *reasons[] = {"queue_full", "overload", "inflight", "deadline", "shutdown", "not_ready", "draining"};
+    for (int i = 0; i < 7; i++) srv_metric_add(s->m_rejected, (const char *[]){reasons[i]}, 0);
 
     char host[256];
     int port;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# it_server.sh: semipaintd from the command line: --check-config/--print-config/env overrides, and curl against the real daemon (multipart, JSON, JPEG round trip, SIGTERM).
+# it_server.sh: semipaintd from the command line: --check-config/--print-config/env overrides, and curl against the real daemon (multipart, JSON, JPEG round trip, a short open-loop overload, SIGTERM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -116,6 +116,25 @@ else
   echo "skip the OpenAPI validation (openapi_spec_validator not installed)"
 fi
 check "GET /metrics counts the requests" sh -c "curl -s '$url/metrics' | grep -q 'semipaint_http_requests_total{route=\"/v1/inpaint\",code=\"200\"} 4'"
+
+# ---- a short open-loop overload: whatever the server's speed, only 200s and 503s ----
+if [ -x "$BUILD/loadgen" ]; then
+  "$PY" - "$tmp" <<'EOF'
+import sys
+d, b = sys.argv[1], b"it-server-boundary"
+parts = ((b"image", open(d + "/img.png", "rb").read()), (b"mask", open(d + "/mask.png", "rb").read()), (b"method", b"coarse"))
+body = b"".join(b"--" + b + b'\r\nContent-Disposition: form-data; name="' + k + b'"' + (b'; filename="f.png"' if k != b"method" else b"")
+                + b"\r\n\r\n" + v + b"\r\n" for k, v in parts) + b"--" + b + b"--\r\n"
+open(d + "/body", "wb").write(body)
+EOF
+  "$BUILD/loadgen" --url "$url/v1/inpaint" --body "$tmp/body" --type "multipart/form-data; boundary=it-server-boundary" \
+    --rate 1000 --duration 3 --timeout 60 > "$tmp/load" 2>&1 || true
+  sed -n 's/^  status/  open loop at 1000 req\/s for 3 s: status/p' "$tmp/load"
+  check "an open-loop overload gets only 200s and 503s, no other status and no transport error" \
+    grep -Eq '^result .* ok=[1-9][0-9]* .* other5xx=0 other=0 errors=0 ' "$tmp/load"
+else
+  echo "skip the open-loop overload ($BUILD/loadgen not built)"
+fi
 
 kill -TERM "$pid"
 rc=0
