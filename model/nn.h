@@ -9,11 +9,11 @@
 typedef enum { NN_DEVICE_AUTO = 0, NN_DEVICE_CPU, NN_DEVICE_CUDA } nn_device;
 typedef enum { NN_PREC_FP32 = 0, NN_PREC_TF32, NN_PREC_FP16 } nn_precision;
 
-/* How the CPU backend computes 3x3 stride-1 convolutions. AUTO picks Winograd F(2x2,3x3) where
- * the layer is large enough for it to win and oneDNN's direct kernels elsewhere; the environment
- * variable SEMIPAINT_CONV=direct|winograd|auto overrides AUTO. WINOGRAD forces it on every layer
- * whose shape allows it (tests use it to cover small layers). */
-typedef enum { NN_CONV_AUTO = 0, NN_CONV_DIRECT, NN_CONV_WINOGRAD } nn_conv_algo;
+/* How the CPU backend computes 3x3 stride-1 convolutions. AUTO picks Winograd F(2x2,3x3) or
+ * F(4x4,3x3) where the layer is large enough for it to win and oneDNN's direct kernels elsewhere;
+ * the environment variable SEMIPAINT_CONV=auto|direct|winograd|winograd4 overrides AUTO.
+ * WINOGRAD (F(2x2)) and WINOGRAD4 (F(4x4)) force it on every layer whose shape allows it. */
+typedef enum { NN_CONV_AUTO = 0, NN_CONV_DIRECT, NN_CONV_WINOGRAD, NN_CONV_WINOGRAD4 } nn_conv_algo;
 
 typedef struct {
     nn_device device;       /* AUTO: CUDA when this build has it and a GPU answers, else CPU */

@@ -164,7 +164,7 @@ static void usage(FILE *f) {
             "usage: semipaint bench [--weights-dir DIR] [--batch 1,4] [--threads N] [--iters N] [--warmup N]\n"
             "                       [--vs-torch] [--python PATH] [--device cpu|cuda|auto] [--gpu N]\n"
             "                       [--precision fp32|tf32|fp16] [--peak-gflops X]\n"
-            "                       [--conv-algo auto|direct|winograd]\n"
+            "                       [--conv-algo auto|direct|winograd|winograd4]\n"
             "Times pconv_unet, vgg16_features, simk_unet (K=1) and the whole pipeline on the device at the\n"
             "weights' working size, prints ms per image, images/s and GFLOP/s against the peak (on the CPU\n"
             "the measured fp32 FMA peak, on a GPU the --peak-gflops given, e.g. the data sheet's dense\n"
@@ -173,7 +173,8 @@ static void usage(FILE *f) {
             "prints the ratio C/PyTorch. DIR holds pconv_unet.safetensors, vgg16_features.safetensors and\n"
             "simk_unet_k1.safetensors (default build/fixtures/paper256, made by `make fixtures`).\n"
             "On the CPU the layer table also times each layer with oneDNN's direct kernels and with\n"
-            "Winograd F(2x2,3x3), and --conv-algo fixes the choice for the networks (default auto).\n");
+            "Winograd F(2x2,3x3) and F(4x4,3x3); --conv-algo fixes the choice for the networks (default\n"
+            "auto: the backend's rule).\n");
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -230,11 +231,13 @@ int cmd_bench(int argc, char **argv) {
         bo.conv_algo = NN_CONV_DIRECT;
     else if (!strcmp(algo, "winograd"))
         bo.conv_algo = NN_CONV_WINOGRAD;
+    else if (!strcmp(algo, "winograd4"))
+        bo.conv_algo = NN_CONV_WINOGRAD4;
     else if (strcmp(algo, "auto")) {
-        fprintf(stderr, "semipaint bench: --conv-algo must be auto, direct or winograd, not '%s'\n", algo);
+        fprintf(stderr, "semipaint bench: --conv-algo must be auto, direct, winograd or winograd4, not '%s'\n", algo);
         return 2;
     }
-    nn_backend *be = NULL, *alt[2] = {NULL, NULL};
+    nn_backend *be = NULL, *alt[3] = {NULL, NULL, NULL};
     bench_ctx b = {0};
     int rc = 1;
     sp_status st = nn_backend_new(&bo, &be);
@@ -284,16 +287,21 @@ int cmd_bench(int argc, char **argv) {
         if ((st = nn_backend_new(&ao, &alt[0]))) goto fail;
         ao.conv_algo = NN_CONV_WINOGRAD;
         if ((st = nn_backend_new(&ao, &alt[1]))) goto fail;
+        ao.conv_algo = NN_CONV_WINOGRAD4;
+        if ((st = nn_backend_new(&ao, &alt[2]))) goto fail;
     }
     printf("\nconvolution layers (batch 1, best of %d; GFLOP/s counts direct-convolution work):\n", iters);
-    if (!on_gpu) printf("  %-38s %8s %9s %8s %10s %10s\n", "layer", "ms", "GFLOP/s", "%peak", "direct ms", "Winograd ms");
+    if (!on_gpu)
+        printf("  %-38s %8s %9s %8s %10s %10s %10s\n", "layer", "ms", "GFLOP/s", "%peak", "direct ms", "F(2x2) ms",
+               "F(4x4) ms");
     double lf = 0, lt = 0;
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
         const int *L = layers[i];
-        double ms, alt_ms[2] = {0, 0};
+        double ms, alt_ms[3] = {0, 0, 0};
         if ((st = nn_conv_bench(be, 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &ms))) goto fail;
-        for (int a = 0; a < 2 && alt[a]; a++)
-            if ((st = nn_conv_bench(alt[a], 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &alt_ms[a]))) goto fail;
+        for (int a = 0; a < 3 && alt[a]; a++)
+            if ((a == 0 || (L[2] == 3 && L[3] == 1)) &&
+                (st = nn_conv_bench(alt[a], 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &alt_ms[a]))) goto fail;
         int o = (L[4] + 2 * ((L[2] - 1) / 2) - L[2]) / L[3] + 1;
         double f = 2.0 * L[0] * L[1] * L[2] * L[2] * o * o;
         lf += f;
@@ -304,16 +312,17 @@ int cmd_bench(int argc, char **argv) {
         if (alt[0]) {
             printf(" %10.2f", alt_ms[0]);
             if (L[2] == 3 && L[3] == 1)
-                printf(" %10.2f", alt_ms[1]);
+                printf(" %10.2f %10.2f", alt_ms[1], alt_ms[2]);
             else
-                printf(" %10s", "-");
+                printf(" %10s %10s", "-", "-");
         }
         printf("\n");
     }
     printf("  all layers above: %.1f GFLOP/s, %.0f%% of peak\n", lf / lt / 1e6, peak > 0 ? 100 * lf / lt / 1e6 / peak : 0);
-    nn_backend_free(alt[0]);
-    nn_backend_free(alt[1]);
-    alt[0] = alt[1] = NULL;
+    for (int a = 0; a < 3; a++) {
+        nn_backend_free(alt[a]);
+        alt[a] = NULL;
+    }
     printf("\n%-9s %5s %12s %12s %9s %9s %7s", "net", "batch", "ms/img mean", "ms/img min", "img/s", "GFLOP/s", "%peak");
     if (vs_torch) printf(" %14s %14s %9s", "torch ms mean", "torch ms min", "C/torch");
     printf("\n");
@@ -375,8 +384,7 @@ out:
     nn_net_free(b.pconv);
     nn_net_free(b.vgg);
     nn_net_free(b.simk);
-    nn_backend_free(alt[0]);
-    nn_backend_free(alt[1]);
+    for (int a = 0; a < 3; a++) nn_backend_free(alt[a]);
     nn_backend_free(be);
     return rc;
 }

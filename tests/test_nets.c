@@ -146,13 +146,16 @@ static void run_dir(const char *dir) {
 }
 
 int main(void) {
-    /* The small networks once with every 3x3 stride-1 layer forced through Winograd (auto leaves
-     * such narrow layers to oneDNN's direct kernels), then every fixture set with the default. */
-    nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2, .conv_algo = NN_CONV_WINOGRAD};
-    CHECK(nn_backend_new(&o, &be) == SP_OK);
-    printf("test_nets: small networks with Winograd forced\n");
-    run_dir("tests/fixtures/small");
-    nn_backend_free(be);
+    /* The small networks with every 3x3 stride-1 layer forced through each Winograd variant (auto
+     * leaves such narrow layers to oneDNN's direct kernels), then every fixture set with the default. */
+    nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2};
+    for (int m = 2; m <= 4; m += 2) {
+        o.conv_algo = m == 2 ? NN_CONV_WINOGRAD : NN_CONV_WINOGRAD4;
+        CHECK(nn_backend_new(&o, &be) == SP_OK);
+        printf("test_nets: small networks with Winograd F(%dx%d,3x3) forced\n", m, m);
+        run_dir("tests/fixtures/small");
+        nn_backend_free(be);
+    }
     o.conv_algo = NN_CONV_AUTO;
     CHECK(nn_backend_new(&o, &be) == SP_OK);
     run_dir("tests/fixtures/small");

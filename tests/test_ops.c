@@ -209,11 +209,11 @@ int main(void) {
     sp_status st = st_open(path, &f);
     CHECKF(st == SP_OK, "%s", sp_err_msg());
     if (st) return t_done("test_ops");
-    /* Every op with oneDNN's direct convolutions, then with Winograd forced on the 3x3 stride-1
-     * layers (conv3: odd sizes, channel counts that are not multiples of 8, batch 2). */
-    static const nn_conv_algo algos[] = {NN_CONV_DIRECT, NN_CONV_WINOGRAD};
-    static const char *names[] = {"direct", "winograd"};
-    for (int a = 0; a < 2; a++) {
+    /* Every op with oneDNN's direct convolutions, then with each Winograd variant forced on the 3x3
+     * stride-1 layers (conv3: odd sizes, channel counts that are not multiples of 8, batch 2). */
+    static const nn_conv_algo algos[] = {NN_CONV_DIRECT, NN_CONV_WINOGRAD, NN_CONV_WINOGRAD4};
+    static const char *names[] = {"direct", "Winograd F(2x2,3x3)", "Winograd F(4x4,3x3)"};
+    for (int a = 0; a < 3; a++) {
         nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 2, .conv_algo = algos[a]};
         CHECK(nn_backend_new(&o, &be) == SP_OK);
         printf("ops on %s (%s), convolutions %s\n", nn_backend_name(be), nn_backend_device(be), names[a]);

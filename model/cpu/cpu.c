@@ -31,7 +31,7 @@ typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     int threads;
-    nn_conv_algo algo; /* AUTO, DIRECT or WINOGRAD, after the SEMIPAINT_CONV override */
+    nn_conv_algo algo; /* after the SEMIPAINT_CONV override */
     float *scratch; /* per-pixel planes of the pconv epilogue; grows to the largest layer once */
     size_t scratch_bytes;
 } cpu_impl;
@@ -59,7 +59,7 @@ typedef struct {
     conv_prim *prims;
     dnnl_memory_desc_t wmd; /* format of the shared reordered weights */
     float *wbuf;            /* shared reordered weights, NULL until the first primitive */
-    float *wino;            /* Winograd-transformed weights, NULL until the first Winograd run */
+    float *wino[2];         /* weights transformed for F(2x2) and F(4x4), NULL until first used */
 } cpu_layer;
 
 #define DNNL_TRY(call)                                                                                   \
@@ -196,7 +196,8 @@ static void cpu_layer_release(nn_backend *be, nn_layer *l) {
         cl->prims = nx;
     }
     free(cl->wbuf);
-    free(cl->wino);
+    free(cl->wino[0]);
+    free(cl->wino[1]);
     free(cl);
     l->be = NULL;
 }
@@ -313,22 +314,24 @@ fail:
     return st;
 }
 
-/* Runs layer l as Winograd F(2x2,3x3) when the backend's algorithm choice and the shape allow it;
- * *done says whether it did. */
+/* Runs layer l as Winograd F(2x2,3x3) or F(4x4,3x3) when the backend's algorithm choice and the
+ * shape allow it; *done says whether it did. */
 static sp_status try_wino(nn_backend *be, nn_layer *l, const nn_tensor *x, nn_tensor *y, int with_bias, nn_act act,
                           int *done) {
     cpu_impl *ci = impl_of(be);
     *done = 0;
     if (ci->algo == NN_CONV_DIRECT || !cpu_wino_shape_ok(l, x, y)) return SP_OK;
-    if (ci->algo == NN_CONV_AUTO && !cpu_wino_pays(l, x, ci->threads)) return SP_OK;
+    const int m = ci->algo == NN_CONV_WINOGRAD ? 2 : ci->algo == NN_CONV_WINOGRAD4 ? 4 : cpu_wino_pick(l, x, ci->threads);
+    if (!m) return SP_OK;
     if (!l->be && !(l->be = calloc(1, sizeof(cpu_layer)))) return sp_err(SP_ERR_NOMEM, "layer state");
     cpu_layer *cl = l->be;
+    float **u = &cl->wino[m == 4];
     sp_status st;
-    if (!cl->wino && (st = cpu_wino_weights(l, &cl->wino))) return st;
-    float *scratch = cpu_scratch(ci, cpu_wino_scratch_bytes(l, x, ci->threads));
+    if (!*u && (st = cpu_wino_weights(l, m, u))) return st;
+    float *scratch = cpu_scratch(ci, cpu_wino_scratch_bytes(l, m, ci->threads));
     if (!scratch) return sp_err(SP_ERR_NOMEM, "Winograd scratch");
     *done = 1;
-    return cpu_wino_conv(cl->wino, l, x, y, with_bias, act, scratch, ci->threads);
+    return cpu_wino_conv(*u, m, l, x, y, with_bias, act, scratch, ci->threads);
 }
 
 static sp_status run_conv(nn_backend *be, nn_layer *l, const nn_tensor *x, nn_tensor *y, int with_bias, nn_act act) {
@@ -635,8 +638,10 @@ sp_status nn_cpu_backend_new(const nn_backend_opts *opts, nn_backend **out) {
             ci->algo = NN_CONV_DIRECT;
         else if (!strcmp(env, "winograd"))
             ci->algo = NN_CONV_WINOGRAD;
+        else if (!strcmp(env, "winograd4"))
+            ci->algo = NN_CONV_WINOGRAD4;
         else if (strcmp(env, "auto")) {
-            st = sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected direct, winograd or auto", env);
+            st = sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected auto, direct, winograd or winograd4", env);
             goto fail;
         }
     }
