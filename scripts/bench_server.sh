@@ -27,9 +27,13 @@ trap cleanup EXIT
 if [ "$MODELS" = small ]; then
   coarse=tests/fixtures/small/pconv_unet.safetensors; fallback=tests/fixtures/small/simk_unet_k0.safetensors
 else
-  coarse=$(ls weights/pconv.safetensors "$BUILD"/untrained/pconv.safetensors 2>/dev/null | head -n 1)
-  fallback=$(ls weights/sim0.safetensors "$BUILD"/untrained/sim0.safetensors 2>/dev/null | head -n 1)
-  [ -n "$coarse" ] && [ -n "$fallback" ] || { echo "bench: no shipped weights; run 'make run' once" >&2; exit 1; }
+  # the shipped weights, else the untrained stand-ins that `make run` writes (in that order: ls
+  # would sort build/ before weights/)
+  coarse=""; fallback=""
+  for d in weights "$BUILD/untrained"; do
+    [ -z "$coarse" ] && [ -f "$d/pconv.safetensors" ] && [ -f "$d/sim0.safetensors" ] && { coarse=$d/pconv.safetensors; fallback=$d/sim0.safetensors; }
+  done
+  [ -n "$coarse" ] || { echo "bench: no shipped weights; run 'make run' once" >&2; exit 1; }
 fi
 queue=32
 cat > "$tmp/bench.yaml" <<EOF
@@ -65,7 +69,7 @@ for _ in $(seq 1 300); do
 done
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 1200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break; sleep 0.1; done
-echo "bench: semipaintd $(curl -s "$url/v1/info" | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["backend"], j["device"], "working size", j["working_size"], j["mode"])'), models=$MODELS, $(nproc) cores"
+echo "bench: semipaintd $(curl -s "$url/v1/info" | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["backend"], j["device"], "working size", j["working_size"], j["mode"])'), models=$MODELS ($coarse, $fallback), $(nproc) cores"
 
 echo "== GET /healthz, wrk -t2 -c64 -d${HEALTH_S}s"
 wrk -t2 -c64 -d"${HEALTH_S}s" --latency "$url/healthz" | grep -E "Requests/sec|Latency|99%"
