@@ -69,3 +69,13 @@ void nn_mask_drop(nn_backend *be, nn_mask *m) {
     if (m->data) be->ops->mask_release(be, m);
     memset(m, 0, sizeof *m);
 }
+
+int nn_conv_algo_parse(const char *name, nn_conv_algo *out) {
+    static const char *names[] = {"auto", "direct", "winograd", "winograd4"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (nn_conv_algo)i;
+            return 0;
+        }
+    return -1;
+}

@@ -15,6 +15,9 @@ typedef enum { NN_PREC_FP32 = 0, NN_PREC_TF32, NN_PREC_FP16 } nn_precision;
  * WINOGRAD (F(2x2)) and WINOGRAD4 (F(4x4)) force it on every layer whose shape allows it. */
 typedef enum { NN_CONV_AUTO = 0, NN_CONV_DIRECT, NN_CONV_WINOGRAD, NN_CONV_WINOGRAD4 } nn_conv_algo;
 
+/* Parses "auto", "direct", "winograd" or "winograd4" into *out; 0 on success, -1 otherwise. */
+int nn_conv_algo_parse(const char *name, nn_conv_algo *out);
+
 typedef struct {
     nn_device device;       /* AUTO: CUDA when this build has it and a GPU answers, else CPU */
     int gpu;                /* CUDA device ordinal */

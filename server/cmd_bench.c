@@ -227,13 +227,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "semipaint bench: --precision must be fp32, tf32 or fp16, not '%s'\n", precision);
         return 2;
     }
-    if (!strcmp(algo, "direct"))
-        bo.conv_algo = NN_CONV_DIRECT;
-    else if (!strcmp(algo, "winograd"))
-        bo.conv_algo = NN_CONV_WINOGRAD;
-    else if (!strcmp(algo, "winograd4"))
-        bo.conv_algo = NN_CONV_WINOGRAD4;
-    else if (strcmp(algo, "auto")) {
+    if (nn_conv_algo_parse(algo, &bo.conv_algo)) {
         fprintf(stderr, "semipaint bench: --conv-algo must be auto, direct, winograd or winograd4, not '%s'\n", algo);
         return 2;
     }

@@ -12,7 +12,7 @@
  * CB = ceil(C/8); padding channels are zero. A network input with fewer than 8 channels is plain
  * NCHW instead, the layout oneDNN's first-layer kernels read (with nChw8c they fall back to the
  * reference implementation). Masks are planar (n,g,h,w). */
-#define BLK 8
+#define BLK CPU_BLK
 static inline int cblocks(int c) { return (c + BLK - 1) / BLK; }
 
 /* Start of channel c of image n, and the distance between consecutive pixels of that channel. */
@@ -32,7 +32,7 @@ typedef struct {
     dnnl_stream_t strm;
     int threads;
     nn_conv_algo algo; /* after the SEMIPAINT_CONV override */
-    float *scratch; /* per-pixel planes of the pconv epilogue; grows to the largest layer once */
+    float *scratch; /* pconv epilogue planes and Winograd tiles; grows to the largest layer once */
     size_t scratch_bytes;
 } cpu_impl;
 
@@ -633,17 +633,9 @@ sp_status nn_cpu_backend_new(const nn_backend_opts *opts, nn_backend **out) {
     ci->threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
     ci->algo = opts->conv_algo;
     const char *env = getenv("SEMIPAINT_CONV");
-    if (ci->algo == NN_CONV_AUTO && env && *env) {
-        if (!strcmp(env, "direct"))
-            ci->algo = NN_CONV_DIRECT;
-        else if (!strcmp(env, "winograd"))
-            ci->algo = NN_CONV_WINOGRAD;
-        else if (!strcmp(env, "winograd4"))
-            ci->algo = NN_CONV_WINOGRAD4;
-        else if (strcmp(env, "auto")) {
-            st = sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected auto, direct, winograd or winograd4", env);
-            goto fail;
-        }
+    if (ci->algo == NN_CONV_AUTO && env && *env && nn_conv_algo_parse(env, &ci->algo)) {
+        st = sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected auto, direct, winograd or winograd4", env);
+        goto fail;
     }
     omp_set_num_threads(ci->threads);
     DNNL_TRY(dnnl_engine_create(&ci->eng, dnnl_cpu, 0));

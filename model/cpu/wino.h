@@ -1,4 +1,4 @@
-/* wino.h: Winograd F(2x2,3x3) convolution for the CPU backend: transforms written here, the products through oneDNN's sgemm. */
+/* wino.h: Winograd F(2x2,3x3) and F(4x4,3x3) convolution for the CPU backend: transforms written here, the products through oneDNN's sgemm. */
 #ifndef SP_CPU_WINO_H
 #define SP_CPU_WINO_H
 
@@ -7,7 +7,7 @@
 /* Channel block of the CPU backend's nChw8c layout. */
 #define CPU_BLK 8
 
-/* 1 when layer l on input x into y can run as Winograd F(2x2,3x3): a 3x3 kernel, stride 1,
+/* 1 when layer l on input x into y can run as a Winograd convolution: a 3x3 kernel, stride 1,
  * padding 1, same-size output, both tensors blocked (nChw8c). */
 int cpu_wino_shape_ok(const nn_layer *l, const nn_tensor *x, const nn_tensor *y);
 
