@@ -45,14 +45,22 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BINS       := $(BUILD)/semipaint $(BUILD)/semipaintd
 
-.PHONY: all deps test unit-test san-test run clean fixtures bench
+.PHONY: all binaries deps test unit-test san-test run clean fixtures bench
 .DEFAULT_GOAL := all
 
-all: deps $(BINS) $(TEST_BIN) $(BUILD)/loadgen
+# deps first, then the rest (in parallel under -j): every object needs the installed headers.
+all: deps
+	@$(MAKE) --no-print-directory binaries
+
+binaries: $(BINS) $(TEST_BIN) $(BUILD)/loadgen
 
 deps:
 	@bash scripts/deps.sh
 	@bash scripts/faiss_c.sh
+
+# Link inputs: the prerequisites except libfaiss_c.a, which LDLIBS places after libsemipaint.a (it
+# is a prerequisite only so that a rebuilt FAISS C API relinks the programs).
+LINK_IN = $(filter-out $(FAISS_C),$^)
 
 $(BUILD)/lib/libsemipaint.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -83,18 +91,18 @@ $(BUILD)/gen/web_index.h: server/web/index.html
 	  echo 'static const unsigned int web_index_html_len = sizeof web_index_html;'; } > $@.tmp && mv $@.tmp $@
 $(BUILD)/server/srv_web.o: $(BUILD)/gen/web_index.h
 
-$(BUILD)/semipaint: $(BUILD)/server/semipaint_main.o $(BUILD)/lib/libsemipaint.a
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/semipaint: $(BUILD)/server/semipaint_main.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 
-$(BUILD)/semipaintd: $(BUILD)/server/semipaintd_main.o $(BUILD)/lib/libsemipaint.a
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/semipaintd: $(BUILD)/server/semipaintd_main.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 
 # The load generator of scripts/bench_server.sh (open-loop overload, RSS sampling).
-$(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/lib/libsemipaint.a
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/lib/libsemipaint.a
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 
 # Unit, golden and integration tests of this build.
 unit-test: $(BINS) $(TEST_BIN) $(BUILD)/loadgen

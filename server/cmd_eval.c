@@ -19,6 +19,7 @@
 #define EV_NBUCKETS 6      /* [0.01,0.1], (0.1,0.2], ..., (0.5,0.6] */
 #define EV_PSNR_CAP 100.0  /* PSNR of an image equal to the original */
 #define EV_MAX_FILES 1000000
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* The columns of the tables: telea, coarse, sim0, simK, and the section 5.6 variants of simK. */
 enum { M_TELEA = 0, M_COARSE, M_SIM0, M_SIMK, M_SIMK_RANDOM, M_SIMK_NOISE, M_COUNT };
@@ -311,6 +312,40 @@ static double acc_std(const ev_acc *a, int q) {
     return v > 0 ? sqrt(v) : 0;
 }
 
+/* Rings of hole pixels by their chessboard distance to the nearest known pixel: 1, 2, 3-4, 5-8,
+ * 9-16, 17+ (a hole touching no known pixel at all is in the last ring). */
+#define EV_NRINGS 6
+static const char *const ring_name[EV_NRINGS] = {"1", "2", "3-4", "5-8", "9-16", "17+"};
+
+/* Writes ring[i] (0..EV_NRINGS-1, 255 for a known pixel) of an s x s hole mask (1 = hole): the
+ * chessboard distance by the two-pass chamfer transform (pixels outside the image count as hole). */
+static void hole_rings(const uint8_t *hole, int s, int *dist, uint8_t *ring) {
+    const int inf = 4 * s;
+    for (int y = 0; y < s; y++)
+        for (int x = 0; x < s; x++) {
+            int d = hole[y * s + x] ? inf : 0;
+            if (d) {
+                if (x > 0) d = MIN(d, dist[y * s + x - 1] + 1);
+                if (y > 0)
+                    for (int dx = -1; dx <= 1; dx++)
+                        if (x + dx >= 0 && x + dx < s) d = MIN(d, dist[(y - 1) * s + x + dx] + 1);
+            }
+            dist[y * s + x] = d;
+        }
+    for (int y = s - 1; y >= 0; y--)
+        for (int x = s - 1; x >= 0; x--) {
+            int d = dist[y * s + x];
+            if (d) {
+                if (x < s - 1) d = MIN(d, dist[y * s + x + 1] + 1);
+                if (y < s - 1)
+                    for (int dx = -1; dx <= 1; dx++)
+                        if (x + dx >= 0 && x + dx < s) d = MIN(d, dist[(y + 1) * s + x + dx] + 1);
+            }
+            dist[y * s + x] = d;
+            ring[y * s + x] = d == 0 ? 255 : d == 1 ? 0 : d == 2 ? 1 : d <= 4 ? 2 : d <= 8 ? 3 : d <= 16 ? 4 : 5;
+        }
+}
+
 /* ---- the run ---- */
 
 typedef struct {
@@ -468,7 +503,10 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
     memset(acc, 0, sizeof acc);
     ev_row *rows = NULL;
     float *x = NULL, *keep = NULL, *outf = NULL, *rin = NULL, *nb = NULL;
-    uint8_t *hole = NULL;
+    uint8_t *hole = NULL, *ring = NULL;
+    int *dist = NULL;
+    double ring_err[M_COUNT][EV_NRINGS] = {{0}};
+    long ring_n[EV_NRINGS] = {0};
     double *l1_simk = NULL;
     img_u8 *orig = NULL;
     double *work = NULL;
@@ -496,6 +534,8 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
     keep = malloc((size_t)B * hw * sizeof *keep);
     outf = malloc((size_t)B * isz * sizeof *outf);
     hole = malloc((size_t)B * hw);
+    ring = malloc((size_t)B * hw);
+    dist = malloc(hw * sizeof *dist);
     l1_simk = calloc(total, sizeof *l1_simk);
     orig = calloc(B, sizeof *orig);
     work = malloc(8 * hw * sizeof *work);
@@ -505,7 +545,7 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
     nb = k ? malloc(isz * sizeof *nb) : NULL;
     nrows = o->grid_rows < total ? o->grid_rows : (int)total;
     rows = calloc(nrows > 0 ? nrows : 1, sizeof *rows);
-    if (!x || !keep || !outf || !hole || !l1_simk || !orig || !work || !ids || !scores || (k && (!rin || !nb)) || !rows) {
+    if (!x || !keep || !outf || !hole || !ring || !dist || !l1_simk || !orig || !work || !ids || !scores || (k && (!rin || !nb)) || !rows) {
         st = sp_err(SP_ERR_NOMEM, "evaluation buffers for a batch of %d", B);
         goto fail;
     }
@@ -538,6 +578,10 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
             ratio[i] = (double)nh / hw;
             bucket[i] = bucket_of(ratio[i]);
             if (bucket[i] < 0) outside++;
+            hole_rings(hole + i * hw, s, dist, ring + i * hw);
+            if (bucket[i] >= 0)
+                for (size_t q = 0; q < hw; q++)
+                    if (ring[i * hw + q] < EV_NRINGS) ring_n[ring[i * hw + q]]++;
         }
         for (int mth = 0; mth < M_COUNT; mth++) {
             if (!want[mth]) continue;
@@ -590,6 +634,11 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
                 if (bucket[i] >= 0) {
                     acc_add(&acc[mth][bucket[i]], q);
                     acc_add(&acc[mth][EV_NBUCKETS], q);
+                    const uint8_t *rg = ring + i * hw, *a = om.px, *b = orig[i].px;
+                    for (size_t q2 = 0; q2 < hw; q2++)
+                        if (rg[q2] < EV_NRINGS)
+                            ring_err[mth][rg[q2]] += abs(a[q2 * 3] - b[q2 * 3]) + abs(a[q2 * 3 + 1] - b[q2 * 3 + 1]) +
+                                                     abs(a[q2 * 3 + 2] - b[q2 * 3 + 2]);
                 }
                 fprintf(cf, "%ld,%s,%s,%.5f,%d,%s,%.5f,%.4f,%.5f,%.5f,", j, base_name(imgs.v[j / o->per_image]),
                         base_name(masks.v[(long)((double)j * masks.n / total)]), ratio[i], bucket[i] + 1,
@@ -695,6 +744,32 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
     table(mf, "PSNR (dB), higher is better", Q_PSNR, show, acc, 2, k);
     table(mf, "SSIM, higher is better", Q_SSIM, show, acc, 4, k);
     table(mf, "L1 over the hole pixels only (%), lower is better", Q_HOLE_L1, show, acc, 2, k);
+    {
+        long nall = 0;
+        for (int r = 0; r < EV_NRINGS; r++) nall += ring_n[r];
+        fprintf(mf, "\n**L1 over the hole pixels (%%) by their distance to the nearest known pixel (chessboard, px), "
+                    "pooled over the hole pixels of all samples, lower is better**\n\n| method |");
+        for (int r = 0; r < EV_NRINGS; r++) fprintf(mf, " %s |", ring_name[r]);
+        fprintf(mf, "\n|---|");
+        for (int r = 0; r < EV_NRINGS; r++) fprintf(mf, "---|");
+        fprintf(mf, "\n| share of hole pixels (%%) |");
+        for (int r = 0; r < EV_NRINGS; r++) fprintf(mf, " %.1f |", nall ? 100.0 * ring_n[r] / nall : 0.0);
+        fprintf(mf, "\n");
+        for (int mth = 0; mth <= M_SIMK; mth++) {
+            if (!show[mth]) continue;
+            if (mth == M_SIMK)
+                fprintf(mf, "| sim%d |", k);
+            else
+                fprintf(mf, "| %s |", method_key[mth]);
+            for (int r = 0; r < EV_NRINGS; r++) {
+                if (ring_n[r])
+                    fprintf(mf, " %.2f |", 100.0 * ring_err[mth][r] / (3.0 * 255.0 * ring_n[r]));
+                else
+                    fprintf(mf, " - |");
+            }
+            fprintf(mf, "\n");
+        }
+    }
     if (want[M_SIMK]) {
         int show56[M_COUNT] = {0};
         show56[M_SIMK] = show56[M_SIMK_RANDOM] = show56[M_SIMK_NOISE] = 1;
@@ -747,6 +822,8 @@ fail:
     free(keep);
     free(outf);
     free(hole);
+    free(ring);
+    free(dist);
     free(l1_simk);
     free(work);
     free(ids);

@@ -41,11 +41,11 @@ echo "== eval"
   --threads 1 --title "it_eval" > "$tmp/stdout"
 cmp -s "$tmp/stdout" "$tmp/out/report.md" || { echo "FAIL: stdout differs from report.md"; exit 1; }
 
-"$PY" - "$tmp/out" <<'EOF'
+"$PY" - "$tmp/out" "$tmp/masks" <<'EOF'
 import csv, sys
 import numpy as np
 from PIL import Image
-out = sys.argv[1]
+out, masks_dir = sys.argv[1], sys.argv[2]
 rep = open(f"{out}/report.md").read()
 for needle in ("**L1 (%), lower is better**", "**PSNR (dB), higher is better**", "**SSIM, higher is better**",
                "| telea |", "| coarse |", "| sim0 |", "| sim1 |", "| sim1-random |", "| sim1-noise |",
@@ -96,6 +96,57 @@ for r in rows:
         assert r["neighbour"].endswith(".jpg"), r
     ratios.append(float(r["hole_ratio"]))
 assert max(ratios) > 0.4 and min(ratios) < 0.15, ratios  # spread over the buckets
+
+# The table of hole L1 by distance to the known region, recomputed from the grid's tiles: the
+# chessboard distance by repeated 3x3 dilation of the known region (outside the image: not known).
+sec = rep.split("by their distance to the nearest known pixel")[1].split("\n\n")[1].splitlines()
+assert sec[0].startswith("| method | 1 | 2 | 3-4 | 5-8 | 9-16 | 17+ |"), sec[0]
+got = {l.split("|")[1].strip(): [float(v) if v.strip() != "-" else None for v in l.split("|")[2:-1]] for l in sec[2:]}
+edges = [1, 2, 4, 8, 16, 10 ** 9]
+err = {m: np.zeros(6) for m in ("telea", "coarse", "sim0", "sim1")}
+cnt = np.zeros(6)
+for j in range(6):
+    hr = [r for r in rows if int(r["sample"]) == j][0]
+    if not (0.01 <= float(hr["hole_ratio"]) <= 0.6):
+        continue
+    orig = grid[j * S:(j + 1) * S, 0:S]
+    # the hole from the mask file (area-averaged to 256, luminance > 127), checked against the masked tile
+    mk = np.asarray(Image.open(f"{masks_dir}/{hr['mask']}").convert("L").resize((S, S), Image.BOX)).astype(np.float64)
+    hole = mk > 127
+    masked = grid[j * S:(j + 1) * S, S:2 * S]
+    assert (masked[hole] == 255).all() and (masked[~hole] == orig[~hole]).all(), f"sample {j}: hole != masked tile"
+    assert abs(hole.mean() - float(hr["hole_ratio"])) < 1e-4, (j, hole.mean(), hr["hole_ratio"])
+    known = ~hole
+    dist = np.where(known, 0, 10 ** 9)
+    reach, d = known.copy(), 0
+    while not reach.all() and d < 2 * S:
+        d += 1
+        p = np.pad(reach, 1)
+        grown = np.zeros_like(reach)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                grown |= p[1 + dy:1 + dy + S, 1 + dx:1 + dx + S]
+        dist[grown & ~reach] = d
+        reach = grown
+    ring = np.searchsorted(edges, dist)  # 1 -> 0, 2 -> 1, 3-4 -> 2, ...
+    for r in range(6):
+        sel = hole & (ring == r)
+        cnt[r] += sel.sum()
+        for m in err:
+            col = 2 + ["telea", "coarse", "sim0", "sim1"].index(m)
+            res = grid[j * S:(j + 1) * S, col * S:(col + 1) * S]
+            err[m][r] += np.abs(res[sel] - orig[sel]).sum()
+share = got["share of hole pixels (%)"]
+for r in range(6):
+    assert abs(share[r] - 100 * cnt[r] / cnt.sum()) < 0.051, (r, share, cnt)
+for m in err:
+    for r in range(6):
+        if cnt[r]:
+            want = 100 * err[m][r] / (3 * 255 * cnt[r])
+            assert abs(got[m][r] - want) < 0.0051, (m, r, got[m][r], want)
+        else:
+            assert got[m][r] is None, (m, r, got[m])
+print(f"it_eval: hole L1 by distance ring matches numpy over {int(cnt.sum())} hole pixels")
 print(f"it_eval: {len(rows)} rows, L1/PSNR/SSIM of 24 method outputs match numpy; hole ratios {sorted(set(ratios))}")
 EOF
 echo "it_eval: OK"

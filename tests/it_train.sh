@@ -59,8 +59,36 @@ for n, arch, k in (("pconv", "pconv_unet", -1), ("sim1", "simk_unet", 1), ("sim0
     assert "non-commercial" in meta["licence"] and "8 samples" in meta["trained_on"], meta
     assert "4 steps" in meta["notes"] and "hole" in meta["notes"], meta["notes"]
 EOF
+echo "== a final learning rate from a given step, set on resume"
+cp -r "$tmp/a" "$tmp/e"
+$T run "${common[@]}" --ckpt-dir "$tmp/e" --steps 2 --lr-final-from 5 --lr-final 2e-5 > "$tmp/e.log"
+"$PY" - "$tmp/e/loss_log.jsonl" <<'EOF'
+import json, sys
+lr = {r["step"]: r["lr"] for r in map(json.loads, open(sys.argv[1]))}
+assert lr[3] == 3e-4 and lr[4] == 1e-4 and lr[5] == 1e-4 and lr[6] == 2e-5, lr  # step s logs the rate of step s-1
+EOF
+
+echo "== widen small -> smallw: Sim-K computes the same, training and export go on at the new width"
+cp -r "$tmp/a" "$tmp/d"
+$T widen --ckpt-dir "$tmp/d" --to smallw --keep "$tmp/d/small.pt" > "$tmp/d.log"
+grep -q "sim1: .* output change max 0.00e+00" "$tmp/d.log" || { echo "FAIL: widening changed Sim-1"; cat "$tmp/d.log"; exit 1; }
+if $T widen --ckpt-dir "$tmp/d" --to small > /dev/null 2>&1; then echo "FAIL: narrowing accepted"; exit 1; fi
+$T run "${common[@]}" --ckpt-dir "$tmp/d" --steps 1 >> "$tmp/d.log"
+$T export --ckpt-dir "$tmp/d" --out-dir "$tmp/wd"
+"$PY" - "$tmp/wd" "$tmp/d/small.pt" <<'EOF'
+import sys
+import torch
+sys.path.insert(0, "training")
+import export
+for n in ("pconv", "sim1", "sim0"):
+    m, meta = export.load_module(f"{sys.argv[1]}/{n}.safetensors")
+    assert meta["enc_channels"] == [24, 32, 40, 48] and "5 steps" in meta["notes"], meta
+ck = torch.load(sys.argv[2])
+assert ck["step"] == 4 and ck["args"]["config"] == "small", (ck["step"], ck["args"]["config"])
+EOF
 if [ -x "$BUILD/semipaint" ]; then
   for n in pconv sim1 sim0; do "$BUILD/semipaint" weights info "$tmp/w/$n.safetensors" > /dev/null; done
+  for n in pconv sim1 sim0; do "$BUILD/semipaint" weights info "$tmp/wd/$n.safetensors" > /dev/null; done
   echo "== thumb16: numpy port == retrieval/rt_desc.c"
   $T check-thumb --data "$DATA" --n 40 --queries 3
 else

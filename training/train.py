@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -161,6 +162,8 @@ CANDIDATES = {
     "cpu256": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[16, 32, 64, 128, 128, 128]),
     "cpu256n": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[8, 16, 32, 64, 64, 64]),
     "cpu256s": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[12, 24, 48, 96, 96, 96]),
+    # "small" widened at two levels, for the tests of `widen`.
+    "smallw": dict(size=64, enc_kernels=[5, 3, 3, 3], enc_channels=[24, 32, 40, 48]),
 }
 
 
@@ -318,7 +321,13 @@ def save_checkpoint(ckpt_dir, state):
 
 
 def lr_at(args, step):
-    return args["lr_high"] if step < args["lr_high_steps"] else args["lr"]
+    """Adam's learning rate at `step`: lr_high before lr_high_steps, then lr, then lr_final from
+    step lr_final_from on (when set)."""
+    if step < args["lr_high_steps"]:
+        return args["lr_high"]
+    if args.get("lr_final_from") is not None and step >= args["lr_final_from"]:
+        return args["lr_final"]
+    return args["lr"]
 
 
 def run(a):
@@ -337,6 +346,8 @@ def run(a):
                  "cfg": config_of(a.config)}
     if a.lr_high_steps is not None and ck is not None:
         targs["lr_high_steps"] = a.lr_high_steps  # the schedule may be changed on resume; logged
+    if a.lr_final_from is not None:
+        targs["lr_final"], targs["lr_final_from"] = a.lr_final, a.lr_final_from
     cfg = targs["cfg"]
     size = cfg["size"]
     images = open_cache(a.cache_dir, size)
@@ -437,7 +448,10 @@ def model_card(targs, step, log, name):
     terms = "L_valid + 6 L_hole + 0.1 L_tv" + (" + 0.05 L_perc + 120 L_style" if targs["vgg16"] else "")
     notes = (f"semipaint training/train.py, config {targs['config']}, {step} steps of batch {targs['batch']} "
              f"({step * targs['batch']} samples), Adam lr {targs['lr_high']:g} for the first "
-             f"{targs['lr_high_steps']} steps then {targs['lr']:g}; loss {terms}"
+             f"{targs['lr_high_steps']} steps then {targs['lr']:g}"
+             + (f", {targs['lr_final']:g} from step {targs['lr_final_from']}" if targs.get("lr_final_from") is not None
+                else "")
+             + f"; loss {terms}"
              + ("" if targs["vgg16"] else " (perceptual and style terms off: no ImageNet VGG-16 weights here)")
              + f"; QD-IMD masks (seed {targs['mask_seed']}, Quick Draw simplified, flips)"
              + (f"; neighbours: top-{net_k(name)} by {targs['descriptor']} over the unmasked training images, "
@@ -462,6 +476,104 @@ def export(a):
         ex.export_module(model, arch, targs["cfg"], path, trained_on=trained_on[:255], licence=LICENCE[:255],
                          notes=model_card(targs, step, ck["log"], n))
         print(f"export: {path} ({arch}, step {step}, {nets.count_params(model):,} params)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# widen: continue training at a wider configuration (function-preserving, Net2Net style)
+
+def _segments(cfg, in_channels, out_channels=3):
+    """Per parameter-bearing layer of the UNet: (out channels, [input segment sizes]); a decoder's
+    input is [upsampled previous output, skip], an encoder's a single segment."""
+    enc_io, dec_io = nets._unet_channels(cfg["enc_channels"], in_channels, out_channels)
+    skips = [in_channels] + list(cfg["enc_channels"][:-1])
+    L = len(enc_io)
+    layers = {f"enc.{i}": (co, [ci]) for i, (ci, co) in enumerate(enc_io)}
+    prev = cfg["enc_channels"][-1]
+    for i, (ci, co) in enumerate(dec_io):
+        layers[f"dec.{i}"] = (co, [prev, skips[L - 1 - i]])
+        prev = co
+    return layers
+
+
+def widen_tensor(name, old, new, seg_old, seg_new):
+    """The widened copy of parameter `name`: `new` (the wider net's freshly initialised tensor) with
+    the old values in the old output rows and old input positions of every input segment, and the
+    new input positions of the old output rows set to 0, so the old outputs do not see the new
+    channels. Works for weights (out, in, k, k), biases (out,) and Adam's moments of either."""
+    out = new.clone()
+    co_old = seg_old[0]
+    if old.dim() == 1:
+        out[:co_old] = old
+        return out
+    oo, on = 0, 0
+    for so, sn in zip(seg_old[1], seg_new[1]):
+        out[:co_old, on:on + sn] = 0
+        out[:co_old, on:on + so] = old[:, oo:oo + so]
+        oo, on = oo + so, on + sn
+    return out
+
+
+def widen(a):
+    ck = torch.load(ckpt_file(a.ckpt_dir), map_location="cpu")
+    targs, step = ck["args"], ck["step"]
+    cfg_old, cfg_new = targs["cfg"], config_of(a.to)
+    if cfg_old["size"] != cfg_new["size"] or cfg_old["enc_kernels"] != cfg_new["enc_kernels"] or any(
+            n < o for n, o in zip(cfg_new["enc_channels"], cfg_old["enc_channels"])) or len(
+            cfg_new["enc_channels"]) != len(cfg_old["enc_channels"]):
+        raise SystemExit(f"widen: {a.to} is not a widening of {targs['config']} (same size, kernels and depth, "
+                         f"no narrower level)")
+    torch.manual_seed(a.seed)
+    new_models, new_opt_states = {}, {}
+    g = torch.Generator().manual_seed(a.seed)
+    for n in targs["nets"]:
+        old = build_nets(cfg_old, [n])[n]
+        old.load_state_dict(ck["models"][n])
+        new = build_nets(cfg_new, [n])[n]
+        segs_old, segs_new = _segments(cfg_old, old.in_channels), _segments(cfg_new, new.in_channels)
+        sd_old, sd_new = old.state_dict(), new.state_dict()
+        names = list(sd_new)
+        opt_old = ck["opts"][n]
+        wide = {}
+        for key in names:
+            layer = key.rsplit(".", 1)[0]
+            wide[key] = widen_tensor(key, sd_old[key], sd_new[key], segs_old[layer], segs_new[layer])
+        new.load_state_dict(wide)
+        # Adam: the old moments in the old slots, zeros in the new ones; the step counts carry on.
+        state = {}
+        for pid, key in enumerate(names):
+            st = opt_old["state"][pid]
+            state[pid] = {"step": st["step"].clone() if torch.is_tensor(st["step"]) else st["step"]}
+            for mom in ("exp_avg", "exp_avg_sq"):
+                layer = key.rsplit(".", 1)[0]
+                state[pid][mom] = widen_tensor(key, st[mom], torch.zeros_like(sd_new[key]), segs_old[layer],
+                                               segs_new[layer])
+        opt = torch.optim.Adam(new.parameters(), lr=lr_at(targs, step))
+        sd_opt = opt.state_dict()
+        sd_opt["state"] = state
+        sd_opt["param_groups"][0].update({k: v for k, v in opt_old["param_groups"][0].items() if k != "params"})
+        opt.load_state_dict(sd_opt)
+        # The widened net computes what the old one did (exactly for simk_unet; for pconv_unet the
+        # decoder's mask renormalisation weighs the concatenated halves by their widths, so windows
+        # across a hole's border move slightly).
+        img = torch.rand(2, 3, cfg_new["size"], cfg_new["size"], generator=g)
+        m1 = (torch.rand(2, 1, cfg_new["size"], cfg_new["size"], generator=g) > 0.3).float()
+        nb = torch.rand(2, max(net_k(n), 1), 3, cfg_new["size"], cfg_new["size"], generator=g)
+        with torch.no_grad():
+            d = (forward(n, old.eval(), img, m1, nb) - forward(n, new.eval(), img, m1, nb)).abs()
+        print(f"widen: {n}: {nets.count_params(old):,} -> {nets.count_params(new):,} params; output change "
+              f"max {float(d.max()):.2e}, mean {float(d.mean()):.2e}", flush=True)
+        if n != "pconv" and float(d.max()) > 1e-4:
+            raise SystemExit(f"widen: {n}: the widened net's output differs by {float(d.max()):.2e}")
+        new_models[n], new_opt_states[n] = new.state_dict(), opt.state_dict()
+    if a.keep:
+        shutil.copyfile(ckpt_file(a.ckpt_dir), a.keep)
+        print(f"widen: the {targs['config']} checkpoint kept as {a.keep}")
+    targs = dict(targs, config=a.to, cfg=cfg_new)
+    targs.setdefault("widened", []).append({"step": step, "from": ck["args"]["config"], "to": a.to})
+    save_checkpoint(a.ckpt_dir, {"args": targs, "step": step, "log": ck["log"], "torch_rng": ck["torch_rng"],
+                                 "models": new_models, "opts": new_opt_states})
+    print(f"widen: {ckpt_file(a.ckpt_dir)} is now {a.to} at step {step}")
     return 0
 
 
@@ -609,12 +721,21 @@ def main(argv=None):
     c.add_argument("--lr-high", type=float, default=3e-4, help="learning rate of the first --lr-high-steps steps")
     c.add_argument("--lr-high-steps", type=int, default=None,
                    help="steps at --lr-high (default 8000; on resume, overrides the checkpoint's)")
+    c.add_argument("--lr-final", type=float, default=3e-5, help="learning rate from step --lr-final-from on")
+    c.add_argument("--lr-final-from", type=int, default=None,
+                   help="step at which the rate drops to --lr-final (default: never; on resume, overrides "
+                        "the checkpoint's)")
     c.add_argument("--vgg16", default="", help="torchvision's ImageNet vgg16-397923af.pth: turns on L_perc, L_style")
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--steps", type=int, default=0, help="stop after this many more steps (0: no limit)")
     c.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0: no limit)")
     c.add_argument("--checkpoint-minutes", type=float, default=5)
     c.add_argument("--log-every", type=int, default=25)
+    c = sub.add_parser("widen", help="turn the checkpoint into a wider configuration's (same function)")
+    c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
+    c.add_argument("--to", required=True, help="the wider configuration (same size, kernels and depth)")
+    c.add_argument("--keep", default="", help="copy the old checkpoint to this file first")
+    c.add_argument("--seed", type=int, default=7, help="seed of the new channels' initial weights")
     c = sub.add_parser("export")
     c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
     c.add_argument("--out-dir", default="weights")
@@ -642,6 +763,8 @@ def main(argv=None):
         return run(a)
     if a.cmd == "export":
         return export(a)
+    if a.cmd == "widen":
+        return widen(a)
     return 2
 
 
