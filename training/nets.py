@@ -20,9 +20,12 @@ CONFIGS = {
     "paper256": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[64, 128, 256, 512, 512, 512],
                      vgg_widths=[64, 128, 256, 512, 512]),
     "small": dict(size=64, enc_kernels=[5, 3, 3, 3], enc_channels=[16, 32, 32, 48], vgg_widths=[8, 16, 16, 32, 32]),
-    # The shipped default models (weights/README.md: trained on 2 CPU cores; chosen by measured step time).
+    # The shipped default models (weights/README.md: trained on 2 CPU cores; chosen by measured step
+    # time): cpu256m to step 11,922, then widened (train.py widen) to cpu256.
     "cpu256m": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[8, 32, 64, 128, 128, 128],
                     vgg_widths=[8, 16, 32, 64, 64]),
+    "cpu256": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[16, 32, 64, 128, 128, 128],
+                   vgg_widths=[8, 16, 32, 64, 64]),
 }
 ARCHS = ("pconv_unet", "simk_unet", "vgg16_features")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -159,7 +159,6 @@ CANDIDATES = {
     "cpu128": dict(size=128, enc_kernels=[7, 5, 5, 3, 3], enc_channels=[32, 64, 128, 128, 128]),
     "cpu128n": dict(size=128, enc_kernels=[5, 5, 3, 3, 3], enc_channels=[24, 48, 96, 96, 96]),
     "cpu128w": dict(size=128, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[48, 96, 192, 192, 192, 192]),
-    "cpu256": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[16, 32, 64, 128, 128, 128]),
     "cpu256n": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[8, 16, 32, 64, 64, 64]),
     "cpu256s": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[12, 24, 48, 96, 96, 96]),
     # "small" widened at two levels, for the tests of `widen`.
@@ -706,7 +705,7 @@ def main(argv=None):
     c.add_argument("--mask-size", type=int, default=256)
     c.add_argument("--ndjson", default=qdimd.DEFAULT_NDJSON)
     c = sub.add_parser("run")
-    c.add_argument("--config", default="cpu256m")
+    c.add_argument("--config", default="cpu256", help="network configuration of a new run")
     c.add_argument("--nets", default=",".join(NETS))
     c.add_argument("--data", default=DEFAULT_TRAIN)
     c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
