@@ -495,8 +495,8 @@ def _segments(cfg, in_channels, out_channels=3):
     return layers
 
 
-def widen_tensor(name, old, new, seg_old, seg_new):
-    """The widened copy of parameter `name`: `new` (the wider net's freshly initialised tensor) with
+def widen_tensor(old, new, seg_old, seg_new):
+    """The widened copy of a parameter `old`: `new` (the wider net's freshly initialised tensor) with
     the old values in the old output rows and old input positions of every input segment, and the
     new input positions of the old output rows set to 0, so the old outputs do not see the new
     channels. Works for weights (out, in, k, k), biases (out,) and Adam's moments of either."""
@@ -536,17 +536,15 @@ def widen(a):
         wide = {}
         for key in names:
             layer = key.rsplit(".", 1)[0]
-            wide[key] = widen_tensor(key, sd_old[key], sd_new[key], segs_old[layer], segs_new[layer])
+            wide[key] = widen_tensor(sd_old[key], sd_new[key], segs_old[layer], segs_new[layer])
         new.load_state_dict(wide)
         # Adam: the old moments in the old slots, zeros in the new ones; the step counts carry on.
         state = {}
         for pid, key in enumerate(names):
-            st = opt_old["state"][pid]
+            st, layer = opt_old["state"][pid], key.rsplit(".", 1)[0]
             state[pid] = {"step": st["step"].clone() if torch.is_tensor(st["step"]) else st["step"]}
             for mom in ("exp_avg", "exp_avg_sq"):
-                layer = key.rsplit(".", 1)[0]
-                state[pid][mom] = widen_tensor(key, st[mom], torch.zeros_like(sd_new[key]), segs_old[layer],
-                                               segs_new[layer])
+                state[pid][mom] = widen_tensor(st[mom], torch.zeros_like(sd_new[key]), segs_old[layer], segs_new[layer])
         opt = torch.optim.Adam(new.parameters(), lr=lr_at(targs, step))
         sd_opt = opt.state_dict()
         sd_opt["state"] = state
