@@ -273,46 +273,6 @@ static double ssim_rgb(const uint8_t *a, const uint8_t *b, int s, double *work) 
     return total / 3;
 }
 
-/* L1 (% of 255), PSNR (dB, capped at EV_PSNR_CAP), SSIM and the L1 over hole pixels only. */
-static void metrics(const uint8_t *out, const uint8_t *ref, const uint8_t *hole, int s, double *work,
-                    double q[Q_COUNT]) {
-    const size_t n = (size_t)s * s;
-    double l1 = 0, l2 = 0, hl1 = 0;
-    long nh = 0;
-    for (size_t i = 0; i < n; i++) {
-        double h = 0;
-        for (int c = 0; c < 3; c++) {
-            const double d = (double)out[i * 3 + c] - ref[i * 3 + c];
-            l1 += fabs(d);
-            l2 += d * d;
-            h += fabs(d);
-        }
-        if (hole[i]) hl1 += h, nh++;
-    }
-    q[Q_L1] = 100.0 * l1 / (3.0 * n * 255.0);
-    const double mse = l2 / (3.0 * n);
-    q[Q_PSNR] = mse > 0 ? fmin(EV_PSNR_CAP, 10.0 * log10(255.0 * 255.0 / mse)) : EV_PSNR_CAP;
-    q[Q_SSIM] = ssim_rgb(out, ref, s, work);
-    q[Q_HOLE_L1] = nh ? 100.0 * hl1 / (3.0 * nh * 255.0) : 0;
-}
-
-static void acc_add(ev_acc *a, const double q[Q_COUNT]) {
-    a->n++;
-    for (int i = 0; i < Q_COUNT; i++) {
-        a->sum[i] += q[i];
-        a->sumsq[i] += q[i] * q[i];
-    }
-}
-
-static double acc_mean(const ev_acc *a, int q) { return a->n ? a->sum[q] / a->n : NAN; }
-
-/* Sample standard deviation (n-1); 0 for a single sample. */
-static double acc_std(const ev_acc *a, int q) {
-    if (a->n < 2) return 0;
-    double m = a->sum[q] / a->n, v = (a->sumsq[q] - a->n * m * m) / (a->n - 1);
-    return v > 0 ? sqrt(v) : 0;
-}
-
 /* Rings of hole pixels by their chessboard distance to the nearest known pixel: 1, 2, 3-4, 5-8,
  * 9-16, 17+ (a hole touching no known pixel at all is in the last ring). */
 #define EV_NRINGS 6
@@ -345,6 +305,50 @@ static void hole_rings(const uint8_t *hole, int s, int *dist, uint8_t *ring) {
             dist[y * s + x] = d;
             ring[y * s + x] = d == 0 ? 255 : d == 1 ? 0 : d == 2 ? 1 : d <= 4 ? 2 : d <= 8 ? 3 : d <= 16 ? 4 : 5;
         }
+}
+
+/* L1 (% of 255), PSNR (dB, capped at EV_PSNR_CAP), SSIM and the L1 over hole pixels only; with
+ * ring_err, also adds each hole pixel's absolute error (summed over RGB) to ring_err[its ring]. */
+static void metrics(const uint8_t *out, const uint8_t *ref, const uint8_t *hole, const uint8_t *ring, int s,
+                    double *work, double q[Q_COUNT], double ring_err[EV_NRINGS]) {
+    const size_t n = (size_t)s * s;
+    double l1 = 0, l2 = 0, hl1 = 0;
+    long nh = 0;
+    for (size_t i = 0; i < n; i++) {
+        double h = 0;
+        for (int c = 0; c < 3; c++) {
+            const double d = (double)out[i * 3 + c] - ref[i * 3 + c];
+            l1 += fabs(d);
+            l2 += d * d;
+            h += fabs(d);
+        }
+        if (hole[i]) {
+            hl1 += h, nh++;
+            if (ring_err) ring_err[ring[i]] += h;
+        }
+    }
+    q[Q_L1] = 100.0 * l1 / (3.0 * n * 255.0);
+    const double mse = l2 / (3.0 * n);
+    q[Q_PSNR] = mse > 0 ? fmin(EV_PSNR_CAP, 10.0 * log10(255.0 * 255.0 / mse)) : EV_PSNR_CAP;
+    q[Q_SSIM] = ssim_rgb(out, ref, s, work);
+    q[Q_HOLE_L1] = nh ? 100.0 * hl1 / (3.0 * nh * 255.0) : 0;
+}
+
+static void acc_add(ev_acc *a, const double q[Q_COUNT]) {
+    a->n++;
+    for (int i = 0; i < Q_COUNT; i++) {
+        a->sum[i] += q[i];
+        a->sumsq[i] += q[i] * q[i];
+    }
+}
+
+static double acc_mean(const ev_acc *a, int q) { return a->n ? a->sum[q] / a->n : NAN; }
+
+/* Sample standard deviation (n-1); 0 for a single sample. */
+static double acc_std(const ev_acc *a, int q) {
+    if (a->n < 2) return 0;
+    double m = a->sum[q] / a->n, v = (a->sumsq[q] - a->n * m * m) / (a->n - 1);
+    return v > 0 ? sqrt(v) : 0;
 }
 
 /* ---- the run ---- */
@@ -631,15 +635,11 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
                     goto fail;
                 }
                 double q[Q_COUNT];
-                metrics(om.px, orig[i].px, hole + i * hw, s, work, q);
+                metrics(om.px, orig[i].px, hole + i * hw, ring + i * hw, s, work, q,
+                        bucket[i] >= 0 ? ring_err[mth] : NULL);
                 if (bucket[i] >= 0) {
                     acc_add(&acc[mth][bucket[i]], q);
                     acc_add(&acc[mth][EV_NBUCKETS], q);
-                    const uint8_t *rg = ring + i * hw, *a = om.px, *b = orig[i].px;
-                    for (size_t q2 = 0; q2 < hw; q2++)
-                        if (rg[q2] < EV_NRINGS)
-                            ring_err[mth][rg[q2]] += abs(a[q2 * 3] - b[q2 * 3]) + abs(a[q2 * 3 + 1] - b[q2 * 3 + 1]) +
-                                                     abs(a[q2 * 3 + 2] - b[q2 * 3 + 2]);
                 }
                 fprintf(cf, "%ld,%s,%s,%.5f,%d,%s,%.5f,%.4f,%.5f,%.5f,", j, base_name(imgs.v[j / o->per_image]),
                         base_name(masks.v[(long)((double)j * masks.n / total)]), ratio[i], bucket[i] + 1,

@@ -485,12 +485,10 @@ def _segments(cfg, in_channels, out_channels=3):
     """Per parameter-bearing layer of the UNet: (out channels, [input segment sizes]); a decoder's
     input is [upsampled previous output, skip], an encoder's a single segment."""
     enc_io, dec_io = nets._unet_channels(cfg["enc_channels"], in_channels, out_channels)
-    skips = [in_channels] + list(cfg["enc_channels"][:-1])
-    L = len(enc_io)
     layers = {f"enc.{i}": (co, [ci]) for i, (ci, co) in enumerate(enc_io)}
     prev = cfg["enc_channels"][-1]
     for i, (ci, co) in enumerate(dec_io):
-        layers[f"dec.{i}"] = (co, [prev, skips[L - 1 - i]])
+        layers[f"dec.{i}"] = (co, [prev, ci - prev])
         prev = co
     return layers
 
