@@ -44,6 +44,7 @@ endif
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BINS       := $(BUILD)/semipaint $(BUILD)/semipaintd
+TELEA_SO   := $(BUILD)/lib/libsemipaint_telea.so
 
 .PHONY: all binaries deps test unit-test san-test run clean fixtures bench
 .DEFAULT_GOAL := all
@@ -52,7 +53,13 @@ BINS       := $(BUILD)/semipaint $(BUILD)/semipaintd
 all: deps
 	@$(MAKE) --no-print-directory binaries
 
-binaries: $(BINS) $(TEST_BIN) $(BUILD)/loadgen
+binaries: $(BINS) $(TEST_BIN) $(BUILD)/loadgen $(if $(SAN),,$(TELEA_SO))
+
+# Telea and the border blend as a shared library, for training/fit_blend.py (ctypes); not built
+# under the sanitizers, whose runtime a Python process cannot load late.
+$(TELEA_SO): server/telea.c model/sp.c server/telea.h model/sp.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=c11 -O2 -Wall -Wextra -Werror -pthread -fopenmp -fPIC -shared server/telea.c model/sp.c -lm -o $@
 
 deps:
 	@bash scripts/deps.sh

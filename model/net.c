@@ -83,6 +83,25 @@ static sp_status meta_int(const char *path, const cJSON *o, const char *key, int
     return SP_OK;
 }
 
+/* The optional `telea_blend` array: 1..NN_MAX_BLEND numbers in [0,1]. */
+static sp_status meta_blend(const char *path, const cJSON *o, nn_net_info *in) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "telea_blend");
+    in->blend_n = 0;
+    if (!a) return SP_OK;
+    if (in->arch == NN_ARCH_VGG16) return sp_err(SP_ERR_FORMAT, "%s: telea_blend is for the UNets, not vgg16_features", path);
+    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
+    if (n < 1 || n > NN_MAX_BLEND)
+        return sp_err(SP_ERR_FORMAT, "%s: metadata 'telea_blend' must be an array of 1..%d numbers", path, NN_MAX_BLEND);
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetArrayItem(a, i);
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))
+            return sp_err(SP_ERR_FORMAT, "%s: metadata 'telea_blend'[%d] is not a number in [0,1]", path, i);
+        in->blend[i] = (float)v->valuedouble;
+    }
+    in->blend_n = n;
+    return SP_OK;
+}
+
 static void meta_str(const cJSON *o, const char *key, char *out, size_t n) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     snprintf(out, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
@@ -173,6 +192,7 @@ static sp_status parse_metadata(const st_file *f, nn_net_info *in) {
             goto done;
         }
     }
+    if ((st = meta_blend(path, o, in))) goto done;
     meta_str(o, "trained_on", in->trained_on, sizeof in->trained_on);
     meta_str(o, "licence", in->licence, sizeof in->licence);
     meta_str(o, "notes", in->notes, sizeof in->notes);

@@ -44,6 +44,7 @@ size_t nn_backend_device_memory(const nn_backend *be);
 
 typedef enum { NN_ARCH_PCONV_UNET = 0, NN_ARCH_SIMK_UNET, NN_ARCH_VGG16 } nn_arch;
 #define NN_MAX_LEVELS 8
+#define NN_MAX_BLEND 64
 
 /* What a weights file says about its network (DESIGN.md section 3). */
 typedef struct {
@@ -59,7 +60,12 @@ typedef struct {
     long params;             /* parameter count */
     char sha256[65];         /* of the whole file */
     char path[1024];
-    char trained_on[256], licence[256], notes[512]; /* free-form metadata, may be empty */
+    char trained_on[256], licence[256], notes[1024]; /* free-form metadata, may be empty */
+    /* Optional `telea_blend` (UNets only): the share of the Telea fill in each hole pixel's
+     * output by its chessboard distance to the nearest known pixel, blend[d-1] for d = 1..blend_n
+     * and blend[blend_n-1] beyond; blend_n = 0 when absent (the raw network output is used). */
+    int blend_n;
+    float blend[NN_MAX_BLEND];
 } nn_net_info;
 
 typedef struct nn_net nn_net;

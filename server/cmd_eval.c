@@ -28,7 +28,7 @@ enum { Q_L1 = 0, Q_PSNR, Q_SSIM, Q_HOLE_L1, Q_COUNT };
 
 typedef struct {
     const char *images, *masks, *out, *coarse, *sim0, *simk, *db, *desc_weights, *methods, *title;
-    int per_image, limit, grid_rows, batch, threads, radius;
+    int per_image, limit, grid_rows, batch, threads, radius, blend;
     uint64_t seed;
 } ev_opts;
 
@@ -69,6 +69,8 @@ static void ev_usage(FILE *f) {
             "  --batch N            images per network call [8]\n"
             "  --threads N          CPU threads of the engine [2]\n"
             "  --radius N           telea radius [%d]\n"
+            "  --blend on|off       apply each net's telea_blend (the border blend with Telea the server\n"
+            "                       applies); off measures the networks alone [on]\n"
             "  --seed N             seed of the random neighbours and the noise [1]\n"
             "  --title TEXT         heading of the report\n",
             TELEA_DEFAULT_RADIUS);
@@ -281,30 +283,11 @@ static const char *const ring_name[EV_NRINGS] = {"1", "2", "3-4", "5-8", "9-16",
 /* Writes ring[i] (0..EV_NRINGS-1, 255 for a known pixel) of an s x s hole mask (1 = hole): the
  * chessboard distance by the two-pass chamfer transform (pixels outside the image count as hole). */
 static void hole_rings(const uint8_t *hole, int s, int *dist, uint8_t *ring) {
-    const int inf = 4 * s;
-    for (int y = 0; y < s; y++)
-        for (int x = 0; x < s; x++) {
-            int d = hole[y * s + x] ? inf : 0;
-            if (d) {
-                if (x > 0) d = MIN(d, dist[y * s + x - 1] + 1);
-                if (y > 0)
-                    for (int dx = -1; dx <= 1; dx++)
-                        if (x + dx >= 0 && x + dx < s) d = MIN(d, dist[(y - 1) * s + x + dx] + 1);
-            }
-            dist[y * s + x] = d;
-        }
-    for (int y = s - 1; y >= 0; y--)
-        for (int x = s - 1; x >= 0; x--) {
-            int d = dist[y * s + x];
-            if (d) {
-                if (x < s - 1) d = MIN(d, dist[y * s + x + 1] + 1);
-                if (y < s - 1)
-                    for (int dx = -1; dx <= 1; dx++)
-                        if (x + dx >= 0 && x + dx < s) d = MIN(d, dist[(y + 1) * s + x + dx] + 1);
-            }
-            dist[y * s + x] = d;
-            ring[y * s + x] = d == 0 ? 255 : d == 1 ? 0 : d == 2 ? 1 : d <= 4 ? 2 : d <= 8 ? 3 : d <= 16 ? 4 : 5;
-        }
+    telea_hole_distance(hole, s, s, dist);
+    for (int i = 0; i < s * s; i++) {
+        int d = dist[i];
+        ring[i] = d == 0 ? 255 : d == 1 ? 0 : d == 2 ? 1 : d <= 4 ? 2 : d <= 8 ? 3 : d <= 16 ? 4 : 5;
+    }
 }
 
 /* L1 (% of 255), PSNR (dB, capped at EV_PSNR_CAP), SSIM and the L1 over hole pixels only; with
@@ -619,6 +602,10 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
                 if ((st = nn_unet_forward(m.simk, n, s, s, rin, NULL, outf))) goto fail;
                 nn_composite(n, 3, s, s, x, outf, keep, outf);
             }
+            if (mth != M_TELEA && o->blend) {
+                const nn_net_info *bi = nn_net_get_info(mth == M_COARSE ? m.coarse : mth == M_SIM0 ? m.sim0 : m.simk);
+                if ((st = telea_blend(n, s, keep, bi->blend, bi->blend_n, TELEA_DEFAULT_RADIUS, outf))) goto fail;
+            }
             if (mth != M_TELEA) ms[mth] += (sp_now() - t0) * 1e3;
             for (int i = 0; i < n; i++) {
                 const long j = j0 + i;
@@ -720,8 +707,9 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         if (!nl[i]) continue;
         const nn_net_info *in = nn_net_get_info(nl[i]);
-        fprintf(mf, "- `%s`: %s k=%d, %ld parameters, size %d, sha256 `%.16s…`; trained on: %s\n", in->path,
-                in->arch_name, in->k, in->params, in->size, in->sha256, in->trained_on[0] ? in->trained_on : "?");
+        fprintf(mf, "- `%s`: %s k=%d, %ld parameters, size %d, sha256 `%.16s…`; telea blend: %s; trained on: %s\n",
+                in->path, in->arch_name, in->k, in->params, in->size, in->sha256,
+                !in->blend_n ? "none" : o->blend ? "on" : "off (--blend off)", in->trained_on[0] ? in->trained_on : "?");
     }
     if (m.db)
         fprintf(mf, "- database `%s`: %ld images, descriptor %s\n", o->db, rt_db_count(m.db), rt_db_descriptor(m.db));
@@ -847,6 +835,7 @@ int cmd_eval(int argc, char **argv) {
                  .batch = 8,
                  .threads = 2,
                  .radius = TELEA_DEFAULT_RADIUS,
+                 .blend = 1,
                  .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -877,7 +866,10 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) bad = parse_int(v, 1, 64, &o.batch);
         else if (!strcmp(a, "--threads")) bad = parse_int(v, 0, 1024, &o.threads);
         else if (!strcmp(a, "--radius")) bad = parse_int(v, 1, 64, &o.radius);
-        else if (!strcmp(a, "--seed")) {
+        else if (!strcmp(a, "--blend")) {
+            bad = strcmp(v, "on") && strcmp(v, "off");
+            o.blend = !strcmp(v, "on");
+        }        else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
             unsigned long long sv = strtoull(v, &end, 10);

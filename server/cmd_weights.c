@@ -43,6 +43,11 @@ static int info(const char *path) {
     printf("%-14s%ld (%.2f M)\n", "parameters", in->params, in->params / 1e6);
     printf("%-14s%.2f per %dx%d image\n", "GFLOP", nn_net_flops(net, in->size, in->size) / 1e9, in->size, in->size);
     printf("%-14s%s\n", "sha256", in->sha256);
+    if (in->blend_n) {
+        printf("%-14s", "telea blend");
+        for (int i = 0; i < in->blend_n; i++) printf("%s%.3g", i ? "," : "", in->blend[i]);
+        printf(" (share of Telea by distance 1..%d px)\n", in->blend_n);
+    }
     if (in->trained_on[0]) printf("%-14s%s\n", "trained on", in->trained_on);
     if (in->licence[0]) printf("%-14s%s\n", "licence", in->licence);
     if (in->notes[0]) printf("%-14s%s\n", "notes", in->notes);

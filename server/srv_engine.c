@@ -7,6 +7,7 @@
 
 #include "nn.h"
 #include "rt.h"
+#include "telea.h"
 
 typedef struct world {
     rt_db *db;            /* NULL in Sim-0 */
@@ -240,6 +241,13 @@ static sp_status engine_run(void *ctx, int n, const float *img, const float *mas
     world *w = acquire(e);
     sp_status st = nn_pipeline_run(w->pipe, n, img, mask, method, out, ids, scores, t);
     release(e, w);
+    if (st) return st;
+    /* The border blend with Telea of the net that painted the output (its weights' telea_blend),
+     * timed as part of that net's stage. */
+    const nn_net_info *in = nn_net_get_info(method == NN_METHOD_COARSE ? e->coarse : e->refine);
+    double t0 = sp_now();
+    st = telea_blend(n, e->s, mask, in->blend, in->blend_n, TELEA_DEFAULT_RADIUS, out);
+    if (t) *(method == NN_METHOD_COARSE ? &t->coarse : &t->refine) += (sp_now() - t0) * 1e3;
     return st;
 }
 
@@ -333,6 +341,10 @@ static cJSON *net_json(const nn_net *net) {
     if (in->arch == NN_ARCH_SIMK_UNET) cJSON_AddNumberToObject(o, "k", in->k);
     cJSON_AddStringToObject(o, "trained_on", in->trained_on);
     cJSON_AddStringToObject(o, "licence", in->licence);
+    if (in->blend_n) {
+        cJSON *t = cJSON_AddArrayToObject(o, "telea_blend");
+        for (int i = 0; t && i < in->blend_n; i++) cJSON_AddItemToArray(t, cJSON_CreateNumber(in->blend[i]));
+    }
     return o;
 }
 

@@ -162,7 +162,7 @@ static void inpaint_pixel(telea_ctx *t, int x, int y) {
     grad_T(t, x, y, &nx, &ny);
     float Tp = t->T[p];
     float acc[3] = {0, 0, 0}, gacc[3][2] = {{0, 0}, {0, 0}, {0, 0}}, sum = 0;
-    float lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+    int lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
     for (int n = 0; n < t->ndisc; n++) {
         const disc_off *o = &t->disc[n];
         int qx = x + o->dx, qy = y + o->dy;
@@ -184,15 +184,15 @@ static void inpaint_pixel(telea_ctx *t, int x, int y) {
                 gacc[k][1] += wt * g[1];
             }
             acc[k] += wt * e;
-            lo[k] = fminf(lo[k], v[k]);
-            hi[k] = fmaxf(hi[k], v[k]);
+            lo[k] = v[k] < lo[k] ? v[k] : lo[k];
+            hi[k] = v[k] > hi[k] ? v[k] : hi[k];
         }
         sum += wt;
     }
     if (!(sum > 0)) return; /* cannot happen: the pixel that just froze is a neighbour */
     for (int k = 0; k < nch; k++) {
         float e = acc[k] / sum;
-        e = e < lo[k] ? lo[k] : e > hi[k] ? hi[k] : e;
+        e = e < (float)lo[k] ? (float)lo[k] : e > (float)hi[k] ? (float)hi[k] : e;
         t->px[(size_t)p * c + k] = (uint8_t)(e + 0.5f);
         if (t->g) {
             t->g[((size_t)p * nch + k) * 2] = gacc[k][0] / sum;
@@ -324,3 +324,87 @@ done:
 }
 
 sp_status telea_inpaint(img_u8 *im, const uint8_t *hole, int radius) { return telea_inpaint_ex(im, hole, radius, 0); }
+
+void telea_hole_distance(const uint8_t *hole, int w, int h, int *dist) {
+    const int inf = w + h + 2;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int d = hole[y * w + x] ? inf : 0;
+            if (d) {
+                if (x > 0 && dist[y * w + x - 1] + 1 < d) d = dist[y * w + x - 1] + 1;
+                if (y > 0)
+                    for (int dx = -1; dx <= 1; dx++)
+                        if (x + dx >= 0 && x + dx < w && dist[(y - 1) * w + x + dx] + 1 < d) d = dist[(y - 1) * w + x + dx] + 1;
+            }
+            dist[y * w + x] = d;
+        }
+    for (int y = h - 1; y >= 0; y--)
+        for (int x = w - 1; x >= 0; x--) {
+            int d = dist[y * w + x];
+            if (d) {
+                if (x < w - 1 && dist[y * w + x + 1] + 1 < d) d = dist[y * w + x + 1] + 1;
+                if (y < h - 1)
+                    for (int dx = -1; dx <= 1; dx++)
+                        if (x + dx >= 0 && x + dx < w && dist[(y + 1) * w + x + dx] + 1 < d) d = dist[(y + 1) * w + x + dx] + 1;
+            }
+            dist[y * w + x] = d;
+        }
+}
+
+/* telea_blend on one crop; returns a status without setting the thread's error message (it may
+ * run on an OpenMP worker). */
+static sp_status blend_one(int s, const float *m, const float *blend, int nblend, int radius, float *o) {
+    const size_t hw = (size_t)s * s;
+    size_t nhole = 0;
+    for (size_t q = 0; q < hw; q++) nhole += m[q] == 0.0f;
+    if (nhole == 0 || nhole == hw) return SP_OK; /* nothing to fill, or no known pixel to fill from */
+    img_u8 im = {.w = s, .h = s, .c = 3, .px = malloc(3 * hw)};
+    uint8_t *hole = malloc(hw);
+    int *dist = malloc(hw * sizeof *dist);
+    sp_status st = SP_ERR_NOMEM;
+    if (!im.px || !hole || !dist) goto done;
+    for (size_t q = 0; q < hw; q++) {
+        hole[q] = m[q] == 0.0f;
+        for (int c = 0; c < 3; c++) {
+            float v = o[c * hw + q] * 255.0f + 0.5f;
+            im.px[3 * q + c] = hole[q] ? 0 : v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)v;
+        }
+    }
+    if ((st = telea_inpaint(&im, hole, radius))) goto done;
+    telea_hole_distance(hole, s, s, dist);
+    for (size_t q = 0; q < hw; q++) {
+        if (!hole[q]) continue;
+        const float b = blend[(dist[q] < nblend ? dist[q] : nblend) - 1];
+        for (int c = 0; c < 3; c++) {
+            float v = o[c * hw + q];
+            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            o[c * hw + q] = b * ((float)im.px[3 * q + c] / 255.0f) + (1.0f - b) * v;
+        }
+    }
+done:
+    free(im.px);
+    free(hole);
+    free(dist);
+    return st;
+}
+
+sp_status telea_blend(int n, int s, const float *mask, const float *blend, int nblend, int radius, float *out) {
+    if (n < 0 || s < 1 || !mask || !out || (nblend && !blend) || nblend < 0)
+        return sp_err(SP_ERR_INVALID, "telea blend: invalid arguments");
+    if (radius < 1 || radius > 64) return sp_err(SP_ERR_INVALID, "telea blend: radius %d is not in 1-64", radius);
+    if (n == 0 || nblend == 0) return SP_OK;
+    const size_t hw = (size_t)s * s;
+    sp_status st = SP_OK;
+    /* One crop per thread: Telea is sequential within an image. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++) {
+        sp_status si = blend_one(s, mask + (size_t)i * hw, blend, nblend, radius, out + (size_t)i * 3 * hw);
+        if (si) {
+#pragma omp critical(telea_blend_status)
+            st = si;
+        }
+    }
+    if (st == SP_ERR_NOMEM) return sp_err(st, "telea blend: out of memory for %dx%d", s, s);
+    if (st) return sp_err(st, "telea blend: Telea failed on a %dx%d crop", s, s);
+    return SP_OK;
+}

@@ -33,4 +33,19 @@ enum { TELEA_NO_GRADIENT = 1 };
 /* telea_inpaint with flags (0 = telea_inpaint). */
 sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flags);
 
+/* The chessboard distance of every pixel of a w x h mask (nonzero = hole) to the nearest known
+ * pixel, by the two-pass chamfer transform: dist[i] = 0 for a known pixel, 1 for a hole pixel
+ * touching one (8-neighbourhood), and so on; pixels outside the image count as hole. */
+void telea_hole_distance(const uint8_t *hole, int w, int h, int *dist);
+
+/* The border blend of a network's fill with Telea's (the weights files' `telea_blend`,
+ * DESIGN.md section 3). `out` holds n composited crops (n,3,s,s) in [0,1], known pixels being
+ * the image's own; `mask` (n,1,s,s) is 1 = keep, 0 = hole. Each hole pixel at chessboard
+ * distance d from the nearest known pixel becomes b*T + (1-b)*clamp(out, 0, 1) with
+ * b = blend[min(d, nblend) - 1] and T Telea's fill (telea_inpaint, `radius`) of the known pixels
+ * rounded to 8 bits. Known pixels, crops without a hole and crops without a known pixel are left
+ * as they are; nblend = 0 does nothing. The crops run in parallel (OpenMP, one per thread).
+ * SP_ERR_INVALID for bad arguments (radius outside 1-64 included), SP_ERR_NOMEM. */
+sp_status telea_blend(int n, int s, const float *mask, const float *blend, int nblend, int radius, float *out);
+
 #endif

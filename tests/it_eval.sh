@@ -149,4 +149,33 @@ for m in err:
 print(f"it_eval: hole L1 by distance ring matches numpy over {int(cnt.sum())} hole pixels")
 print(f"it_eval: {len(rows)} rows, L1/PSNR/SSIM of 24 method outputs match numpy; hole ratios {sorted(set(ratios))}")
 EOF
+
+echo "== telea_blend: a net whose table is all Telea paints what the telea method paints"
+"$PY" - "$tmp/sim0.safetensors" "$tmp/sim0_t.safetensors" <<'EOF'
+import json, sys
+sys.path.insert(0, "training")
+import safetensors_io
+t, meta = safetensors_io.load(sys.argv[1])
+m = json.loads(meta["semipaint"]); m["telea_blend"] = [1.0]; meta["semipaint"] = json.dumps(m)
+safetensors_io.save(sys.argv[2], t, meta)
+EOF
+"$SP" weights info "$tmp/sim0_t.safetensors" | grep -q "^telea blend *1 " || { echo "FAIL: weights info shows no telea blend"; exit 1; }
+for b in on off; do
+  "$SP" eval --images "$tmp/img" --masks "$tmp/masks" --out "$tmp/blend_$b" --coarse "$tmp/pconv.safetensors" \
+    --sim0 "$tmp/sim0_t.safetensors" --methods telea,sim0 --blend $b --grid-rows 0 --threads 1 > /dev/null
+done
+grep -q "telea blend: on" "$tmp/blend_on/report.md" && grep -q "telea blend: off (--blend off)" "$tmp/blend_off/report.md" \
+  || { echo "FAIL: the report does not say whether the blend was on"; exit 1; }
+"$PY" - "$tmp/blend_on/samples.csv" "$tmp/blend_off/samples.csv" <<'EOF'
+import csv, sys
+def by(path):
+    r = {}
+    for row in csv.DictReader(open(path)):
+        r.setdefault(row["method"], []).append((row["l1_pct"], row["psnr"], row["ssim"]))
+    return r
+on, off = by(sys.argv[1]), by(sys.argv[2])
+assert on["sim0"] == on["telea"], "sim0 with telea_blend [1] differs from telea"
+assert off["sim0"] != off["telea"], "--blend off still blends"
+print(f"it_eval: telea_blend [1] reproduces telea on {len(on['sim0'])} samples; --blend off gives the net's own output")
+EOF
 echo "it_eval: OK"

@@ -94,4 +94,33 @@ if [ -x "$BUILD/semipaint" ]; then
 else
   echo "($BUILD/semipaint absent: weights info and the C descriptor check skipped)"
 fi
+
+SO="$BUILD/lib/libsemipaint_telea.so"
+if [ -f "$SO" ] && [ -x "$BUILD/semipaint" ]; then
+  echo "== fit_blend: the C blend equals the script's, and a fit writes a table the engine reads"
+  "$PY" training/fit_blend.py --check --lib "$SO"
+  for n in pconv sim1; do
+    "$PY" training/fit_blend.py --net "$tmp/w/$n.safetensors" --out "$tmp/w/${n}_b.safetensors" --count 12 \
+      --distances 6 --cache-dir "$tmp/cache" --neighbours "$tmp/nb.npy" --lib "$SO" --threads 1 > "$tmp/fit_$n.log"
+    grep -q "^all " "$tmp/fit_$n.log" || { echo "FAIL: fit_blend printed no summary"; cat "$tmp/fit_$n.log"; exit 1; }
+    "$BUILD/semipaint" weights info "$tmp/w/${n}_b.safetensors" | grep -q "^telea blend " \
+      || { echo "FAIL: the fitted $n has no telea blend"; exit 1; }
+  done
+  "$PY" - "$tmp/w/sim1_b.safetensors" "$tmp/fit_sim1.log" <<'EOF'
+import json, sys
+sys.path.insert(0, "training")
+import safetensors_io
+_, meta = safetensors_io.load(sys.argv[1])
+m = json.loads(meta["semipaint"])
+t = m["telea_blend"]
+assert 1 <= len(t) <= 6 and all(0 <= v <= 1 for v in t) and t == sorted(t, reverse=True), t
+assert "telea_blend fit by training/fit_blend.py on" in m["notes"], m["notes"]
+log = open(sys.argv[2]).read().split("\n")
+net, blend = [float(x) for x in next(l for l in log if l.startswith("all ")).split()[2:5:2]]
+assert blend <= net + 1e-9, (net, blend)  # the blend can only help on the images it was fit on
+print("it_train: telea_blend", t, f"hole L1 {net:.2f}% -> {blend:.2f}% on the fitting images")
+EOF
+else
+  echo "($SO absent, e.g. under the sanitizers: fit_blend checks skipped)"
+fi
 echo "it_train: OK"

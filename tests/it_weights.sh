@@ -18,6 +18,7 @@ if [ -x "$BUILD/semipaint" ]; then
     if [ "$3" != "-" ]; then
       echo "$out" | grep -Eq "^k +$3\$" || { echo "FAIL: $1 has not k = $3"; exit 1; }
     fi
+    echo "$out" | grep -Eq "^telea blend +0?[.0-9]+" || { echo "FAIL: $1 carries no telea_blend table"; exit 1; }
     echo "$out" | grep -q "non-commercial" || { echo "FAIL: $1 has no CelebA licence in its model card"; exit 1; }
     sum=$(sha256sum "weights/$1" | cut -d' ' -f1)
     echo "$out" | grep -q "$sum" || { echo "FAIL: weights info of $1 does not show its sha256"; exit 1; }

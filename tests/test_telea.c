@@ -269,6 +269,79 @@ static int compare_mode(const char *out, int count) {
     return rc;
 }
 
+/* telea_hole_distance: chessboard distance to the nearest known pixel, the image's outside
+ * counting as hole. */
+static void test_distance(void) {
+    enum { W = 9, H = 7 };
+    uint8_t hole[W * H] = {0};
+    int d[W * H];
+    for (int y = 1; y < 6; y++)
+        for (int x = 1; x < 8; x++) hole[y * W + x] = 1; /* a 7x5 block inside a 1-px frame */
+    telea_hole_distance(hole, W, H, d);
+    CHECK(d[0] == 0 && d[1 * W + 1] == 1 && d[2 * W + 2] == 2 && d[3 * W + 3] == 3 && d[3 * W + 4] == 3);
+    CHECK(d[3 * W + 1] == 1 && d[2 * W + 4] == 2 && d[5 * W + 7] == 1);
+    memset(hole, 1, sizeof hole);
+    hole[0] = 0; /* one known pixel in the corner */
+    telea_hole_distance(hole, W, H, d);
+    CHECK(d[0] == 0 && d[1] == 1 && d[W + 1] == 1 && d[2 * W + 5] == 5 && d[(H - 1) * W + W - 1] == W - 1);
+}
+
+/* telea_blend: table [1] is Telea's fill, [0] the (clamped) net output, and in between each
+ * hole pixel mixes by its distance; known pixels never change. */
+static void test_blend(void) {
+    enum { S = 24 };
+    const size_t hw = S * S;
+    float *img = malloc(3 * hw * sizeof *img), *keep = malloc(hw * sizeof *keep), *out = malloc(3 * hw * sizeof *out);
+    uint8_t *hole = disc_hole(S, S, 12, 11, 6);
+    img_u8 ref = {0};
+    CHECK(img_alloc(&ref, S, S, 3) == SP_OK);
+    fill_random(&ref, 7);
+    for (size_t q = 0; q < hw; q++) {
+        keep[q] = hole[q] ? 0.0f : 1.0f;
+        for (int c = 0; c < 3; c++) img[c * hw + q] = ref.px[3 * q + c] / 255.0f;
+    }
+    img_u8 tel = {0};
+    CHECK(img_alloc(&tel, S, S, 3) == SP_OK);
+    memcpy(tel.px, ref.px, 3 * hw);
+    CHECK(telea_inpaint(&tel, hole, TELEA_DEFAULT_RADIUS) == SP_OK);
+    int *d = malloc(hw * sizeof *d);
+    telea_hole_distance(hole, S, S, d);
+    const float tables[3][3] = {{1.0f}, {0.0f}, {0.75f, 0.25f, 0.0f}};
+    const int ntab[3] = {1, 1, 3};
+    for (int t = 0; t < 3; t++) {
+        /* the "net" fills the hole with 1.3 in channel 0 (out of range), 0.2 elsewhere */
+        for (size_t q = 0; q < hw; q++)
+            for (int c = 0; c < 3; c++) out[c * hw + q] = hole[q] ? (c ? 0.2f : 1.3f) : img[c * hw + q];
+        CHECK(telea_blend(1, S, keep, tables[t], ntab[t], TELEA_DEFAULT_RADIUS, out) == SP_OK);
+        int ok = 1;
+        for (size_t q = 0; q < hw; q++)
+            for (int c = 0; c < 3; c++) {
+                float want = img[c * hw + q];
+                if (hole[q]) {
+                    float b = tables[t][(d[q] < ntab[t] ? d[q] : ntab[t]) - 1];
+                    want = b * (tel.px[3 * q + c] / 255.0f) + (1 - b) * (c ? 0.2f : 1.0f);
+                }
+                ok &= fabsf(out[c * hw + q] - want) < 1e-6f;
+            }
+        CHECKF(ok, "blend table %d", t);
+    }
+    /* no table, no hole, or no known pixel: unchanged; bad arguments refused */
+    for (size_t q = 0; q < 3 * hw; q++) out[q] = 2.0f;
+    CHECK(telea_blend(1, S, keep, tables[0], 0, TELEA_DEFAULT_RADIUS, out) == SP_OK && out[0] == 2.0f);
+    for (size_t q = 0; q < hw; q++) keep[q] = 0.0f;
+    CHECK(telea_blend(1, S, keep, tables[0], 1, TELEA_DEFAULT_RADIUS, out) == SP_OK && out[hw / 2] == 2.0f);
+    CHECK(telea_blend(1, S, NULL, tables[0], 1, TELEA_DEFAULT_RADIUS, out) == SP_ERR_INVALID);
+    for (size_t q = 0; q < hw; q++) keep[q] = hole[q] ? 0.0f : 1.0f;
+    CHECK(telea_blend(1, S, keep, tables[0], 1, 0, out) == SP_ERR_INVALID);
+    free(d);
+    free(hole);
+    free(img);
+    free(keep);
+    free(out);
+    img_free(&ref);
+    img_free(&tel);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "--compare")) return compare_mode(argv[2], argc >= 4 ? atoi(argv[3]) : 8);
     test_constant();
@@ -276,5 +349,7 @@ int main(int argc, char **argv) {
     test_ramp();
     test_edge();
     test_edges_and_errors();
+    test_distance();
+    test_blend();
     return t_done("test_telea");
 }

@@ -16,6 +16,7 @@ typedef struct {
     const char *extra;  /* tensor added */
     const char *bad;    /* tensor given a wrong shape */
     const char *arch;   /* metadata arch */
+    const char *blend;  /* JSON value of telea_blend (escaped for the outer string), NULL = absent */
 } variant;
 
 /* Writes a 2-level pconv_unet (kernels 3,3; channels 8,8) with the variant's defects. */
@@ -55,11 +56,11 @@ static void write_pconv(const char *path, const variant *v) {
         data[n] = buf[0];
         n++;
     }
-    char meta[512];
+    char meta[768];
     snprintf(meta, sizeof meta,
              "{\"semipaint\": \"{\\\"format\\\": 1, \\\"arch\\\": \\\"%s\\\", \\\"size\\\": 16, \\\"enc_kernels\\\": [3, 3], "
-             "\\\"enc_channels\\\": [8, 8], \\\"in_channels\\\": 3, \\\"out_channels\\\": 3, \\\"k\\\": -1}\"}",
-             v->arch ? v->arch : "pconv_unet");
+             "\\\"enc_channels\\\": [8, 8], \\\"in_channels\\\": 3, \\\"out_channels\\\": 3, \\\"k\\\": -1%s%s}\"}",
+             v->arch ? v->arch : "pconv_unet", v->blend ? ", \\\"telea_blend\\\": " : "", v->blend ? v->blend : "");
     CHECKF(st_write_f32(path, n, names, ndims, shapes, data, meta) == SP_OK, "%s", sp_err_msg());
 }
 
@@ -163,6 +164,25 @@ int main(void) {
     snprintf(p, sizeof p, "%s/arch.safetensors", dir);
     write_pconv(p, &(variant){.arch = "vgg16_features"});
     expect_fail("metadata of another arch", p, "vgg16_features", NULL);
+
+    /* telea_blend: read when it is 1..NN_MAX_BLEND numbers in [0,1], refused by name otherwise. */
+    snprintf(p, sizeof p, "%s/blend.safetensors", dir);
+    write_pconv(p, &(variant){.blend = "[0.95, 0.5, 0]"});
+    net = NULL;
+    CHECKF(nn_net_load(be, p, &net) == SP_OK, "%s", sp_err_msg());
+    if (net) {
+        const nn_net_info *in = nn_net_get_info(net);
+        CHECK(in->blend_n == 3 && in->blend[0] == 0.95f && in->blend[1] == 0.5f && in->blend[2] == 0.0f);
+        nn_net_free(net);
+    }
+    CHECKF(nn_net_load(be, good, &net) == SP_OK && nn_net_get_info(net)->blend_n == 0, "no telea_blend: blend_n 0");
+    nn_net_free(net);
+    const char *bad_blends[] = {"[1.5]", "[]", "\\\"0.5\\\"", "[0.5, -0.1]", "[0.5, \\\"x\\\"]"};
+    for (size_t i = 0; i < sizeof bad_blends / sizeof *bad_blends; i++) {
+        snprintf(p, sizeof p, "%s/blend_bad%zu.safetensors", dir, i);
+        write_pconv(p, &(variant){.blend = bad_blends[i]});
+        expect_fail("bad telea_blend", p, "telea_blend", NULL);
+    }
 
     snprintf(p, sizeof p, "%s/unknown_arch.safetensors", dir);
     write_pconv(p, &(variant){.arch = "resnet"});
