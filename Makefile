@@ -140,4 +140,4 @@ run: all
 clean:
 	rm -rf build build-san build-cuda build-san-cuda
 
--include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/scripts/loadgen.d
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/scripts/loadgen.d $(BINS:$(BUILD)/%=$(BUILD)/server/%_main.d)

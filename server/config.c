@@ -70,6 +70,9 @@ static const cfg_entry table[] = {
      "simk_unet weights used with a database (Sim-K, K >= 1)"},
     {"model", "refine_fallback", CFG_T_STR, F(model, refine_fallback), S(model, refine_fallback), 0, 0, NULL,
      "weights/sim0.safetensors", "simk_unet weights with K = 0, used when no database is configured"},
+    {"model", "telea_blend", CFG_T_BOOL, F(model, telea_blend), 0, 0, 1, NULL, "true",
+     "blend each net's fill with Telea's near the hole border as its weights' telea_blend table says; false serves "
+     "the networks alone (faster, worse on thin holes)"},
 
     {"retrieval", "database", CFG_T_STR, F(retrieval, database), S(retrieval, database), 0, 0, NULL, "",
      "database directory made by `semipaint index build`; empty = none, the service runs Sim-0"},

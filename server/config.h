@@ -44,6 +44,7 @@ typedef struct {
         char coarse[CFG_PATH_MAX];          /* pconv_unet weights */
         char refine[CFG_PATH_MAX];          /* simk_unet weights used with a database (K >= 1) */
         char refine_fallback[CFG_PATH_MAX]; /* simk_unet weights with K = 0, used without a database */
+        int telea_blend;                    /* apply the weights' telea_blend tables (1) or not (0) */
     } model;
     struct {
         char database[CFG_PATH_MAX];           /* database directory; "" = none (Sim-0) */

@@ -241,7 +241,7 @@ static sp_status engine_run(void *ctx, int n, const float *img, const float *mas
     world *w = acquire(e);
     sp_status st = nn_pipeline_run(w->pipe, n, img, mask, method, out, ids, scores, t);
     release(e, w);
-    if (st) return st;
+    if (st || !e->cfg.model.telea_blend) return st;
     /* The border blend with Telea of the net that painted the output (its weights' telea_blend),
      * timed as part of that net's stage. */
     const nn_net_info *in = nn_net_get_info(method == NN_METHOD_COARSE ? e->coarse : e->refine);
@@ -330,7 +330,7 @@ done:
     return st;
 }
 
-static cJSON *net_json(const nn_net *net) {
+static cJSON *net_json(const nn_net *net, int blend_on) {
     const nn_net_info *in = nn_net_get_info(net);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "arch", in->arch_name);
@@ -341,7 +341,7 @@ static cJSON *net_json(const nn_net *net) {
     if (in->arch == NN_ARCH_SIMK_UNET) cJSON_AddNumberToObject(o, "k", in->k);
     cJSON_AddStringToObject(o, "trained_on", in->trained_on);
     cJSON_AddStringToObject(o, "licence", in->licence);
-    if (in->blend_n) {
+    if (in->blend_n && blend_on) {
         cJSON *t = cJSON_AddArrayToObject(o, "telea_blend");
         for (int i = 0; t && i < in->blend_n; i++) cJSON_AddItemToArray(t, cJSON_CreateNumber(in->blend[i]));
     }
@@ -356,9 +356,9 @@ void srv_engine_info(srv_engine *e, cJSON *obj) {
     cJSON_AddStringToObject(obj, "mode", mode);
     cJSON_AddNumberToObject(obj, "working_size", e->s);
     cJSON *models = cJSON_AddObjectToObject(obj, "models");
-    cJSON_AddItemToObject(models, "coarse", net_json(e->coarse));
-    cJSON_AddItemToObject(models, "refine", net_json(e->refine));
-    if (e->vgg) cJSON_AddItemToObject(models, "descriptor", net_json(e->vgg));
+    cJSON_AddItemToObject(models, "coarse", net_json(e->coarse, e->cfg.model.telea_blend));
+    cJSON_AddItemToObject(models, "refine", net_json(e->refine, e->cfg.model.telea_blend));
+    if (e->vgg) cJSON_AddItemToObject(models, "descriptor", net_json(e->vgg, e->cfg.model.telea_blend));
     if (!e->k) {
         cJSON_AddNullToObject(obj, "database");
         cJSON_AddStringToObject(obj, "note", "no retrieval.database is configured: serving Sim-0 (refine without "

@@ -143,5 +143,55 @@ pid=""
 check "SIGTERM exits 0" test "$rc" = 0
 check "the log shows the drain" grep -q '"msg":"stopped after' "$tmp/log"
 
+# ---- the Telea border blend: refine weights whose telea_blend is [1] paint what telea paints ----
+if "$PY" -c 'import PIL, numpy' 2>/dev/null; then
+  "$PY" - "$FIX/simk_unet_k0.safetensors" "$tmp/k0_telea.safetensors" <<'EOF'
+import json, sys
+sys.path.insert(0, "training")
+import safetensors_io
+t, meta = safetensors_io.load(sys.argv[1])
+m = json.loads(meta["semipaint"]); m["telea_blend"] = [1.0]; meta["semipaint"] = json.dumps(m)
+safetensors_io.save(sys.argv[2], t, meta)
+EOF
+  for blend in true false; do
+    SEMIPAINT_MODEL_REFINE_FALLBACK="$tmp/k0_telea.safetensors" SEMIPAINT_MODEL_TELEA_BLEND=$blend \
+      "$D" -c config/semipaintd.yaml > "$tmp/log_$blend" 2>&1 &
+    pid=$!
+    port=""
+    for _ in $(seq 1 200); do
+      port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$tmp/log_$blend" | head -n 1)
+      [ -n "$port" ] && break
+      sleep 0.1
+    done
+    url="http://127.0.0.1:$port"
+    for _ in $(seq 1 600); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
+      sleep 0.1
+    done
+    curl -s "$url/v1/info" > "$tmp/info_$blend.json"
+    curl -s -o "$tmp/sim_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=sim "$url/v1/inpaint"
+    curl -s -o "$tmp/telea_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=telea "$url/v1/inpaint"
+    kill -TERM "$pid"; wait "$pid" || true; pid=""
+  done
+  check "/v1/info shows the refine net's telea_blend, only while model.telea_blend is on" sh -c \
+    "grep -q '\"telea_blend\":\[1\]' '$tmp/info_true.json' && ! grep -q telea_blend '$tmp/info_false.json'"
+  check "with telea_blend [1] the sim answer follows telea's; with model.telea_blend false it does not" "$PY" - "$tmp" <<'EOF'
+import sys
+import numpy as np
+from PIL import Image
+d = sys.argv[1]
+hole = np.asarray(Image.open(f"{d}/mask.png")) > 127
+def err(a, b):  # mean |difference| over the hole of the two smooth ramp channels (the third is x^y noise)
+    x = np.asarray(Image.open(f"{d}/{a}").convert("RGB"), np.float64)[..., :2]
+    y = np.asarray(Image.open(f"{d}/{b}").convert("RGB"), np.float64)[..., :2]
+    return np.abs(x - y)[hole].mean()
+on, off = err("sim_true.png", "telea_true.png"), err("sim_false.png", "telea_false.png")
+print(f"mean |sim - telea| over the hole: {on:.2f} grey levels with the blend, {off:.2f} without")
+sys.exit(not (on < 8 and off > 3 * on))
+EOF
+else
+  echo "skip the telea_blend checks ($PY lacks PIL or numpy)"
+fi
+
 echo "it_server: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -128,9 +128,11 @@ int main(void) {
 
     /* environment overrides win over the file; unrelated SEMIPAINT_ variables are ignored */
     char *env_ok[] = {"SEMIPAINT_BATCHING_MAX_BATCH=3", "SEMIPAINT_SERVER_LISTEN=:0", "SEMIPAINT_DATA=/x",
-                      "SEMIPAINT_INPAINT_STRATEGY=resize", "HOME=/root", NULL};
+                      "SEMIPAINT_INPAINT_STRATEGY=resize", "SEMIPAINT_MODEL_TELEA_BLEND=false", "HOME=/root",
+                      NULL};
     CHECKF(cfg_load(&c, good, env_ok) == SP_OK, "%s", sp_err_msg());
     CHECK(c.batching.max_batch == 3);
+    CHECK(c.model.telea_blend == 0);
     CHECK(!strcmp(c.server.listen, ":0"));
     CHECK(c.server.http_threads == 2);
     char *env_bad[] = {"SEMIPAINT_BATCHING_MAX_BACH=3", NULL};
@@ -170,7 +172,10 @@ int main(void) {
         cfg_defaults(&c);
         CHECKF(cfg_load_file(&c, "config/semipaintd.yaml") == SP_OK, "%s", sp_err_msg());
         CHECK(!strcmp(c.model.refine_fallback, "weights/sim0.safetensors"));
+        CHECK(c.model.telea_blend == 1);
     }
+    cfg_defaults(&c);
+    CHECK(c.model.telea_blend == 1);
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
