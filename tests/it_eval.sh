@@ -151,14 +151,7 @@ print(f"it_eval: {len(rows)} rows, L1/PSNR/SSIM of 24 method outputs match numpy
 EOF
 
 echo "== telea_blend: a net whose table is all Telea paints what the telea method paints"
-"$PY" - "$tmp/sim0.safetensors" "$tmp/sim0_t.safetensors" <<'EOF'
-import json, sys
-sys.path.insert(0, "training")
-import safetensors_io
-t, meta = safetensors_io.load(sys.argv[1])
-m = json.loads(meta["semipaint"]); m["telea_blend"] = [1.0]; meta["semipaint"] = json.dumps(m)
-safetensors_io.save(sys.argv[2], t, meta)
-EOF
+"$PY" training/fit_blend.py --net "$tmp/sim0.safetensors" --set 1 --out "$tmp/sim0_t.safetensors"
 "$SP" weights info "$tmp/sim0_t.safetensors" | grep -q "^telea blend *1 " || { echo "FAIL: weights info shows no telea blend"; exit 1; }
 for b in on off; do
   "$SP" eval --images "$tmp/img" --masks "$tmp/masks" --out "$tmp/blend_$b" --coarse "$tmp/pconv.safetensors" \

@@ -68,20 +68,25 @@ png(d + "/mask.png", w, h, 1, [255 if 100 <= x < 160 and 50 <= y < 90 else 0 for
 EOF
 
 # ---- the daemon ----
-"$D" -c config/semipaintd.yaml > "$tmp/log" 2>&1 &
-pid=$!
-port=""
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$tmp/log" | head -n 1)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$tmp/log"; bad "daemon printed no port"; exit 1; }
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
-  sleep 0.1
-done
+# start_daemon LOG: starts semipaintd with the example config and the environment, logging to
+# LOG; sets pid and url once it has printed its port, and waits (at most 60 s) for /readyz.
+start_daemon() {
+  "$D" -c config/semipaintd.yaml > "$1" 2>&1 &
+  pid=$!
+  port=""
+  for _ in $(seq 1 200); do
+    port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$1" | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$1"; bad "daemon printed no port"; exit 1; }
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 1 600); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
+    sleep 0.1
+  done
+}
+start_daemon "$tmp/log"
 check "GET /readyz answers 200" test "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200
 check "GET /v1/info says Sim-0 without a database" sh -c "curl -s '$url/v1/info' | grep -q '\"mode\":\"sim0\"'"
 
@@ -145,29 +150,10 @@ check "the log shows the drain" grep -q '"msg":"stopped after' "$tmp/log"
 
 # ---- the Telea border blend: refine weights whose telea_blend is [1] paint what telea paints ----
 if "$PY" -c 'import PIL, numpy' 2>/dev/null; then
-  "$PY" - "$FIX/simk_unet_k0.safetensors" "$tmp/k0_telea.safetensors" <<'EOF'
-import json, sys
-sys.path.insert(0, "training")
-import safetensors_io
-t, meta = safetensors_io.load(sys.argv[1])
-m = json.loads(meta["semipaint"]); m["telea_blend"] = [1.0]; meta["semipaint"] = json.dumps(m)
-safetensors_io.save(sys.argv[2], t, meta)
-EOF
+  "$PY" training/fit_blend.py --net "$FIX/simk_unet_k0.safetensors" --set 1 --out "$tmp/k0_telea.safetensors"
+  export SEMIPAINT_MODEL_REFINE_FALLBACK="$tmp/k0_telea.safetensors"
   for blend in true false; do
-    SEMIPAINT_MODEL_REFINE_FALLBACK="$tmp/k0_telea.safetensors" SEMIPAINT_MODEL_TELEA_BLEND=$blend \
-      "$D" -c config/semipaintd.yaml > "$tmp/log_$blend" 2>&1 &
-    pid=$!
-    port=""
-    for _ in $(seq 1 200); do
-      port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$tmp/log_$blend" | head -n 1)
-      [ -n "$port" ] && break
-      sleep 0.1
-    done
-    url="http://127.0.0.1:$port"
-    for _ in $(seq 1 600); do
-      [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
-      sleep 0.1
-    done
+    SEMIPAINT_MODEL_TELEA_BLEND=$blend start_daemon "$tmp/log_$blend"
     curl -s "$url/v1/info" > "$tmp/info_$blend.json"
     curl -s -o "$tmp/sim_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=sim "$url/v1/inpaint"
     curl -s -o "$tmp/telea_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=telea "$url/v1/inpaint"

@@ -3,6 +3,7 @@
 Usage:
   fit_blend.py --net FILE.safetensors [--out FILE] [--count N] [--seed S] [--lib SO]
                [--cache-dir DIR] [--neighbours NPY] [--ndjson DIR] [--distances D] [--threads T]
+  fit_blend.py --net FILE --set B1,B2,... [--out FILE]
   fit_blend.py --check [--lib SO]
 
 A small UNet trained for hours on two cores leaves the pixels next to the hole's border worse
@@ -18,7 +19,8 @@ the fit and the service compute the same thing. It prints the L1 by distance wit
 blend and writes the table into the file's metadata (`--out`, default: the file itself,
 replaced atomically). No validation image is looked at.
 
---check compares telea_blend of the C library with this script's blend on random crops (tests).
+--set writes a given table instead of fitting one; --check compares telea_blend of the C library
+with this script's blend on random crops (tests).
 """
 import argparse
 import ctypes
@@ -210,17 +212,25 @@ def fit(a):
               f"{l1(err[d, -1], cnt[d]):5.2f}  {l1(err[d, best[d]], cnt[d]):5.2f}  {GRID[best[d]]:.2f}")
     tot = lambda wi: l1(sum(err[d, wi[d]] for d in range(nd)), cnt.sum())  # noqa: E731
     print(f"all  100.00  {tot([0] * nd):5.2f}  {tot([len(GRID) - 1] * nd):5.2f}  {tot(best):5.2f}")
-    import safetensors_io
-    tensors, raw_meta = safetensors_io.load(a.net)
-    meta["telea_blend"] = table
     note = (f"telea_blend fit by training/fit_blend.py on {used} training images with QD-IMD masks "
             f"(seed {a.seed}): hole L1 {tot([0] * nd):.2f}% -> {tot(best):.2f}%")
-    notes = [p for p in meta.get("notes", "").split("; ") if p and not p.startswith("telea_blend fit")]
+    write_table(a.net, a.out or a.net, table, note)
+
+
+def write_table(src, dst, table, note):
+    """Copies weights file `src` to `dst` (atomically; they may be the same) with `table` as its
+    telea_blend and `note` in place of an earlier fit's note."""
+    import safetensors_io
+    tensors, raw_meta = safetensors_io.load(src)
+    meta = json.loads(raw_meta["semipaint"])
+    if meta.get("arch") not in ("pconv_unet", "simk_unet"):
+        raise SystemExit(f"fit_blend: {src} is {meta.get('arch')}; only the UNets are blended")
+    meta["telea_blend"] = table
+    notes = [p for p in meta.get("notes", "").split("; ") if p and not p.startswith("telea_blend ")]
     meta["notes"] = "; ".join(notes + [note])
     raw_meta["semipaint"] = json.dumps(meta)
-    out = a.out or a.net
-    safetensors_io.save(out, tensors, raw_meta)
-    print(f"fit_blend: wrote telea_blend {table} into {out}")
+    safetensors_io.save(dst, tensors, raw_meta)
+    print(f"fit_blend: wrote telea_blend {table} into {dst}")
 
 
 def main(argv=None):
@@ -236,6 +246,7 @@ def main(argv=None):
     p.add_argument("--ndjson", default=os.path.join(ROOT, "..", "shared", "data", "quickdraw", "simplified"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--check", action="store_true", help="compare the C blend with this script's")
+    p.add_argument("--set", metavar="B1,B2,...", help="write this table instead of fitting one (tests, experiments)")
     a = p.parse_args(argv)
     if a.check:
         worst = check(CTelea(a.lib))
@@ -245,6 +256,15 @@ def main(argv=None):
         return
     if not a.net:
         p.error("--net is required (or --check)")
+    if a.set is not None:
+        try:
+            table = [float(v) for v in a.set.split(",")]
+        except ValueError:
+            p.error(f"--set {a.set!r}: expected comma-separated numbers")
+        if not 1 <= len(table) <= 64 or not all(0 <= v <= 1 for v in table):
+            p.error(f"--set {a.set!r}: 1 to 64 numbers in [0,1]")
+        write_table(a.net, a.out or a.net, table, "telea_blend set by hand (training/fit_blend.py --set)")
+        return
     if not 1 <= a.distances <= 64 or a.count < 1:
         p.error("--distances must be 1..64 and --count >= 1")
     fit(a)
