@@ -9,9 +9,18 @@
 enum { KNOWN = 0, BAND = 1, INSIDE = 2 };
 #define T_INF 1.0e6f
 
+/* A band pixel in the heap with its keys: T, then the insertion order (`stamp`), so that equal
+ * T leave in a fixed order. */
+typedef struct {
+    float T;
+    uint32_t stamp;
+    int p;
+} band_ent;
+
 /* One neighbour q of the disc B_eps(p), as an offset from p, with its distance factors. */
 typedef struct {
     int dx, dy;
+    int lin;        /* dy * w + dx: the offset in the pixel arrays */
     float inv_len;  /* 1/|p - q| */
     float inv_len2; /* dst = d0^2/|p - q|^2 with d0 = 1 pixel */
 } disc_off;
@@ -22,63 +31,62 @@ typedef struct {
     uint8_t *flag;    /* [h*w] KNOWN, BAND, INSIDE */
     float *T;         /* [h*w] arrival time of the front: > 0 in the hole, <= 0 outside */
     float *g;         /* [h*w][nch][2] image gradient, NULL without the gradient term */
-    int *heap;        /* the narrow band: pixel indices, a min-heap on (T, stamp) */
+    band_ent *heap;   /* the narrow band: a min-heap on (T, insertion order) */
     int *pos;         /* [h*w] position in the heap, -1 when not in it */
-    uint32_t *stamp;  /* [h*w] insertion order, so that equal T leave in a fixed order */
     int n;
     uint32_t next_stamp;
     disc_off *disc;
-    int ndisc;
+    int ndisc, radius;
 } telea_ctx;
 
 /* ---- the narrow band: a binary min-heap with position tracking ---- */
 
-static int band_less(const telea_ctx *t, int a, int b) {
-    return t->T[a] < t->T[b] || (t->T[a] == t->T[b] && t->stamp[a] < t->stamp[b]);
-}
+/* Entries carry their keys, so that sifting reads the heap array only. */
+static inline int band_less(band_ent a, band_ent b) { return a.T < b.T || (a.T == b.T && a.stamp < b.stamp); }
 
-static void heap_set(telea_ctx *t, int i, int p) {
-    t->heap[i] = p;
-    t->pos[p] = i;
+static inline void heap_set(telea_ctx *t, int i, band_ent e) {
+    t->heap[i] = e;
+    t->pos[e.p] = i;
 }
 
 static void heap_up(telea_ctx *t, int i) {
-    int p = t->heap[i];
+    band_ent e = t->heap[i];
     while (i > 0) {
         int parent = (i - 1) / 2;
-        if (!band_less(t, p, t->heap[parent])) break;
+        if (!band_less(e, t->heap[parent])) break;
         heap_set(t, i, t->heap[parent]);
         i = parent;
     }
-    heap_set(t, i, p);
+    heap_set(t, i, e);
 }
 
 static void heap_down(telea_ctx *t, int i) {
-    int p = t->heap[i];
+    band_ent e = t->heap[i];
     for (;;) {
-        int l = 2 * i + 1, m = i, best = p;
-        if (l < t->n && band_less(t, t->heap[l], best)) m = l, best = t->heap[l];
-        if (l + 1 < t->n && band_less(t, t->heap[l + 1], best)) m = l + 1, best = t->heap[l + 1];
+        int l = 2 * i + 1, m = i;
+        band_ent best = e;
+        if (l < t->n && band_less(t->heap[l], best)) m = l, best = t->heap[l];
+        if (l + 1 < t->n && band_less(t->heap[l + 1], best)) m = l + 1, best = t->heap[l + 1];
         if (m == i) break;
         heap_set(t, i, best);
         i = m;
     }
-    heap_set(t, i, p);
+    heap_set(t, i, e);
 }
 
 /* Inserts pixel p with its current T, or moves it up after its T decreased. */
 static void band_push(telea_ctx *t, int p) {
     if (t->pos[p] >= 0) {
+        t->heap[t->pos[p]].T = t->T[p];
         heap_up(t, t->pos[p]);
         return;
     }
-    t->stamp[p] = t->next_stamp++;
-    heap_set(t, t->n++, p);
+    heap_set(t, t->n++, (band_ent){t->T[p], t->next_stamp++, p});
     heap_up(t, t->n - 1);
 }
 
 static int band_pop(telea_ctx *t) {
-    int p = t->heap[0];
+    int p = t->heap[0].p;
     t->pos[p] = -1;
     if (--t->n > 0) {
         heap_set(t, 0, t->heap[t->n]);
@@ -156,18 +164,22 @@ static void grad_T(const telea_ctx *t, int x, int y, float *gx, float *gy) {
 
 /* ---- painting one pixel (section 2 of the paper) ---- */
 
-static void inpaint_pixel(telea_ctx *t, int x, int y) {
-    int w = t->w, c = t->c, nch = t->nch, p = y * w + x;
-    float nx, ny;
-    grad_T(t, x, y, &nx, &ny);
-    float Tp = t->T[p];
-    float acc[3] = {0, 0, 0}, gacc[3][2] = {{0, 0}, {0, 0}, {0, 0}}, sum = 0;
-    int lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+/* The weighted sum over the disc around pixel p = (x, y) for NCH painted channels, with (GRAD)
+ * or without the gradient term; CHECK says whether a neighbour may lie outside the image. The
+ * three flags are compile-time constants in each call, so the channel loops unroll. */
+static inline __attribute__((always_inline)) void disc_sum(const telea_ctx *t, int x, int y, int p, float nx,
+                                                           float ny, const int nch, const int grad,
+                                                           const int check, float *acc, float (*gacc)[2],
+                                                           int *lo, int *hi, float *sum) {
+    const int w = t->w, c = t->c;
+    const float Tp = t->T[p];
     for (int n = 0; n < t->ndisc; n++) {
         const disc_off *o = &t->disc[n];
-        int qx = x + o->dx, qy = y + o->dy;
-        if (qx < 0 || qy < 0 || qx >= w || qy >= t->h) continue;
-        int q = qy * w + qx;
+        if (check) {
+            int qx = x + o->dx, qy = y + o->dy;
+            if (qx < 0 || qy < 0 || qx >= w || qy >= t->h) continue;
+        }
+        int q = p + o->lin;
         if (t->flag[q] == INSIDE) continue;
         float rx = (float)-o->dx, ry = (float)-o->dy; /* p - q */
         float dir = fabsf((rx * nx + ry * ny) * o->inv_len);
@@ -177,7 +189,7 @@ static void inpaint_pixel(telea_ctx *t, int x, int y) {
         const uint8_t *v = t->px + (size_t)q * c;
         for (int k = 0; k < nch; k++) {
             float e = v[k];
-            if (t->g) {
+            if (grad) {
                 const float *g = t->g + ((size_t)q * nch + k) * 2;
                 e += g[0] * rx + g[1] * ry;
                 gacc[k][0] += wt * g[0];
@@ -187,8 +199,21 @@ static void inpaint_pixel(telea_ctx *t, int x, int y) {
             lo[k] = v[k] < lo[k] ? v[k] : lo[k];
             hi[k] = v[k] > hi[k] ? v[k] : hi[k];
         }
-        sum += wt;
+        *sum += wt;
     }
+}
+
+static void inpaint_pixel(telea_ctx *t, int x, int y) {
+    int w = t->w, c = t->c, nch = t->nch, p = y * w + x, r = t->radius;
+    float nx, ny;
+    grad_T(t, x, y, &nx, &ny);
+    float acc[3] = {0, 0, 0}, gacc[3][2] = {{0, 0}, {0, 0}, {0, 0}}, sum = 0;
+    int lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+    const int inside = x >= r && y >= r && x < w - r && y < t->h - r;
+    if (nch == 3 && t->g && inside)
+        disc_sum(t, x, y, p, nx, ny, 3, 1, 0, acc, gacc, lo, hi, &sum); /* the common case, unrolled */
+    else
+        disc_sum(t, x, y, p, nx, ny, nch, t->g != NULL, 1, acc, gacc, lo, hi, &sum);
     if (!(sum > 0)) return; /* cannot happen: the pixel that just froze is a neighbour */
     for (int k = 0; k < nch; k++) {
         float e = acc[k] / sum;
@@ -261,15 +286,14 @@ sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flag
     if (nhole == n) return sp_err(SP_ERR_INVALID, "telea: the hole covers the whole image");
 
     sp_status st = SP_OK;
-    telea_ctx t = {.w = w, .h = h, .c = im->c, .nch = im->c == 4 ? 3 : im->c, .px = im->px};
+    telea_ctx t = {.w = w, .h = h, .c = im->c, .nch = im->c == 4 ? 3 : im->c, .px = im->px, .radius = radius};
     t.flag = malloc(n);
     t.T = malloc(n * sizeof *t.T);
     t.heap = malloc(n * sizeof *t.heap);
     t.pos = malloc(n * sizeof *t.pos);
-    t.stamp = malloc(n * sizeof *t.stamp);
     t.disc = malloc(sizeof *t.disc * (size_t)(2 * radius + 1) * (2 * radius + 1));
     if (!(flags & TELEA_NO_GRADIENT)) t.g = malloc(n * (size_t)t.nch * 2 * sizeof *t.g);
-    if (!t.flag || !t.T || !t.heap || !t.pos || !t.stamp || !t.disc || (!(flags & TELEA_NO_GRADIENT) && !t.g)) {
+    if (!t.flag || !t.T || !t.heap || !t.pos || !t.disc || (!(flags & TELEA_NO_GRADIENT) && !t.g)) {
         st = sp_err(SP_ERR_NOMEM, "telea: out of memory for %dx%d", w, h);
         goto done;
     }
@@ -277,7 +301,7 @@ sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flag
         for (int dx = -radius; dx <= radius; dx++) {
             int d2 = dx * dx + dy * dy;
             if (d2 == 0 || d2 > radius * radius) continue;
-            t.disc[t.ndisc++] = (disc_off){dx, dy, 1.0f / sqrtf((float)d2), 1.0f / (float)d2};
+            t.disc[t.ndisc++] = (disc_off){dx, dy, dy * w + dx, 1.0f / sqrtf((float)d2), 1.0f / (float)d2};
         }
     for (size_t i = 0; i < n; i++) t.pos[i] = -1;
 
@@ -295,17 +319,27 @@ sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flag
 
     /* The image gradient of the known pixels; painted pixels get the weighted mean of their
      * neighbours' gradients rather than differences of painted values, which would feed each
-     * estimate's error into the next ones and grow without bound. */
-    if (t.g)
+     * estimate's error into the next ones and grow without bound.
+     * Only the known pixels within `radius` of the hole are ever read (by discs around hole
+     * pixels); the rest get 0. Their chessboard distance to the hole is that of the inverted
+     * mask, computed in t.flag and t.pos, which are free until the fill below resets them. */
+    if (t.g) {
+        uint8_t *known = t.flag;
+        int *near = t.pos;
+        for (size_t i = 0; i < n; i++) known[i] = !hole[i];
+        telea_hole_distance(known, w, h, near);
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
                 int i = y * w + x;
                 float *g = t.g + (size_t)i * t.nch * 2;
+                int need = !hole[i] && near[i] <= radius;
                 for (int k = 0; k < t.nch; k++) {
-                    g[2 * k] = hole[i] ? 0 : known_slope(im, hole, k, i, 1, x, w);
-                    g[2 * k + 1] = hole[i] ? 0 : known_slope(im, hole, k, i, w, y, h);
+                    g[2 * k] = need ? known_slope(im, hole, k, i, 1, x, w) : 0;
+                    g[2 * k + 1] = need ? known_slope(im, hole, k, i, w, y, h) : 0;
                 }
             }
+        for (size_t i = 0; i < n; i++) t.pos[i] = -1;
+    }
 
     /* The fill: the hole is INSIDE, the known pixels KNOWN, and those 4-adjacent to the hole the
      * initial band (the boundary, T = 0). */
@@ -318,7 +352,6 @@ done:
     free(t.g);
     free(t.heap);
     free(t.pos);
-    free(t.stamp);
     free(t.disc);
     return st;
 }
