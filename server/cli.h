@@ -10,5 +10,6 @@ int cmd_bench(int argc, char **argv);   /* bench [--vs-torch] ... */
 int cmd_masks(int argc, char **argv);   /* masks --out DIR [--count N] ... (QD-IMD) */
 int cmd_index(int argc, char **argv);   /* index build|info|query|add|bench|... (retrieval database) */
 int cmd_eval(int argc, char **argv);    /* eval --images DIR --masks DIR --out DIR ... (the paper's Table 1) */
+int cmd_inpaint(int argc, char **argv); /* inpaint --image FILE|DIR --mask FILE|DIR --out FILE|DIR ... (offline) */
 
 #endif

@@ -11,6 +11,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"inpaint", cmd_inpaint, "inpaint --image F --mask F --out F  inpaint files or folders offline, as the daemon would"},
     {"weights", cmd_weights, "weights info FILE        architecture, shapes, parameters and sha256 of a weights file"},
     {"bench", cmd_bench, "bench [--vs-torch] ...   time each network and the whole pipeline"},
     {"masks", cmd_masks, "masks --out DIR ...      draw QD-IMD hole masks from Quick Draw strokes"},

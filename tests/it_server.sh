@@ -94,6 +94,10 @@ code=$(curl -s -D "$tmp/h1" -o "$tmp/out.png" -w '%{http_code}' -F image=@"$tmp/
 check "curl -F multipart answers 200" test "$code" = 200
 check "the answer is a PNG of the input's size" "$PY" -c "
 import struct,sys; b=open('$tmp/out.png','rb').read(); sys.exit(not (b[:8]==b'\x89PNG\r\n\x1a\n' and struct.unpack('>II',b[16:24])==(320,200)))"
+if [ -x "$BUILD/semipaint" ]; then
+  "$BUILD/semipaint" inpaint --image "$tmp/img.png" --mask "$tmp/mask.png" --out "$tmp/cli.png" > /dev/null 2>&1
+  check "semipaint inpaint writes the very PNG the daemon answers" cmp -s "$tmp/cli.png" "$tmp/out.png"
+fi
 check "X-Request-Id, Server-Timing and X-Neighbors are set" sh -c "grep -qi '^X-Request-Id: ' '$tmp/h1' && grep -qi '^Server-Timing: decode;dur=' '$tmp/h1' && grep -qi '^X-Neighbors: none' '$tmp/h1'"
 
 code=$(curl -s -o "$tmp/out.jpg" -D "$tmp/h2" -w '%{http_code}' -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F format=jpeg -F quality=85 -F method=coarse "$url/inpaint")
