@@ -88,10 +88,12 @@ static sp_status meta_blend(const char *path, const cJSON *o, nn_net_info *in) {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "telea_blend");
     in->blend_n = 0;
     if (!a) return SP_OK;
-    if (in->arch == NN_ARCH_VGG16) return sp_err(SP_ERR_FORMAT, "%s: telea_blend is for the UNets, not vgg16_features", path);
+    if (in->arch == NN_ARCH_VGG16)
+        return sp_err(SP_ERR_FORMAT, "%s: telea_blend is for the UNets, not vgg16_features", path);
     int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
     if (n < 1 || n > NN_MAX_BLEND)
-        return sp_err(SP_ERR_FORMAT, "%s: metadata 'telea_blend' must be an array of 1..%d numbers", path, NN_MAX_BLEND);
+        return sp_err(SP_ERR_FORMAT, "%s: metadata 'telea_blend' must be an array of 1..%d numbers", path,
+                      NN_MAX_BLEND);
     for (int i = 0; i < n; i++) {
         const cJSON *v = cJSON_GetArrayItem(a, i);
         if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))

@@ -709,7 +709,8 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
         const nn_net_info *in = nn_net_get_info(nl[i]);
         fprintf(mf, "- `%s`: %s k=%d, %ld parameters, size %d, sha256 `%.16s…`; telea blend: %s; trained on: %s\n",
                 in->path, in->arch_name, in->k, in->params, in->size, in->sha256,
-                !in->blend_n ? "none" : o->blend ? "on" : "off (--blend off)", in->trained_on[0] ? in->trained_on : "?");
+                !in->blend_n ? "none" : o->blend ? "on" : "off (--blend off)",
+                in->trained_on[0] ? in->trained_on : "?");
     }
     if (m.db)
         fprintf(mf, "- database `%s`: %ld images, descriptor %s\n", o->db, rt_db_count(m.db), rt_db_descriptor(m.db));
@@ -869,7 +870,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--blend")) {
             bad = strcmp(v, "on") && strcmp(v, "off");
             o.blend = !strcmp(v, "on");
-        }        else if (!strcmp(a, "--seed")) {
+        } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
             unsigned long long sv = strtoull(v, &end, 10);

@@ -226,7 +226,8 @@ static int ip_setup(ip_ctx *c) {
         fprintf(stderr, "semipaint inpaint: configuration error: %s\n", sp_err_msg());
         return 1;
     }
-    if (o->db) snprintf(c->cfg.retrieval.database, sizeof c->cfg.retrieval.database, "%s", strcmp(o->db, "none") ? o->db : "");
+    if (o->db)
+        snprintf(c->cfg.retrieval.database, sizeof c->cfg.retrieval.database, "%s", strcmp(o->db, "none") ? o->db : "");
     if (o->threads >= 0) c->cfg.model.cpu_threads = o->threads;
     c->max_batch = c->cfg.batching.max_batch;
     if (o->method == IP_TELEA) return 0;

@@ -358,27 +358,30 @@ done:
 
 sp_status telea_inpaint(img_u8 *im, const uint8_t *hole, int radius) { return telea_inpaint_ex(im, hole, radius, 0); }
 
+/* d = min(d, v + 1). */
+static inline void relax(int *d, int v) {
+    if (v + 1 < *d) *d = v + 1;
+}
+
 void telea_hole_distance(const uint8_t *hole, int w, int h, int *dist) {
     const int inf = w + h + 2;
-    for (int y = 0; y < h; y++)
+    for (int y = 0; y < h; y++) /* forward pass: left, up-left, up, up-right */
         for (int x = 0; x < w; x++) {
             int d = hole[y * w + x] ? inf : 0;
             if (d) {
-                if (x > 0 && dist[y * w + x - 1] + 1 < d) d = dist[y * w + x - 1] + 1;
-                if (y > 0)
-                    for (int dx = -1; dx <= 1; dx++)
-                        if (x + dx >= 0 && x + dx < w && dist[(y - 1) * w + x + dx] + 1 < d) d = dist[(y - 1) * w + x + dx] + 1;
+                if (x > 0) relax(&d, dist[y * w + x - 1]);
+                for (int dx = -1; y > 0 && dx <= 1; dx++)
+                    if (x + dx >= 0 && x + dx < w) relax(&d, dist[(y - 1) * w + x + dx]);
             }
             dist[y * w + x] = d;
         }
-    for (int y = h - 1; y >= 0; y--)
+    for (int y = h - 1; y >= 0; y--) /* backward pass: right, down-left, down, down-right */
         for (int x = w - 1; x >= 0; x--) {
             int d = dist[y * w + x];
             if (d) {
-                if (x < w - 1 && dist[y * w + x + 1] + 1 < d) d = dist[y * w + x + 1] + 1;
-                if (y < h - 1)
-                    for (int dx = -1; dx <= 1; dx++)
-                        if (x + dx >= 0 && x + dx < w && dist[(y + 1) * w + x + dx] + 1 < d) d = dist[(y + 1) * w + x + dx] + 1;
+                if (x < w - 1) relax(&d, dist[y * w + x + 1]);
+                for (int dx = -1; y < h - 1 && dx <= 1; dx++)
+                    if (x + dx >= 0 && x + dx < w) relax(&d, dist[(y + 1) * w + x + dx]);
             }
             dist[y * w + x] = d;
         }
