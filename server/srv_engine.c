@@ -1,6 +1,7 @@
 /* srv_engine.c: loading the models and database named by the configuration; reference-counted worlds for reloads; the runner over nn_pipeline. */
 #include "srv_engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,7 +344,8 @@ static cJSON *net_json(const nn_net *net, int blend_on) {
     cJSON_AddStringToObject(o, "licence", in->licence);
     if (in->blend_n && blend_on) {
         cJSON *t = cJSON_AddArrayToObject(o, "telea_blend");
-        for (int i = 0; t && i < in->blend_n; i++) cJSON_AddItemToArray(t, cJSON_CreateNumber(in->blend[i]));
+        for (int i = 0; t && i < in->blend_n; i++) /* as written in the file, not as a float's double */
+            cJSON_AddItemToArray(t, cJSON_CreateNumber(round(in->blend[i] * 1e4) / 1e4));
     }
     return o;
 }
