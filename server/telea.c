@@ -2,6 +2,7 @@
 #include "telea.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -387,54 +388,44 @@ void telea_hole_distance(const uint8_t *hole, int w, int h, int *dist) {
         }
 }
 
-/* telea_blend on one crop; returns a status without setting the thread's error message (it may
- * run on an OpenMP worker). */
-static sp_status blend_one(int s, const float *m, const float *blend, int nblend, int radius, float *o) {
+/* Telea's fill of one crop for the blend; returns a status without setting the thread's error
+ * message (it may run on an OpenMP worker). */
+static sp_status fill_one(int s, const float *x, const float *m, int radius, uint8_t *fill, int *dist) {
     const size_t hw = (size_t)s * s;
     size_t nhole = 0;
     for (size_t q = 0; q < hw; q++) nhole += m[q] == 0.0f;
-    if (nhole == 0 || nhole == hw) return SP_OK; /* nothing to fill, or no known pixel to fill from */
-    img_u8 im = {.w = s, .h = s, .c = 3, .px = malloc(3 * hw)};
+    if (nhole == 0 || nhole == hw) { /* nothing to fill, or no known pixel to fill from */
+        memset(dist, 0, hw * sizeof *dist);
+        return SP_OK;
+    }
+    img_u8 im = {.w = s, .h = s, .c = 3, .px = fill};
     uint8_t *hole = malloc(hw);
-    int *dist = malloc(hw * sizeof *dist);
-    sp_status st = SP_ERR_NOMEM;
-    if (!im.px || !hole || !dist) goto done;
+    if (!hole) return SP_ERR_NOMEM;
     for (size_t q = 0; q < hw; q++) {
         hole[q] = m[q] == 0.0f;
         for (int c = 0; c < 3; c++) {
-            float v = o[c * hw + q] * 255.0f + 0.5f;
-            im.px[3 * q + c] = hole[q] ? 0 : v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)v;
+            float v = x[c * hw + q] * 255.0f + 0.5f;
+            fill[3 * q + c] = hole[q] ? 0 : v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)v;
         }
     }
-    if ((st = telea_inpaint(&im, hole, radius))) goto done;
+    sp_status st = telea_inpaint(&im, hole, radius);
     telea_hole_distance(hole, s, s, dist);
-    for (size_t q = 0; q < hw; q++) {
-        if (!hole[q]) continue;
-        const float b = blend[(dist[q] < nblend ? dist[q] : nblend) - 1];
-        for (int c = 0; c < 3; c++) {
-            float v = o[c * hw + q];
-            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-            o[c * hw + q] = b * ((float)im.px[3 * q + c] / 255.0f) + (1.0f - b) * v;
-        }
-    }
-done:
-    free(im.px);
     free(hole);
-    free(dist);
     return st;
 }
 
-sp_status telea_blend(int n, int s, const float *mask, const float *blend, int nblend, int radius, float *out) {
-    if (n < 0 || s < 1 || !mask || !out || (nblend && !blend) || nblend < 0)
+sp_status telea_blend_fill(int n, int s, const float *img, const float *mask, int radius, int threads, uint8_t *fill,
+                           int *dist) {
+    if (n < 0 || s < 1 || !img || !mask || !fill || !dist || threads < 0)
         return sp_err(SP_ERR_INVALID, "telea blend: invalid arguments");
     if (radius < 1 || radius > 64) return sp_err(SP_ERR_INVALID, "telea blend: radius %d is not in 1-64", radius);
-    if (n == 0 || nblend == 0) return SP_OK;
     const size_t hw = (size_t)s * s;
     sp_status st = SP_OK;
     /* One crop per thread: Telea is sequential within an image. */
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads ? threads : omp_get_max_threads())
     for (int i = 0; i < n; i++) {
-        sp_status si = blend_one(s, mask + (size_t)i * hw, blend, nblend, radius, out + (size_t)i * 3 * hw);
+        sp_status si = fill_one(s, img + (size_t)i * 3 * hw, mask + (size_t)i * hw, radius, fill + (size_t)i * 3 * hw,
+                                dist + (size_t)i * hw);
         if (si) {
 #pragma omp critical(telea_blend_status)
             st = si;
@@ -443,4 +434,39 @@ sp_status telea_blend(int n, int s, const float *mask, const float *blend, int n
     if (st == SP_ERR_NOMEM) return sp_err(st, "telea blend: out of memory for %dx%d", s, s);
     if (st) return sp_err(st, "telea blend: Telea failed on a %dx%d crop", s, s);
     return SP_OK;
+}
+
+void telea_blend_apply(int n, int s, const float *blend, int nblend, const uint8_t *fill, const int *dist, float *out) {
+    const size_t hw = (size_t)s * s;
+    if (nblend <= 0) return;
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * 3 * hw;
+        const uint8_t *f = fill + (size_t)i * 3 * hw;
+        const int *d = dist + (size_t)i * hw;
+        for (size_t q = 0; q < hw; q++) {
+            if (d[q] == 0) continue;
+            const float b = blend[(d[q] < nblend ? d[q] : nblend) - 1];
+            for (int c = 0; c < 3; c++) {
+                float v = o[c * hw + q];
+                v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+                o[c * hw + q] = b * ((float)f[3 * q + c] / 255.0f) + (1.0f - b) * v;
+            }
+        }
+    }
+}
+
+sp_status telea_blend(int n, int s, const float *mask, const float *blend, int nblend, int radius, float *out) {
+    if (n < 0 || s < 1 || !mask || !out || (nblend && !blend) || nblend < 0)
+        return sp_err(SP_ERR_INVALID, "telea blend: invalid arguments");
+    if (radius < 1 || radius > 64) return sp_err(SP_ERR_INVALID, "telea blend: radius %d is not in 1-64", radius);
+    if (n == 0 || nblend == 0) return SP_OK;
+    const size_t hw = (size_t)s * s;
+    uint8_t *fill = malloc((size_t)n * 3 * hw);
+    int *dist = malloc((size_t)n * hw * sizeof *dist);
+    sp_status st = fill && dist ? telea_blend_fill(n, s, out, mask, radius, 0, fill, dist)
+                                : sp_err(SP_ERR_NOMEM, "telea blend: out of memory for %d crops of %dx%d", n, s, s);
+    if (!st) telea_blend_apply(n, s, blend, nblend, fill, dist, out);
+    free(fill);
+    free(dist);
+    return st;
 }

@@ -48,4 +48,14 @@ void telea_hole_distance(const uint8_t *hole, int w, int h, int *dist);
  * SP_ERR_INVALID for bad arguments (radius outside 1-64 included), SP_ERR_NOMEM. */
 sp_status telea_blend(int n, int s, const float *mask, const float *blend, int nblend, int radius, float *out);
 
+/* telea_blend in two steps, so that Telea can run while the networks do (it reads only the
+ * known pixels): telea_blend_fill computes, for n crops img (n,3,s,s) in [0,1] with mask
+ * (n,1,s,s), Telea's fill `fill` (n,s,s,3) and the hole distance `dist` (n,s,s; 0 for known
+ * pixels and for every pixel of a crop without a hole or without a known pixel), one crop per
+ * OpenMP thread (`threads`, 0 = OpenMP's default). Errors as telea_blend's. */
+sp_status telea_blend_fill(int n, int s, const float *img, const float *mask, int radius, int threads, uint8_t *fill,
+                           int *dist);
+/* Then blends the composites `out` (n,3,s,s) where dist > 0, as telea_blend does. */
+void telea_blend_apply(int n, int s, const float *blend, int nblend, const uint8_t *fill, const int *dist, float *out);
+
 #endif

@@ -325,6 +325,29 @@ static void test_blend(void) {
             }
         CHECKF(ok, "blend table %d", t);
     }
+    /* fill (from an input whose hole holds junk: never read) then apply == telea_blend */
+    {
+        float *junk = malloc(3 * hw * sizeof *junk), *o1 = malloc(3 * hw * sizeof *o1), *o2 = malloc(3 * hw * sizeof *o2);
+        uint8_t *fill = malloc(3 * hw);
+        int *dd = malloc(hw * sizeof *dd);
+        for (size_t q = 0; q < hw; q++)
+            for (int c = 0; c < 3; c++) {
+                junk[c * hw + q] = hole[q] ? (float)((q * 7 + c) % 5) : img[c * hw + q];
+                o1[c * hw + q] = o2[c * hw + q] = hole[q] ? 0.3f + 0.1f * c : img[c * hw + q];
+            }
+        CHECK(telea_blend(1, S, keep, tables[2], ntab[2], TELEA_DEFAULT_RADIUS, o1) == SP_OK);
+        CHECK(telea_blend_fill(1, S, junk, keep, TELEA_DEFAULT_RADIUS, 2, fill, dd) == SP_OK);
+        telea_blend_apply(1, S, tables[2], ntab[2], fill, dd, o2);
+        CHECK(memcmp(o1, o2, 3 * hw * sizeof *o1) == 0);
+        int dok = 1;
+        for (size_t q = 0; q < hw; q++) dok &= dd[q] == d[q];
+        CHECK(dok);
+        free(junk);
+        free(o1);
+        free(o2);
+        free(fill);
+        free(dd);
+    }
     /* no table, no hole, or no known pixel: unchanged; bad arguments refused */
     for (size_t q = 0; q < 3 * hw; q++) out[q] = 2.0f;
     CHECK(telea_blend(1, S, keep, tables[0], 0, TELEA_DEFAULT_RADIUS, out) == SP_OK && out[0] == 2.0f);
