@@ -31,6 +31,11 @@ struct srv_engine {
      * each append a fresh read-only world is swapped in so searches see the new images. */
     pthread_mutex_t write_mu; /* one append or reload at a time */
     rt_db *writer;
+    /* The border blend's Telea fill and hole distances for up to blend_cap crops, reused from
+     * batch to batch (only the executor thread runs batches). */
+    uint8_t *blend_fill;
+    int *blend_dist;
+    int blend_cap;
 };
 
 static void world_free(world *w) {
@@ -217,6 +222,8 @@ void srv_engine_free(srv_engine *e) {
     nn_net_free(e->refine);
     nn_net_free(e->coarse);
     nn_backend_free(e->be);
+    free(e->blend_fill);
+    free(e->blend_dist);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->write_mu);
     free(e);
@@ -263,19 +270,18 @@ static sp_status engine_run(void *ctx, int n, const float *img, const float *mas
     const nn_net_info *in = nn_net_get_info(method == NN_METHOD_COARSE ? e->coarse : e->refine);
     const int blend = e->cfg.model.telea_blend && in->blend_n > 0 && n > 0;
     const size_t hw = (size_t)e->s * e->s;
-    blend_job job = {n, e->s, e->cfg.model.cpu_threads, img, mask, NULL, NULL, SP_OK, ""};
     pthread_t th;
     int threaded = 0;
-    if (blend) {
-        job.fill = malloc((size_t)n * 3 * hw);
-        job.dist = malloc((size_t)n * hw * sizeof *job.dist);
-        if (!job.fill || !job.dist) {
-            free(job.fill);
-            free(job.dist);
-            return sp_err(SP_ERR_NOMEM, "telea blend buffers for %d crops", n);
-        }
-        if (!strcmp(nn_backend_name(e->be), "cuda")) threaded = pthread_create(&th, NULL, blend_fill_main, &job) == 0;
+    if (blend && n > e->blend_cap) {
+        free(e->blend_fill);
+        free(e->blend_dist);
+        e->blend_fill = malloc((size_t)n * 3 * hw);
+        e->blend_dist = malloc((size_t)n * hw * sizeof *e->blend_dist);
+        e->blend_cap = e->blend_fill && e->blend_dist ? n : 0;
+        if (!e->blend_cap) return sp_err(SP_ERR_NOMEM, "telea blend buffers for %d crops", n);
     }
+    blend_job job = {n, e->s, e->cfg.model.cpu_threads, img, mask, e->blend_fill, e->blend_dist, SP_OK, ""};
+    if (blend && !strcmp(nn_backend_name(e->be), "cuda")) threaded = pthread_create(&th, NULL, blend_fill_main, &job) == 0;
     world *w = acquire(e);
     sp_status st = nn_pipeline_run(w->pipe, n, img, mask, method, out, ids, scores, t);
     release(e, w);
@@ -288,8 +294,6 @@ static sp_status engine_run(void *ctx, int n, const float *img, const float *mas
         telea_blend_apply(n, e->s, in->blend, in->blend_n, job.fill, job.dist, out);
         if (t) *(method == NN_METHOD_COARSE ? &t->coarse : &t->refine) += (sp_now() - t0) * 1e3;
     }
-    free(job.fill);
-    free(job.dist);
     return st;
 }
 
