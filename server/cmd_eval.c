@@ -1,5 +1,4 @@
 /* cmd_eval.c: `semipaint eval`: the paper's Table 1 (L1, PSNR, SSIM per hole-ratio bucket) for telea, coarse, Sim-0 and Sim-K, its Figure 1 grid and the section 5.6 neighbour check. */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -78,15 +77,6 @@ static void ev_usage(FILE *f) {
 
 /* ---- small helpers ---- */
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static sp_status make_dirs(const char *dir) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return sp_err(SP_ERR_INVALID, "%s: path too long", dir);
@@ -104,8 +94,6 @@ static sp_status make_dirs(const char *dir) {
     return SP_OK;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static void list_free(ev_list *l) {
     for (long i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
@@ -113,49 +101,29 @@ static void list_free(ev_list *l) {
     l->n = 0;
 }
 
-/* The .jpg/.jpeg/.png files of `dir`, full paths, sorted by name. */
+/* The .jpg/.jpeg/.png files of `dir`, full paths, sorted by name; at least one. */
 static sp_status list_images(const char *dir, ev_list *out) {
+    char **names;
+    long n;
     out->v = NULL;
     out->n = 0;
-    DIR *d = opendir(dir);
-    if (!d) return sp_err(SP_ERR_IO, "%s: %s", dir, strerror(errno));
-    long cap = 0;
-    sp_status st = SP_OK;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *dot = strrchr(e->d_name, '.');
-        if (!dot || e->d_name[0] == '.') continue;
-        if (strcasecmp(dot, ".jpg") && strcasecmp(dot, ".jpeg") && strcasecmp(dot, ".png")) continue;
-        if (out->n == EV_MAX_FILES) {
-            st = sp_err(SP_ERR_LIMIT, "%s: more than %d images", dir, EV_MAX_FILES);
-            break;
-        }
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nv = realloc(out->v, (size_t)cap * sizeof *nv);
-            if (!nv) {
-                st = sp_err(SP_ERR_NOMEM, "file list of %s", dir);
-                break;
-            }
-            out->v = nv;
-        }
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
-        char *p = malloc(len);
-        if (!p) {
+    sp_status st = cli_list_images(dir, &names, &n);
+    if (st) return st;
+    if (n == 0) st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", dir);
+    else if (n > EV_MAX_FILES) st = sp_err(SP_ERR_LIMIT, "%s: more than %d images", dir, EV_MAX_FILES);
+    else if (!(out->v = calloc((size_t)n, sizeof *out->v))) st = sp_err(SP_ERR_NOMEM, "file list of %s", dir);
+    for (long i = 0; !st && i < n; i++) {
+        size_t len = strlen(dir) + strlen(names[i]) + 2;
+        if (!(out->v[i] = malloc(len))) {
             st = sp_err(SP_ERR_NOMEM, "file list of %s", dir);
             break;
         }
-        snprintf(p, len, "%s/%s", dir, e->d_name);
-        out->v[out->n++] = p;
+        snprintf(out->v[i], len, "%s/%s", dir, names[i]);
+        out->n = i + 1;
     }
-    closedir(d);
-    if (st) {
-        list_free(out);
-        return st;
-    }
-    if (out->n == 0) return sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", dir);
-    qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_str);
-    return SP_OK;
+    cli_free_names(names, n);
+    if (st) list_free(out);
+    return st;
 }
 
 static const char *base_name(const char *p) {
@@ -861,12 +829,12 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--descriptor-weights")) o.desc_weights = v;
         else if (!strcmp(a, "--methods")) o.methods = v;
         else if (!strcmp(a, "--title")) o.title = v;
-        else if (!strcmp(a, "--masks-per-image")) bad = parse_int(v, 1, 1000, &o.per_image);
-        else if (!strcmp(a, "--limit")) bad = parse_int(v, 1, EV_MAX_FILES, &o.limit);
-        else if (!strcmp(a, "--grid-rows")) bad = parse_int(v, 0, 64, &o.grid_rows);
-        else if (!strcmp(a, "--batch")) bad = parse_int(v, 1, 64, &o.batch);
-        else if (!strcmp(a, "--threads")) bad = parse_int(v, 0, 1024, &o.threads);
-        else if (!strcmp(a, "--radius")) bad = parse_int(v, 1, 64, &o.radius);
+        else if (!strcmp(a, "--masks-per-image")) bad = cli_parse_int(v, 1, 1000, &o.per_image);
+        else if (!strcmp(a, "--limit")) bad = cli_parse_int(v, 1, EV_MAX_FILES, &o.limit);
+        else if (!strcmp(a, "--grid-rows")) bad = cli_parse_int(v, 0, 64, &o.grid_rows);
+        else if (!strcmp(a, "--batch")) bad = cli_parse_int(v, 1, 64, &o.batch);
+        else if (!strcmp(a, "--threads")) bad = cli_parse_int(v, 0, 1024, &o.threads);
+        else if (!strcmp(a, "--radius")) bad = cli_parse_int(v, 1, 64, &o.radius);
         else if (!strcmp(a, "--blend")) {
             bad = strcmp(v, "on") && strcmp(v, "off");
             o.blend = !strcmp(v, "on");

@@ -170,50 +170,6 @@ static sp_status models_descriptor(idx_models *m, const idx_opts *o, const char 
 
 /* ---- image loading ---- */
 
-static int has_image_ext(const char *n) {
-    const char *dot = strrchr(n, '.');
-    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png"));
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The JPEG and PNG files directly in `dir`, sorted by name; *names are malloc'ed base names. */
-static sp_status list_images(const char *dir, char ***names, long *n) {
-    *names = NULL;
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) return sp_err(SP_ERR_IO, "%s: %s", dir, strerror(errno));
-    long cap = 0, cnt = 0;
-    char **v = NULL;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !has_image_ext(e->d_name)) continue;
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nv = realloc(v, (size_t)cap * sizeof *nv);
-            if (!nv) break;
-            v = nv;
-        }
-        if (!(v[cnt] = strdup(e->d_name))) break;
-        cnt++;
-    }
-    closedir(d);
-    if (e) {
-        for (long i = 0; i < cnt; i++) free(v[i]);
-        free(v);
-        return sp_err(SP_ERR_NOMEM, "listing %s", dir);
-    }
-    if (cnt) qsort(v, (size_t)cnt, sizeof *v, cmp_str);
-    *names = v;
-    *n = cnt;
-    return SP_OK;
-}
-
-static void free_names(char **v, long n) {
-    for (long i = 0; i < n; i++) free(v[i]);
-    free(v);
-}
-
 /* Loads, centre-crops and resizes one image to IDX_SIZE: rgb (s*s*3) and chw (3,s,s). */
 static sp_status load_square(const char *path, uint8_t *rgb, float *chw) {
     img_u8 im = {0}, sq = {0};
@@ -308,7 +264,7 @@ static int idx_build(const idx_opts *o) {
     sp_status st;
     const char *dname = o->descriptor ? o->descriptor : IDX_DEFAULT_DESC;
     if ((st = models_descriptor(&m, o, dname))) goto done;
-    if ((st = list_images(o->images, &files, &nlisted))) goto done;
+    if ((st = cli_list_images(o->images, &files, &nlisted))) goto done;
     nfiles = o->limit && nlisted > o->limit ? o->limit : nlisted;
     if (nfiles == 0) {
         st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", o->images);
@@ -417,7 +373,7 @@ done:
     if (paths)
         for (int i = 0; i < o->batch; i++) free(paths[i]);
     free(paths);
-    free_names(files, nlisted);
+    cli_free_names(files, nlisted);
     for (int k = 0; k < 2; k++) {
         free(rgb[k]);
         free(desc[k]);
@@ -916,8 +872,8 @@ static int cmd_eval_descriptors(const idx_opts *o) {
         goto done;
     }
     const long count = rt_db_count(db);
-    if ((st = list_images(o->queries, &qf, &nqf))) goto done;
-    if ((st = list_images(o->masks, &mf, &nmf))) goto done;
+    if ((st = cli_list_images(o->queries, &qf, &nqf))) goto done;
+    if ((st = cli_list_images(o->masks, &mf, &nmf))) goto done;
     const long nq = o->limit && nqf > o->limit ? o->limit : nqf;
     if (nq == 0 || nmf == 0 || count == 0) {
         st = sp_err(SP_ERR_INVALID, "need queries (%ld), masks (%ld) and database images (%ld)", nq, nmf, count);
@@ -1082,8 +1038,8 @@ done:
     rt_index_free(ix);
     rt_db_close(db);
     models_free(&m);
-    free_names(qf, nqf);
-    free_names(mf, nmf);
+    cli_free_names(qf, nqf);
+    cli_free_names(mf, nmf);
     free(gt);
     free(keep);
     free(fill);

@@ -1,10 +1,8 @@
 /* cmd_inpaint.c: `semipaint inpaint`: files or directories inpainted offline with the daemon's configuration, models and pipeline. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -17,7 +15,6 @@
 extern char **environ;
 
 #define IP_MAX_CROPS 256 /* crops of one image; beyond, one crop around all holes (as the daemon does) */
-#define IP_MAX_FILES 1000000
 
 typedef enum { IP_SIM = 0, IP_COARSE, IP_TELEA } ip_method;
 typedef enum { IP_FMT_INPUT = 0, IP_FMT_PNG, IP_FMT_JPEG } ip_format;
@@ -70,11 +67,6 @@ static int is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int has_image_ext(const char *name) {
-    const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png"));
-}
-
 /* The file name without folder and extension, into `out`. */
 static void stem_of(const char *path, char *out, size_t n) {
     const char *b = strrchr(path, '/');
@@ -82,39 +74,6 @@ static void stem_of(const char *path, char *out, size_t n) {
     snprintf(out, n, "%s", b);
     char *dot = strrchr(out, '.');
     if (dot && dot != out) *dot = 0;
-}
-
-static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The image files of `dir` (names only), sorted; *n their count. NULL with an error set. */
-static char **list_images(const char *dir, int *n) {
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) {
-        sp_err(SP_ERR_IO, "%s: %s", dir, strerror(errno));
-        return NULL;
-    }
-    char **v = NULL;
-    int cap = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.' || !has_image_ext(e->d_name)) continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **nv = cap <= IP_MAX_FILES ? realloc(v, (size_t)cap * sizeof *v) : NULL;
-            if (!nv) break;
-            v = nv;
-        }
-        if (!(v[*n] = strdup(e->d_name))) break;
-        (*n)++;
-    }
-    closedir(d);
-    if (*n) qsort(v, (size_t)*n, sizeof *v, cmp_name);
-    return v ? v : calloc(1, sizeof *v);
-}
-
-static void free_list(char **v, int n) {
-    for (int i = 0; v && i < n; i++) free(v[i]);
-    free(v);
 }
 
 /* Runs crops [0, n) of x/m through the engine in batches of at most max_batch, each padded to a
@@ -207,15 +166,6 @@ static int find_mask(const char *dir, const char *stem, char *out, size_t n) {
     return 0;
 }
 
-static int parse_int(const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi) return 1;
-    *out = (int)x;
-    return 0;
-}
-
 /* Loads the configuration and the engine for `o`; prints the reason and returns 1 on failure. */
 static int ip_setup(ip_ctx *c) {
     const ip_opts *o = c->o;
@@ -268,26 +218,27 @@ static void ip_teardown(ip_ctx *c) {
 /* Every image of folder o->image with its mask from folder o->mask into folder o->out. */
 static int run_dirs(ip_ctx *c) {
     const ip_opts *o = c->o;
-    int n = 0, failed = 0, done = 0;
-    char **names = list_images(o->image, &n);
-    if (!names) {
+    long n = 0;
+    int failed = 0, done = 0;
+    char **names;
+    if (cli_list_images(o->image, &names, &n)) {
         fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
         return 1;
     }
     if (n == 0) {
         fprintf(stderr, "semipaint inpaint: %s: no .jpg, .jpeg or .png files\n", o->image);
-        free_list(names, n);
+        cli_free_names(names, n);
         return 1;
     }
     if (mkdir(o->out, 0755) && errno != EEXIST) {
         fprintf(stderr, "semipaint inpaint: cannot create %s: %s\n", o->out, strerror(errno));
-        free_list(names, n);
+        cli_free_names(names, n);
         return 1;
     }
     sp_progress pr;
     sp_progress_init(&pr, "inpaint", n);
     double t0 = sp_now();
-    for (int i = 0; i < n; i++) {
+    for (long i = 0; i < n; i++) {
         char img_path[4096], mask_path[4096], out_path[4096], stem[1024];
         snprintf(img_path, sizeof img_path, "%s/%s", o->image, names[i]);
         stem_of(names[i], stem, sizeof stem);
@@ -305,9 +256,9 @@ static int run_dirs(ip_ctx *c) {
         sp_progress_update(&pr, i + 1);
     }
     sp_progress_finish(&pr);
-    printf("inpainted %d of %d images (%ld crops) into %s in %.1f s; %d failed\n", done, n, c->crops, o->out,
+    printf("inpainted %d of %ld images (%ld crops) into %s in %.1f s; %d failed\n", done, n, c->crops, o->out,
            sp_now() - t0, failed);
-    free_list(names, n);
+    cli_free_names(names, n);
     return failed ? 1 : 0;
 }
 
@@ -331,8 +282,8 @@ int cmd_inpaint(int argc, char **argv) {
         else if (!strcmp(a, "--out")) o.out = v;
         else if (!strcmp(a, "-c") || !strcmp(a, "--config")) o.config = v;
         else if (!strcmp(a, "--db")) o.db = v;
-        else if (!strcmp(a, "--quality")) bad = parse_int(v, 1, 100, &o.quality);
-        else if (!strcmp(a, "--threads")) bad = parse_int(v, 0, 1024, &o.threads);
+        else if (!strcmp(a, "--quality")) bad = cli_parse_int(v, 1, 100, &o.quality);
+        else if (!strcmp(a, "--threads")) bad = cli_parse_int(v, 0, 1024, &o.threads);
         else if (!strcmp(a, "--method")) {
             if (!strcmp(v, "sim")) o.method = IP_SIM;
             else if (!strcmp(v, "coarse")) o.method = IP_COARSE;
@@ -363,7 +314,7 @@ int cmd_inpaint(int argc, char **argv) {
         fprintf(stderr, "semipaint inpaint: --image and --mask must both be files or both be folders\n");
         return 2;
     }
-    if (!dirs && !has_image_ext(o.out)) {
+    if (!dirs && !cli_is_image_name(o.out)) {
         fprintf(stderr, "semipaint inpaint: --out %s: the file name must end in .png, .jpg or .jpeg\n", o.out);
         return 2;
     }

@@ -68,25 +68,8 @@ png(d + "/mask.png", w, h, 1, [255 if 100 <= x < 160 and 50 <= y < 90 else 0 for
 EOF
 
 # ---- the daemon ----
-# start_daemon LOG: starts semipaintd with the example config and the environment, logging to
-# LOG; sets pid and url once it has printed its port, and waits (at most 60 s) for /readyz.
-start_daemon() {
-  "$D" -c config/semipaintd.yaml > "$1" 2>&1 &
-  pid=$!
-  port=""
-  for _ in $(seq 1 200); do
-    port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$1" | head -n 1)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { cat "$1"; bad "daemon printed no port"; exit 1; }
-  url="http://127.0.0.1:$port"
-  for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
-    sleep 0.1
-  done
-}
-start_daemon "$tmp/log"
+. tests/daemon.sh
+start_daemon "$tmp/log" || { bad "the daemon did not start"; exit 1; }
 check "GET /readyz answers 200" test "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200
 check "GET /v1/info says Sim-0 without a database" sh -c "curl -s '$url/v1/info' | grep -q '\"mode\":\"sim0\"'"
 
@@ -157,7 +140,7 @@ if "$PY" -c 'import PIL, numpy' 2>/dev/null; then
   "$PY" training/fit_blend.py --net "$FIX/simk_unet_k0.safetensors" --set 1 --out "$tmp/k0_telea.safetensors"
   export SEMIPAINT_MODEL_REFINE_FALLBACK="$tmp/k0_telea.safetensors"
   for blend in true false; do
-    SEMIPAINT_MODEL_TELEA_BLEND=$blend start_daemon "$tmp/log_$blend"
+    SEMIPAINT_MODEL_TELEA_BLEND=$blend start_daemon "$tmp/log_$blend" || { bad "the daemon did not start"; exit 1; }
     curl -s "$url/v1/info" > "$tmp/info_$blend.json"
     curl -s -o "$tmp/sim_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=sim "$url/v1/inpaint"
     curl -s -o "$tmp/telea_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=telea "$url/v1/inpaint"

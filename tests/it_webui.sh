@@ -62,23 +62,9 @@ export SEMIPAINT_SERVER_WEB_UI=true
 export OMP_WAIT_POLICY=PASSIVE
 
 # ---- the daemon ----
-: > "$tmp/log"
-"$D" -c config/semipaintd.yaml >> "$tmp/log" 2>&1 &
-pid=$!
-port=""
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$tmp/log" | sed -n 1p)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$tmp/log"; echo "it_webui: FAIL (the daemon printed no port)"; exit 1; }
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ] || { cat "$tmp/log"; echo "it_webui: FAIL (not ready)"; exit 1; }
+. tests/daemon.sh
+start_daemon "$tmp/log" || { echo "it_webui: FAIL (the daemon did not start)"; exit 1; }
+base=$url
 echo "semipaintd on $base ($weights)"
 
 # GET / must serve server/web/index.html as compiled in. Until the route is wired to srv_web_index(),

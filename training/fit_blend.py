@@ -170,10 +170,7 @@ def fit(a):
     used, t0, B = 0, time.time(), 8
     for b0 in range(0, a.count, B):
         sel = ids[b0:b0 + B]
-        holes = []
-        for j in range(len(sel)):
-            m = masks[b0 + j] > 127
-            holes.append(m)
+        holes = [masks[b0 + j] > 127 for j in range(len(sel))]
         img = torch.from_numpy(np.stack([images[i] for i in sel]).astype(np.float32) / 255).permute(0, 3, 1, 2)
         hole_t = torch.from_numpy(np.stack(holes).astype(np.float32))[:, None]
         m1 = 1 - hole_t
