@@ -48,7 +48,17 @@ static const cfg_entry table[] = {
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"server", "auth_token_file", CFG_T_STR, F(server, auth_token_file), S(server, auth_token_file), 0, 0, NULL, "",
      "file holding the bearer token for mutating routes (POST /v1/index/images, /v1/admin/reload); empty = those routes are off"},
+    {"server", "images_require_token", CFG_T_BOOL, F(server, images_require_token), 0, 0, 1, NULL, "false",
+     "GET /v1/images/{id} (database images) needs the bearer token of server.auth_token_file too"},
     {"server", "web_ui", CFG_T_BOOL, F(server, web_ui), 0, 0, 1, NULL, "true", "serve the web demo page at GET /"},
+    {"server", "max_connections", CFG_T_INT, F(server, max_connections), 0, 4, 65536, NULL, "1024",
+     "open HTTP connections at most; beyond, new connections are closed at once"},
+    {"server", "max_connections_per_client", CFG_T_INT, F(server, max_connections_per_client), 0, 0, 65536, NULL,
+     "128", "open connections from one client IP address at most; 0 = no limit (set 0 behind a proxy)"},
+    {"server", "max_buffered_bytes", CFG_T_SIZE, F(server, max_buffered_bytes), 0, 1024, 1L << 40, NULL, "256MiB",
+     "request body bytes held in memory by all requests together; a body that would pass it is answered 503"},
+    {"server", "max_pixels_in_flight", CFG_T_SIZE, F(server, max_pixels_in_flight), 0, 1, 1L << 40, NULL, "48000000",
+     "decoded image pixels held by all requests together (at least server.max_image_pixels); beyond, 503"},
 
     {"batching", "max_batch", CFG_T_INT, F(batching, max_batch), 0, 1, 256, NULL, "8",
      "most crops in one batched forward pass"},
@@ -91,6 +101,8 @@ static const cfg_entry table[] = {
      "format of answers when the request names none; input = the format of the uploaded image"},
     {"inpaint", "jpeg_quality", CFG_T_INT, F(inpaint, jpeg_quality), 0, 1, 100, NULL, "92",
      "JPEG quality of answers when the request gives none"},
+    {"inpaint", "telea_threads", CFG_T_INT, F(inpaint, telea_threads), 0, 1, 64, NULL, "1",
+     "threads that run method=telea requests, off the HTTP threads (each holds about 45 bytes per pixel of its image)"},
 
     {"logging", "level", CFG_T_ENUM, F(logging, level), 0, 0, 0, levels, "info", "least severe level logged"},
     {"logging", "format", CFG_T_ENUM, F(logging, format), 0, 0, 0, log_formats, "json",
@@ -443,13 +455,31 @@ sp_status cfg_apply_env(cfg_config *c, char *const *envp) {
     return SP_OK;
 }
 
+sp_status cfg_check(const cfg_config *c) {
+    if (c->server.max_pixels_in_flight < c->server.max_image_pixels)
+        return sp_err(SP_ERR_INVALID,
+                      "server.max_pixels_in_flight (%ld) is smaller than server.max_image_pixels (%ld): an image at "
+                      "the size limit could never be served",
+                      c->server.max_pixels_in_flight, c->server.max_image_pixels);
+    if (c->server.max_buffered_bytes < c->server.max_body_bytes)
+        return sp_err(SP_ERR_INVALID,
+                      "server.max_buffered_bytes (%ld) is smaller than server.max_body_bytes (%ld): a body at the "
+                      "size limit could never be received",
+                      c->server.max_buffered_bytes, c->server.max_body_bytes);
+    if (c->server.images_require_token && !c->server.auth_token_file[0])
+        return sp_err(SP_ERR_INVALID, "server.images_require_token is true but no server.auth_token_file is set: "
+                                      "GET /v1/images/{id} could never be answered");
+    return SP_OK;
+}
+
 sp_status cfg_load(cfg_config *c, const char *path, char *const *envp) {
     cfg_defaults(c);
     if (path) {
         sp_status st = cfg_load_file(c, path);
         if (st) return st;
     }
-    return cfg_apply_env(c, envp);
+    sp_status st = cfg_apply_env(c, envp);
+    return st ? st : cfg_check(c);
 }
 
 const char *cfg_enum_name(const char *section, const char *key, int value) {

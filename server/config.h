@@ -29,7 +29,12 @@ typedef struct {
         int request_timeout_ms;       /* deadline of a request from its arrival (504), and the idle timeout of a connection */
         int shutdown_grace_ms;        /* how long SIGTERM waits for in-flight requests */
         char auth_token_file[CFG_PATH_MAX]; /* file holding the bearer token of mutating routes; "" = those routes off */
+        int images_require_token;     /* GET /v1/images/{id} needs the bearer token too */
         int web_ui;                   /* serve the demo page at GET / */
+        int max_connections;          /* open HTTP connections at most; more are closed at accept */
+        int max_connections_per_client; /* open connections from one IP address at most; 0 = no limit */
+        long max_buffered_bytes;      /* request body bytes held by all requests together (503 above) */
+        long max_pixels_in_flight;    /* decoded image pixels held by all requests together (503 above) */
     } server;
     struct {
         int max_batch;      /* crops per batched forward pass */
@@ -57,6 +62,7 @@ typedef struct {
         int crop_margin;  /* pixels of context around each hole region (crop strategy) */
         int default_format; /* cfg_format */
         int jpeg_quality; /* JPEG quality of answers when the request gives none */
+        int telea_threads; /* threads running method=telea requests (off the HTTP threads) */
     } inpaint;
     struct {
         int level;  /* sp_log_level */
@@ -77,7 +83,13 @@ sp_status cfg_load_file(cfg_config *c, const char *path);
  * known section but an unknown key is an error; other SEMIPAINT_* variables are ignored. */
 sp_status cfg_apply_env(cfg_config *c, char *const *envp);
 
-/* Defaults, then the file (when `path` is not NULL), then the environment `envp` (may be NULL). */
+/* The checks that involve several keys: server.max_pixels_in_flight >= server.max_image_pixels,
+ * server.max_buffered_bytes >= server.max_body_bytes, and server.images_require_token only with
+ * a server.auth_token_file. SP_ERR_INVALID naming the keys. */
+sp_status cfg_check(const cfg_config *c);
+
+/* Defaults, then the file (when `path` is not NULL), then the environment `envp` (may be NULL),
+ * then cfg_check. */
 sp_status cfg_load(cfg_config *c, const char *path, char *const *envp);
 
 /* Sets one key from its text form, as the file and the environment do; `where` names the origin

@@ -97,6 +97,16 @@ fail:
 }
 
 /* Loads a network and checks its architecture. */
+/* The last component of `path` ("db" for "build/db/"), in `out`; what /v1/info shows of paths. */
+static const char *last_component(const char *path, char *out, size_t cap) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(n - b), path + b);
+    return out;
+}
+
 static sp_status load_net(srv_engine *e, const char *path, nn_arch arch, const char *key, nn_net **out) {
     if (!path[0]) return sp_err(SP_ERR_INVALID, "%s is empty: it must name a weights file", key);
     sp_status st = nn_net_load(e->be, path, out);
@@ -380,7 +390,8 @@ static cJSON *net_json(const nn_net *net, int blend_on) {
     const nn_net_info *in = nn_net_get_info(net);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "arch", in->arch_name);
-    cJSON_AddStringToObject(o, "path", in->path);
+    char name[256];
+    cJSON_AddStringToObject(o, "file", last_component(in->path, name, sizeof name)); /* no directories for strangers */
     cJSON_AddNumberToObject(o, "parameters", (double)in->params);
     cJSON_AddStringToObject(o, "sha256", in->sha256);
     cJSON_AddNumberToObject(o, "size", in->size);
@@ -414,7 +425,8 @@ void srv_engine_info(srv_engine *e, cJSON *obj) {
     }
     world *w = acquire(e);
     cJSON *db = cJSON_AddObjectToObject(obj, "database");
-    cJSON_AddStringToObject(db, "path", e->cfg.retrieval.database);
+    char name[256];
+    cJSON_AddStringToObject(db, "name", last_component(e->cfg.retrieval.database, name, sizeof name));
     cJSON_AddNumberToObject(db, "count", (double)rt_db_count(w->db));
     cJSON_AddStringToObject(db, "descriptor", rt_db_descriptor(w->db));
     cJSON_AddStringToObject(db, "descriptor_weights_sha256", rt_db_weights_sha256(w->db));

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,6 +23,7 @@
 #include "srv_exec.h"
 #include "srv_metrics.h"
 #include "srv_plan.h"
+#include "srv_pool.h"
 #include "srv_request.h"
 #include "srv_web.h"
 #include "telea.h"
@@ -92,6 +94,9 @@ struct srv_server {
     atomic_int inflight;
     atomic_int admitted; /* inpainting requests past admission and not yet completed */
     int max_admitted;    /* their bound (see srv_server_new) */
+    atomic_long buffered; /* request body bytes held (server.max_buffered_bytes) */
+    atomic_long pixels;   /* decoded image pixels held (server.max_pixels_in_flight) */
+    srv_pool *telea;      /* the workers of method=telea */
     atomic_uint_fast64_t next_id;
     unsigned id_prefix;
     double started;
@@ -117,6 +122,10 @@ typedef struct {
     double t0, deadline;
     phase phase;
     int admitted; /* holds one of the server's admission slots */
+    unsigned idle_s; /* the connection's idle timeout now, seconds */
+    long buffered; /* body bytes counted in srv->buffered */
+    long pixels;   /* pixels counted in srv->pixels */
+    srv_job job;   /* method=telea on the pool */
     /* body */
     int is_json, want_json;
     size_t body_len, discarded;
@@ -151,6 +160,8 @@ typedef struct {
 
 static void req_free(req *r) {
     if (!r) return;
+    if (r->buffered) atomic_fetch_sub(&r->srv->buffered, r->buffered);
+    if (r->pixels) atomic_fetch_sub(&r->srv->pixels, r->pixels);
     free(r->body);
     srv_form_free(r->form);
     srv_inpaint_args_free(&r->args);
@@ -167,6 +178,9 @@ static void req_free(req *r) {
     free(r->new_ids);
     free(r);
 }
+
+static int hold_pixels(req *r, long px);
+static int refuse(req *r, const char *why);
 
 /* Appends a JSON string literal of `s` (quotes included) to out. */
 static void json_str(char *out, size_t cap, const char *s) {
@@ -350,7 +364,9 @@ static enum MHD_Result get_metrics(req *r) {
 /* ---- inpainting ---- */
 
 /* Decodes one uploaded image, mapping failures to 415 (not an image), 413 (too many pixels),
- * 400 (corrupt or truncated) and 503 (memory). Returns 0 or the status with r->err set. */
+ * 400 (corrupt or truncated) and 503 (memory, or server.max_pixels_in_flight: its pixels are
+ * counted there from before the decoding until the request ends). Returns 0 or the status with
+ * r->err set. */
 static int decode_upload(req *r, const srv_blob *b, const char *what, img_u8 *out, img_format *fmt) {
     long maxpx = r->srv->cfg.server.max_image_pixels;
     img_format f;
@@ -362,6 +378,7 @@ static int decode_upload(req *r, const srv_blob *b, const char *what, img_u8 *ou
     if ((long long)w * h > maxpx)
         return srv_error_set(&r->err, 413, "image_too_large", "the %s is %dx%d = %lld pixels; the limit is %ld", what, w,
                              h, (long long)w * h, maxpx);
+    if (hold_pixels(r, (long)w * h)) return r->err.status;
     sp_status st = img_decode(b->data, b->len, maxpx, out, fmt);
     if (st == SP_ERR_LIMIT)
         return srv_error_set(&r->err, 413, "image_too_large", "the %s: %s", what, sp_err_msg());
@@ -500,7 +517,38 @@ static enum MHD_Result inpaint_answer(req *r) {
     return queue_held(r, resp);
 }
 
-/* Decodes and prepares an inpainting request, then runs telea here or queues crops. */
+/* method=telea on a worker of the pool: fills the hole within the request's deadline, then hands
+ * the request back to its HTTP thread. */
+static void telea_job(srv_job *job, int cancelled) {
+    req *r = (req *)((char *)job - offsetof(req, job));
+    if (cancelled) {
+        r->task_status = sp_err(SP_ERR_BUSY, "the server is shutting down");
+    } else {
+        double t1 = sp_now();
+        r->task_status = telea_inpaint_until(&r->im, r->hole, TELEA_DEFAULT_RADIUS, 0, r->deadline);
+        r->telea_ms = (sp_now() - t1) * 1e3;
+    }
+    if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
+    MHD_resume_connection(r->conn); /* last touch: the HTTP thread owns r again */
+}
+
+static enum MHD_Result telea_resumed(req *r) {
+    if (r->task_status == SP_OK) return inpaint_answer(r);
+    if (r->task_status == SP_ERR_TIMEOUT)
+        return fail(r, 504, "deadline_exceeded", "telea did not finish within server.request_timeout_ms = %d",
+                    r->srv->cfg.server.request_timeout_ms);
+    if (r->task_status == SP_ERR_BUSY) {
+        r->retry_after = 1;
+        return fail(r, 503, "shutting_down", "%s", r->task_error);
+    }
+    if (r->task_status == SP_ERR_NOMEM) {
+        r->retry_after = 5;
+        return fail(r, 503, "out_of_memory", "no memory for telea on this image");
+    }
+    return fail(r, 422, "telea_failed", "%s", r->task_error);
+}
+
+/* Decodes and prepares an inpainting request, then hands telea to its workers or queues crops. */
 static enum MHD_Result inpaint_start(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
@@ -526,6 +574,9 @@ static enum MHD_Result inpaint_start(req *r) {
         return fail(r, 503, "out_of_memory", "no memory for the hole map");
     }
     long holes = srv_hole_map(&mask, r->hole);
+    long mpx = (long)mask.w * mask.h; /* the mask's pixels are let go here; the image's stay counted */
+    atomic_fetch_sub(&s->pixels, mpx);
+    r->pixels -= mpx;
     img_free(&mask);
     if (holes == 0)
         return fail(r, 422, "empty_mask", "the mask marks no pixel as hole (white, luminance > 127, is the hole)");
@@ -537,12 +588,18 @@ static enum MHD_Result inpaint_start(req *r) {
     }
     srv_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
     if (r->args.method == SRV_METHOD_TELEA) {
-        double t1 = sp_now();
-        sp_status st = telea_inpaint(&r->im, r->hole, TELEA_DEFAULT_RADIUS);
-        r->telea_ms = (sp_now() - t1) * 1e3;
-        r->decode_ms = (t1 - t0) * 1e3;
-        if (st) return fail(r, 422, "telea_failed", "%s", sp_err_msg());
-        return inpaint_answer(r);
+        /* on the Telea workers: a large image takes seconds, which an HTTP thread must not */
+        r->decode_ms = (sp_now() - t0) * 1e3;
+        r->job.run = telea_job;
+        r->phase = PH_WAITING;
+        if (srv_pool_submit(s->telea, &r->job)) {
+            r->phase = PH_BODY;
+            r->retry_after = 2;
+            refuse(r, "telea_queue");
+            return answer_error(r, &r->err);
+        }
+        MHD_suspend_connection(r->conn);
+        return MHD_YES;
     }
     int maxc = s->cfg.batching.queue_capacity < MAX_CROPS_PER_REQUEST ? s->cfg.batching.queue_capacity
                                                                       : MAX_CROPS_PER_REQUEST;
@@ -598,7 +655,8 @@ static enum MHD_Result inpaint_resumed(req *r) {
         r->retry_after = 1;
         return fail(r, 503, "shutting_down", "%s", w->error);
     }
-    return fail(r, 500, "inference_failed", "%s", w->error);
+    SP_ERROR("request %s: inference failed: %s", r->id, w->error);
+    return fail(r, 500, "inference_failed", "the inference failed; the server log has the details (request %s)", r->id);
 }
 
 /* ---- index and reload ---- */
@@ -629,6 +687,9 @@ static enum MHD_Result index_start(req *r) {
         snprintf(what, sizeof what, "image %d", i);
         if (decode_upload(r, &r->xargs.images[i], what, &im, &f)) return answer_error(r, &r->err);
         sp_status st = img_square(&im, s->s, &sq);
+        long px = (long)im.w * im.h; /* one image at a time: its pixels are let go with it */
+        atomic_fetch_sub(&s->pixels, px);
+        r->pixels -= px;
         img_free(&im);
         if (st) return fail(r, 503, "out_of_memory", "%s", sp_err_msg());
         memcpy(r->rgb + row * i, sq.px, row);
@@ -654,7 +715,11 @@ static enum MHD_Result index_start(req *r) {
 
 static enum MHD_Result index_resumed(req *r) {
     if (r->work.status == SP_ERR_BUSY) return fail(r, 503, "shutting_down", "%s", r->work.error);
-    if (r->task_status) return fail(r, 500, "index_failed", "%s", r->task_error);
+    if (r->task_status) {
+        SP_ERROR("request %s: adding to the database failed: %s", r->id, r->task_error);
+        return fail(r, 500, "index_failed", "adding the images failed; the server log has the details (request %s)",
+                    r->id);
+    }
     cJSON *o = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(o, "ids");
     for (int i = 0; i < r->xargs.n; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)r->new_ids[i]));
     cJSON_AddNumberToObject(o, "added", r->xargs.n);
@@ -699,7 +764,9 @@ static enum MHD_Result reload_resumed(req *r) {
         r->retry_after = 1;
         return fail(r, 503, "busy", "%s", r->task_error);
     }
-    if (r->task_status) return fail(r, 500, "reload_failed", "%s; the previous database stays in service", r->task_error);
+    if (r->task_status) /* srv_server_reload logged the reason */
+        return fail(r, 500, "reload_failed",
+                    "the reload failed and the previous database stays in service; the server log has the details");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "reloaded");
     cJSON_AddNumberToObject(o, "count", (double)r->db_count);
@@ -735,6 +802,49 @@ static int head_error(req *r, int status, const char *code, const char *fmt, ...
     return status;
 }
 
+/* Records a 503 of load shedding for reason `why` (a semipaint_rejected_total label). */
+static int refuse(req *r, const char *why) {
+    srv_metric_add(r->srv->m_rejected, (const char *[]){why}, 1);
+    if (r->retry_after < 1) r->retry_after = 1;
+    return head_error(r, 503, "overloaded", "the server is at capacity (%s): retry after %d s",
+                      !strcmp(why, "queue_full")  ? "the queue is full"
+                      : !strcmp(why, "overload")  ? "the queue would not reach this request before its deadline"
+                      : !strcmp(why, "inflight")  ? "too many requests are being received and processed"
+                      : !strcmp(why, "pixels")    ? "too many image pixels are being processed"
+                      : !strcmp(why, "buffered")  ? "too many request bodies are being received"
+                      : !strcmp(why, "telea_queue") ? "too many telea requests are waiting"
+                                                  : "shutting down",
+                      r->retry_after);
+}
+
+/* Admission of an inpainting request whose body is complete: the executor's queue, then a slot
+ * among the requests being decoded, queued or encoded. 0, or 503 recorded in r->err. */
+static int admit(req *r) {
+    srv_server *s = r->srv;
+    const char *why = srv_exec_admissible(s->exec, 1, r->deadline, &r->retry_after);
+    if (why) return refuse(r, why);
+    if (atomic_fetch_add(&s->admitted, 1) >= s->max_admitted) {
+        atomic_fetch_sub(&s->admitted, 1);
+        r->retry_after = 1;
+        return refuse(r, "inflight");
+    }
+    r->admitted = 1;
+    return 0;
+}
+
+/* Counts `px` more decoded pixels for the request against server.max_pixels_in_flight. 0, or
+ * 503 recorded in r->err. */
+static int hold_pixels(req *r, long px) {
+    srv_server *s = r->srv;
+    if (atomic_fetch_add(&s->pixels, px) + px > s->cfg.server.max_pixels_in_flight) {
+        atomic_fetch_sub(&s->pixels, px);
+        r->retry_after = 2;
+        return refuse(r, "pixels");
+    }
+    r->pixels += px;
+    return 0;
+}
+
 /* First call of a request: route, method, state, auth and body checks. Returns 0 to go on reading
  * the body, or an error status recorded in r->err. */
 static int on_headers(req *r, const char *url, const char *method) {
@@ -745,6 +855,7 @@ static int on_headers(req *r, const char *url, const char *method) {
     const char *want = routes[rt].method;
     if (!(strcmp(want, "GET") ? !strcmp(method, want) : is_get))
         return head_error(r, 405, "method_not_allowed", "%s takes %s, not %.16s", routes[rt].label, want, method);
+    if (rt == R_IMAGE && s->cfg.server.images_require_token && check_auth(r)) return r->err.status;
     if (!strcmp(want, "GET")) return 0; /* answered when the request completes */
     int state = atomic_load(&s->state);
     if (state != ST_READY) {
@@ -754,24 +865,10 @@ static int on_headers(req *r, const char *url, const char *method) {
                           state == ST_DRAINING ? "the server is shutting down" : "the server is not ready (loading)");
     }
     if (routes[rt].mutating && check_auth(r)) return r->err.status;
+    /* A queue that is already full refuses at once, before the body; the admission slot itself is
+     * taken only once the body is in (admit), so that slow uploads hold no slot. */
     const char *why = rt == R_INPAINT ? srv_exec_admissible(s->exec, 1, r->deadline, &r->retry_after) : NULL;
-    if (!why && rt == R_INPAINT) {
-        if (atomic_fetch_add(&s->admitted, 1) < s->max_admitted) r->admitted = 1;
-        else {
-            atomic_fetch_sub(&s->admitted, 1);
-            why = "inflight";
-            r->retry_after = 1;
-        }
-    }
-    if (why) {
-        srv_metric_add(s->m_rejected, (const char *[]){why}, 1);
-        return head_error(r, 503, "overloaded", "the server is at capacity (%s): retry after %d s",
-                          !strcmp(why, "queue_full") ? "the queue is full"
-                          : !strcmp(why, "overload") ? "the queue would not reach this request before its deadline"
-                          : !strcmp(why, "inflight") ? "too many requests are being received and processed"
-                                                     : "shutting down",
-                          r->retry_after);
-    }
+    if (why) return refuse(r, why);
     if (rt == R_RELOAD) return 0; /* any body is read and ignored */
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -821,7 +918,7 @@ static enum MHD_Result on_get(req *r, const char *url) {
         r->retry_after = 1;
         return fail(r, 503, state == ST_DRAINING ? "draining" : state == ST_FAILED ? "load_failed" : "loading", "%s",
                     state == ST_DRAINING ? "the server is shutting down"
-                    : state == ST_FAILED ? s->load_error
+                    : state == ST_FAILED ? "loading the models or the database failed; the server log has the details"
                                          : "the models and the database are loading");
     case R_METRICS: return get_metrics(r);
     case R_OPENAPI: return answer(r, 200, "application/yaml", (void *)openapi_yaml, openapi_yaml_len, 0, NULL);
@@ -848,6 +945,24 @@ static enum MHD_Result on_get(req *r, const char *url) {
 /* Takes a piece of the body. Returns MHD_NO to close a connection that keeps sending after an error. */
 static enum MHD_Result on_body(req *r, const char *data, size_t n) {
     srv_server *s = r->srv;
+    double now = sp_now();
+    if (now > r->deadline) {
+        /* The whole body must arrive within server.request_timeout_ms: a slow or stalled upload
+         * is answered 408 and its connection closed, whatever it had sent. */
+        srv_metric_add(s->m_rejected, (const char *[]){"slow_body"}, 1);
+        srv_error_set(&r->err, 408, "body_timeout",
+                      "the body did not arrive within %d ms (server.request_timeout_ms): %zu bytes came",
+                      s->cfg.server.request_timeout_ms, r->body_len + r->discarded + n);
+        r->failed = 1;
+        return answer_error(r, &r->err);
+    }
+    /* A connection with no more bytes is closed at the deadline at the latest: its idle timeout,
+     * which libmicrohttpd restarts on every read, is cut to the time left. */
+    unsigned left = (unsigned)(r->deadline - now) + 1;
+    if (left < r->idle_s) {
+        MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, left);
+        r->idle_s = left;
+    }
     if (r->failed || r->route == R_RELOAD || get_route(r->route)) {
         r->discarded += n;
         return r->discarded > (size_t)s->cfg.server.max_body_bytes * DISCARD_FACTOR ? MHD_NO : MHD_YES;
@@ -859,6 +974,14 @@ static enum MHD_Result on_body(req *r, const char *data, size_t n) {
         r->discarded = n;
         return MHD_YES;
     }
+    if (atomic_fetch_add(&s->buffered, (long)n) + (long)n > s->cfg.server.max_buffered_bytes) {
+        atomic_fetch_sub(&s->buffered, (long)n);
+        refuse(r, "buffered");
+        r->retry_after = 2;
+        r->discarded = n;
+        return MHD_YES;
+    }
+    r->buffered += (long)n;
     r->body_len += n;
     if (r->form) {
         if (srv_form_feed(r->form, (const uint8_t *)data, n, &r->err)) r->failed = 1;
@@ -895,6 +1018,7 @@ static enum MHD_Result on_complete(req *r, const char *url) {
         if (st) return answer_error(r, &r->err);
         return index_start(r);
     }
+    if (admit(r)) return answer_error(r, &r->err);
     st = r->is_json ? srv_parse_inpaint_json(r->body, r->body_len, &r->args, &r->err)
                     : srv_form_finish_inpaint(r->form, &r->args, &r->err);
     free(r->body);
@@ -918,6 +1042,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         r->t0 = sp_now();
         r->deadline = r->t0 + s->cfg.server.request_timeout_ms / 1e3;
+        r->idle_s = (unsigned)((s->cfg.server.request_timeout_ms + 999) / 1000);
         r->route = match_route(url);
         r->method = strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "POST") ? "other" : method;
         make_id(s, conn, r->id, sizeof r->id);
@@ -942,6 +1067,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->phase = PH_RESUMED;
         if (r->route == R_INDEX) return index_resumed(r);
         if (r->route == R_RELOAD) return reload_resumed(r);
+        if (r->args.method == SRV_METHOD_TELEA) return telea_resumed(r);
         return inpaint_resumed(r);
     }
     return on_complete(r, url);
@@ -1011,6 +1137,17 @@ static void render_hook(void *ctx) {
 }
 
 static sp_status read_token(const char *path, char *out, size_t cap) {
+    struct stat sb;
+    if (stat(path, &sb)) return sp_err(SP_ERR_IO, "server.auth_token_file: %s: %s", path, strerror(errno));
+    /* others may neither read nor write it, nor its group write it (a group read is how a
+     * Kubernetes secret volume with fsGroup reaches a non-root user: defaultMode 0440) */
+    if (sb.st_mode & (S_IRWXO | S_IWGRP))
+        return sp_err(SP_ERR_INVALID,
+                      "server.auth_token_file: %s has mode %04o: %s; refused (chmod 600 %s)", path,
+                      (unsigned)(sb.st_mode & 07777),
+                      sb.st_mode & S_IRWXO ? "any user of the machine may read or change the token"
+                                           : "its group may change the token",
+                      path);
     uint8_t *buf;
     size_t len;
     sp_status st = sp_read_file(path, &buf, &len);
@@ -1076,9 +1213,13 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
     srv_metric_set(s->m_inflight, NULL, 0);
     srv_metric_set(s->m_depth, NULL, 0);
     srv_metric_set(s->m_index, NULL, 0);
-    const char *reasons[] = {"queue_full", "overload", "inflight", "deadline", "shutdown", "not_ready", "draining"};
-    for (int i = 0; i < 7; i++) srv_metric_add(s->m_rejected, (const char *[]){reasons[i]}, 0);
+    const char *reasons[] = {"queue_full", "overload", "inflight", "deadline",  "shutdown",    "not_ready",
+                             "draining",   "pixels",   "buffered", "slow_body", "telea_queue"};
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        srv_metric_add(s->m_rejected, (const char *[]){reasons[i]}, 0);
 
+    /* Telea's queue: as many as its workers can start on within a request's deadline, roughly */
+    if ((st = srv_pool_new(cfg->inpaint.telea_threads, 4 * cfg->inpaint.telea_threads + 4, &s->telea))) goto fail;
     char host[256];
     int port;
     if ((st = cfg_parse_listen(cfg->server.listen, host, sizeof host, &port))) goto fail;
@@ -1115,6 +1256,9 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->server.max_connections, NULL},
+        {cfg->server.max_connections_per_client ? MHD_OPTION_PER_IP_CONNECTION_LIMIT : MHD_OPTION_LISTEN_BACKLOG_SIZE,
+         cfg->server.max_connections_per_client ? (intptr_t)cfg->server.max_connections_per_client : 1024, NULL},
         {cfg->server.http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
          (intptr_t)cfg->server.http_threads, NULL},
         {MHD_OPTION_END, 0, NULL},
@@ -1184,11 +1328,13 @@ int srv_server_shutdown(srv_server *s) {
     SP_INFO("draining: %d requests in flight, %.1f s of grace", atomic_load(&s->inflight), grace);
     while (atomic_load(&s->inflight) > 0 && sp_now() - t0 < grace) usleep(10000);
     int cut = atomic_load(&s->inflight);
-    /* what is left in the executor is answered 503; give the answers a moment to go out */
+    /* what is left in the executor and Telea's queue is answered 503; give the answers a moment */
     if (s->exec) {
         srv_exec_free(s->exec);
         s->exec = NULL;
     }
+    srv_pool_free(s->telea);
+    s->telea = NULL;
     double t1 = sp_now();
     while (atomic_load(&s->inflight) > 0 && sp_now() - t1 < 1.0) usleep(10000);
     /* a reload still opening the database holds a suspended request: let it finish first */
@@ -1201,6 +1347,7 @@ int srv_server_shutdown(srv_server *s) {
 
 void srv_server_free(srv_server *s) {
     if (!s) return;
+    srv_pool_free(s->telea); /* cancelled jobs resume their connections: before the daemon stops */
     if (s->mhd) MHD_stop_daemon(s->mhd);
     srv_exec_free(s->exec);
     srv_engine_free(s->engine);

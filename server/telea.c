@@ -38,6 +38,8 @@ typedef struct {
     uint32_t next_stamp;
     disc_off *disc;
     int ndisc, radius;
+    double deadline; /* sp_now() time after which the march gives up; 0 = none */
+    int timed_out;
 } telea_ctx;
 
 /* ---- the narrow band: a binary min-heap with position tracking ---- */
@@ -251,7 +253,13 @@ static void seed_band(telea_ctx *t, const uint8_t *hole) {
 static void march(telea_ctx *t, int paint, float stop) {
     static const int nb[4][2] = {{-1, 0}, {0, -1}, {1, 0}, {0, 1}};
     int w = t->w, h = t->h;
+    unsigned pops = 0;
     while (t->n > 0) {
+        /* a look at the clock every 16,384 pixels: about a millisecond of work */
+        if (t->deadline > 0 && (++pops & 16383) == 0 && sp_now() > t->deadline) {
+            t->timed_out = 1;
+            break;
+        }
         int p = band_pop(t);
         t->flag[p] = KNOWN;
         if (t->T[p] > stop) break;
@@ -273,21 +281,14 @@ static void march(telea_ctx *t, int paint, float stop) {
     while (t->n > 0) band_pop(t);
 }
 
-sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flags) {
-    if (!im || !im->px || im->w <= 0 || im->h <= 0 || (im->c != 1 && im->c != 3 && im->c != 4) || !hole)
-        return sp_err(SP_ERR_INVALID, "telea: invalid image or mask");
-    if (radius < 1 || radius > 64) return sp_err(SP_ERR_INVALID, "telea: radius %d is not in 1-64", radius);
-    if (flags & ~TELEA_NO_GRADIENT) return sp_err(SP_ERR_INVALID, "telea: unknown flags 0x%x", (unsigned)flags);
+/* The march over the whole of `im` (checked arguments, at least one hole and one known pixel). */
+static sp_status telea_frame(img_u8 *im, const uint8_t *hole, int radius, int flags, double deadline) {
     int w = im->w, h = im->h;
     size_t n = (size_t)w * h;
-    if (n > (size_t)INT32_MAX) return sp_err(SP_ERR_LIMIT, "telea: %dx%d is too large", w, h);
-    size_t nhole = 0;
-    for (size_t i = 0; i < n; i++) nhole += hole[i] != 0;
-    if (nhole == 0) return SP_OK;
-    if (nhole == n) return sp_err(SP_ERR_INVALID, "telea: the hole covers the whole image");
 
     sp_status st = SP_OK;
-    telea_ctx t = {.w = w, .h = h, .c = im->c, .nch = im->c == 4 ? 3 : im->c, .px = im->px, .radius = radius};
+    telea_ctx t = {.w = w, .h = h, .c = im->c, .nch = im->c == 4 ? 3 : im->c, .px = im->px, .radius = radius,
+                   .deadline = deadline};
     t.flag = malloc(n);
     t.T = malloc(n * sizeof *t.T);
     t.heap = malloc(n * sizeof *t.heap);
@@ -316,6 +317,10 @@ sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flag
     }
     seed_band(&t, hole);
     march(&t, 0, reach);
+    if (t.timed_out) {
+        st = sp_err(SP_ERR_TIMEOUT, "telea: the deadline passed while filling %dx%d", w, h);
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) t.T[i] = hole[i] ? T_INF : -fminf(t.T[i], reach);
 
     /* The image gradient of the known pixels; painted pixels get the weighted mean of their
@@ -347,6 +352,7 @@ sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flag
     for (size_t i = 0; i < n; i++) t.flag[i] = hole[i] ? INSIDE : KNOWN;
     seed_band(&t, hole);
     march(&t, 1, T_INF);
+    if (t.timed_out) st = sp_err(SP_ERR_TIMEOUT, "telea: the deadline passed while filling %dx%d", w, h);
 done:
     free(t.flag);
     free(t.T);
@@ -355,6 +361,74 @@ done:
     free(t.pos);
     free(t.disc);
     return st;
+}
+
+/* Pixels of context a window around the hole keeps on each side so that the march inside it is
+ * the march over the whole image: the first march reaches 1.5 radius + 2 outwards, the discs
+ * `radius` further and the slopes one pixel more. */
+static int telea_margin(int radius) { return (int)ceilf(1.5f * (float)radius + 2.0f) + radius + 3; }
+
+sp_status telea_inpaint_until(img_u8 *im, const uint8_t *hole, int radius, int flags, double deadline) {
+    if (!im || !im->px || im->w <= 0 || im->h <= 0 || (im->c != 1 && im->c != 3 && im->c != 4) || !hole)
+        return sp_err(SP_ERR_INVALID, "telea: invalid image or mask");
+    if (radius < 1 || radius > 64) return sp_err(SP_ERR_INVALID, "telea: radius %d is not in 1-64", radius);
+    if (flags & ~(TELEA_NO_GRADIENT | TELEA_FULL_FRAME))
+        return sp_err(SP_ERR_INVALID, "telea: unknown flags 0x%x", (unsigned)flags);
+    int w = im->w, h = im->h;
+    size_t n = (size_t)w * h;
+    if (n > (size_t)INT32_MAX) return sp_err(SP_ERR_LIMIT, "telea: %dx%d is too large", w, h);
+    size_t nhole = 0;
+    int x0 = w, y0 = h, x1 = -1, y1 = -1;
+    for (int y = 0; y < h; y++) {
+        const uint8_t *row = hole + (size_t)y * w;
+        for (int x = 0; x < w; x++)
+            if (row[x]) {
+                nhole++;
+                if (x < x0) x0 = x;
+                if (x > x1) x1 = x;
+                if (y < y0) y0 = y;
+                if (y > y1) y1 = y;
+            }
+    }
+    if (nhole == 0) return SP_OK;
+    if (nhole == n) return sp_err(SP_ERR_INVALID, "telea: the hole covers the whole image");
+    int inner = flags & TELEA_NO_GRADIENT;
+    int m = telea_margin(radius);
+    x0 = x0 - m < 0 ? 0 : x0 - m;
+    y0 = y0 - m < 0 ? 0 : y0 - m;
+    x1 = x1 + m >= w ? w - 1 : x1 + m;
+    y1 = y1 + m >= h ? h - 1 : y1 + m;
+    int cw = x1 - x0 + 1, ch = y1 - y0 + 1;
+    /* the whole image when asked, or when the window would save under a quarter of it */
+    if ((flags & TELEA_FULL_FRAME) || (size_t)cw * ch * 4 > n * 3) return telea_frame(im, hole, radius, inner, deadline);
+    img_u8 sub = {.w = cw, .h = ch, .c = im->c};
+    size_t rowb = (size_t)cw * im->c;
+    sub.px = malloc(rowb * ch);
+    uint8_t *sh = calloc((size_t)cw * ch, 1);
+    sp_status st = SP_OK;
+    if (!sub.px || !sh) {
+        st = sp_err(SP_ERR_NOMEM, "telea: out of memory for a %dx%d window", cw, ch);
+        goto out;
+    }
+    for (int y = 0; y < ch; y++) {
+        memcpy(sub.px + rowb * y, im->px + ((size_t)(y0 + y) * w + x0) * im->c, rowb);
+        memcpy(sh + (size_t)cw * y, hole + (size_t)(y0 + y) * w + x0, (size_t)cw);
+    }
+    st = telea_frame(&sub, sh, radius, inner, deadline);
+    if (!st) /* only the hole pixels changed */
+        for (int y = 0; y < ch; y++)
+            for (int x = 0; x < cw; x++)
+                if (sh[(size_t)cw * y + x])
+                    memcpy(im->px + ((size_t)(y0 + y) * w + x0 + x) * im->c, sub.px + rowb * y + (size_t)x * im->c,
+                           (size_t)im->c);
+out:
+    free(sub.px);
+    free(sh);
+    return st;
+}
+
+sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flags) {
+    return telea_inpaint_until(im, hole, radius, flags, 0);
 }
 
 sp_status telea_inpaint(img_u8 *im, const uint8_t *hole, int radius) { return telea_inpaint_ex(im, hole, radius, 0); }

@@ -27,11 +27,19 @@
 sp_status telea_inpaint(img_u8 *im, const uint8_t *hole, int radius);
 
 /* Flags of telea_inpaint_ex. TELEA_NO_GRADIENT drops the gradient term: plain weighted means of
- * I(q), close to what OpenCV's cv2.inpaint(INPAINT_TELEA) computes (tests/it_telea.sh). */
-enum { TELEA_NO_GRADIENT = 1 };
+ * I(q), close to what OpenCV's cv2.inpaint(INPAINT_TELEA) computes (tests/it_telea.sh).
+ * TELEA_FULL_FRAME marches over the whole image even when the hole is small (the default works
+ * in a window around the hole, with the same result bit for bit; the flag is for that test). */
+enum { TELEA_NO_GRADIENT = 1, TELEA_FULL_FRAME = 2 };
 
 /* telea_inpaint with flags (0 = telea_inpaint). */
 sp_status telea_inpaint_ex(img_u8 *im, const uint8_t *hole, int radius, int flags);
+
+/* telea_inpaint_ex that gives up once sp_now() passes `deadline` (0 = never): SP_ERR_TIMEOUT,
+ * with the image partly filled. The work buffers take about 45 bytes per pixel of the window
+ * around the hole (the hole's bounding box plus 2.5 radius + 5 pixels on each side; the whole
+ * image when that window would be over three quarters of it). */
+sp_status telea_inpaint_until(img_u8 *im, const uint8_t *hole, int radius, int flags, double deadline);
 
 /* The chessboard distance of every pixel of a w x h mask (nonzero = hole) to the nearest known
  * pixel, by the two-pass chamfer transform: dist[i] = 0 for a known pixel, 1 for a hole pixel

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -1067,6 +1068,7 @@ int main(void) {
     snprintf(token_path, sizeof token_path, "%s/token", tmp);
     const char *token = "test-token-0123456789abcdef";
     write_file(token_path, "test-token-0123456789abcdef\n");
+    CHECK(chmod(token_path, 0600) == 0); /* semipaintd refuses a token others may read */
     CHECK(make_db(db, 24, 64) == 0);
 
     /* A: Sim-1 with the database, admin routes on */

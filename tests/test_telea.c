@@ -365,6 +365,50 @@ static void test_blend(void) {
     img_free(&tel);
 }
 
+/* Telea in a window around the hole gives the whole-image march's pixels bit for bit, for small
+ * holes anywhere (edges and corners included), with and without the gradient term. */
+static void test_window_equals_frame(void) {
+    int w = 300, h = 220, diffs = 0, windowed = 0;
+    for (int trial = 0; trial < 12; trial++) {
+        img_u8 a = {0}, b = {0};
+        int c = trial % 3 == 0 ? 1 : trial % 3 == 1 ? 3 : 4;
+        CHECK(img_alloc(&a, w, h, c) == SP_OK && img_alloc(&b, w, h, c) == SP_OK);
+        fill_random(&a, 7 + trial);
+        for (int y = 0; y < h; y++) /* smooth content, so that the gradients matter */
+            for (int x = 0; x < w; x++)
+                for (int k = 0; k < c; k++) a.px[(y * w + x) * c + k] = (uint8_t)((a.px[(y * w + x) * c + k] >> 4) + x / 3 + y / 2 * k);
+        memcpy(b.px, a.px, (size_t)w * h * c);
+        int cx = trial < 4 ? 4 + trial : trial < 8 ? w - 3 - trial : 60 + 17 * trial;
+        int cy = trial < 4 ? 3 : trial < 8 ? h - 2 - trial : 40 + 9 * trial;
+        uint8_t *hole = disc_hole(w, h, cx, cy, 4 + trial);
+        for (int y = 0; y < 8; y++) hole[(cy + 20 < h - 8 ? cy + 20 + y : y) * w + (cx + 3) % w] = 1; /* a thin scratch */
+        int flags = trial & 1 ? TELEA_NO_GRADIENT : 0;
+        CHECK(telea_inpaint_ex(&a, hole, 5, flags) == SP_OK);
+        CHECK(telea_inpaint_ex(&b, hole, 5, flags | TELEA_FULL_FRAME) == SP_OK);
+        diffs += memcmp(a.px, b.px, (size_t)w * h * c) != 0;
+        windowed++;
+        free(hole);
+        img_free(&a);
+        img_free(&b);
+    }
+    CHECKF(diffs == 0, "%d of %d windowed fills differ from the whole-image march", diffs, windowed);
+}
+
+/* A deadline already past stops a large fill with SP_ERR_TIMEOUT; a later one lets it finish. */
+static void test_deadline(void) {
+    int w = 1200, h = 900;
+    img_u8 im = {0};
+    CHECK(img_alloc(&im, w, h, 3) == SP_OK);
+    fill_random(&im, 3);
+    uint8_t *hole = calloc((size_t)w * h, 1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) hole[(size_t)y * w + x] = ((x / 8) + (y / 8)) & 1; /* a checkerboard */
+    CHECK(telea_inpaint_until(&im, hole, 5, 0, sp_now() - 1) == SP_ERR_TIMEOUT);
+    CHECK(telea_inpaint_until(&im, hole, 5, 0, sp_now() + 600) == SP_OK);
+    free(hole);
+    img_free(&im);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "--compare")) return compare_mode(argv[2], argc >= 4 ? atoi(argv[3]) : 8);
     test_constant();
@@ -372,6 +416,8 @@ int main(int argc, char **argv) {
     test_ramp();
     test_edge();
     test_edges_and_errors();
+    test_window_equals_frame();
+    test_deadline();
     test_distance();
     test_blend();
     return t_done("test_telea");
