@@ -23,7 +23,8 @@ typedef enum { CFG_LOG_JSON = 0, CFG_LOG_TEXT } cfg_log_format;
 typedef struct {
     struct {
         char listen[256];             /* "HOST:PORT", ":PORT" or "[V6]:PORT"; port 0 = any free port */
-        int http_threads;             /* HTTP worker threads */
+        int http_threads;             /* HTTP threads: connections, parsing, sending */
+        int work_threads;             /* threads that decode, paste and encode images */
         long max_body_bytes;          /* largest request body accepted (413 above) */
         long max_image_pixels;        /* largest decoded image, width*height (413 above) */
         int request_timeout_ms;       /* deadline of a request from its arrival (504), and the idle timeout of a connection */

@@ -96,6 +96,7 @@ struct srv_server {
     int max_admitted;    /* their bound (see srv_server_new) */
     atomic_long buffered; /* request body bytes held (server.max_buffered_bytes) */
     atomic_long pixels;   /* decoded image pixels held (server.max_pixels_in_flight) */
+    srv_pool *work;       /* decode, paste and encode: off the HTTP threads */
     srv_pool *telea;      /* the workers of method=telea */
     atomic_uint_fast64_t next_id;
     unsigned id_prefix;
@@ -125,7 +126,13 @@ typedef struct {
     unsigned idle_s; /* the connection's idle timeout now, seconds */
     long buffered; /* body bytes counted in srv->buffered */
     long pixels;   /* pixels counted in srv->pixels */
-    srv_job job;   /* method=telea on the pool */
+    srv_job job;   /* the stage queued on a pool (prepare, telea, finish) */
+    int stage_failed; /* an off-thread stage recorded an error in err */
+    void *out;     /* the prepared answer: body (malloc'ed), length, type, headers */
+    size_t out_len;
+    const char *out_ctype;
+    char server_timing[512];
+    char neighbors[1024];
     /* body */
     int is_json, want_json;
     size_t body_len, discarded;
@@ -168,6 +175,7 @@ static void req_free(req *r) {
     img_free(&r->im);
     free(r->hole);
     srv_plan_free(&r->plan);
+    free(r->out);
     free(r->x);
     free(r->m);
     free(r->y);
@@ -364,10 +372,11 @@ static enum MHD_Result get_metrics(req *r) {
 /* ---- inpainting ---- */
 
 /* Decodes one uploaded image, mapping failures to 415 (not an image), 413 (too many pixels),
- * 400 (corrupt or truncated) and 503 (memory, or server.max_pixels_in_flight: its pixels are
- * counted there from before the decoding until the request ends). Returns 0 or the status with
- * r->err set. */
-static int decode_upload(req *r, const srv_blob *b, const char *what, img_u8 *out, img_format *fmt) {
+ * 400 (corrupt or truncated) and 503 (memory, or server.max_pixels_in_flight: with `count`, its
+ * pixels are counted there from before the decoding until the request ends; a mask, which has
+ * the image's size and lives only until the hole map is made, is not counted). Returns 0 or the
+ * status with r->err set. */
+static int decode_upload(req *r, const srv_blob *b, const char *what, int count, img_u8 *out, img_format *fmt) {
     long maxpx = r->srv->cfg.server.max_image_pixels;
     img_format f;
     int w, h;
@@ -378,7 +387,7 @@ static int decode_upload(req *r, const srv_blob *b, const char *what, img_u8 *ou
     if ((long long)w * h > maxpx)
         return srv_error_set(&r->err, 413, "image_too_large", "the %s is %dx%d = %lld pixels; the limit is %ld", what, w,
                              h, (long long)w * h, maxpx);
-    if (hold_pixels(r, (long)w * h)) return r->err.status;
+    if (count && hold_pixels(r, (long)w * h)) return r->err.status;
     sp_status st = img_decode(b->data, b->len, maxpx, out, fmt);
     if (st == SP_ERR_LIMIT)
         return srv_error_set(&r->err, 413, "image_too_large", "the %s: %s", what, sp_err_msg());
@@ -429,17 +438,46 @@ static void format_timings(req *r, double total_ms, char *server_timing, size_t 
     if (tk < sizeof r->timings) snprintf(r->timings + tk, sizeof r->timings - tk, "}");
 }
 
-/* Pastes, encodes and answers a finished inpainting request (image or JSON). */
-static enum MHD_Result inpaint_answer(req *r) {
+/* An inpainting request runs in stages, none of them on an HTTP thread once its body is parsed:
+ *   prepare (work pool): decode, hole map, then telea (telea pool) or crops to the executor;
+ *   finish (work pool): paste, encode, the answer's bytes and headers;
+ *   send (HTTP thread, on resumption): the prepared answer, or the error recorded on the way.
+ * Each stage owns the request until it hands it on; the last touch of a stage off the HTTP
+ * threads is MHD_resume_connection. */
+
+static void finish_job(srv_job *job, int cancelled);
+
+/* Ends the off-thread stages: the HTTP thread takes the request back and sends what is ready. */
+static void hand_back(req *r) { MHD_resume_connection(r->conn); }
+
+/* Records an error of an off-thread stage and hands the request back. */
+static void stage_fail(req *r) {
+    r->stage_failed = 1;
+    hand_back(r);
+}
+
+/* Queues the finish stage on the work pool, or hands back a 503 when it cannot take it. */
+static void to_finish(req *r) {
+    r->job.run = finish_job;
+    if (srv_pool_submit(r->srv->work, &r->job)) {
+        r->retry_after = 1;
+        srv_error_set(&r->err, 503, "shutting_down", "the server is shutting down");
+        stage_fail(r);
+    }
+}
+
+/* Called by the executor when every crop of the request is back or the work failed. */
+static void inpaint_done(srv_work *w) { to_finish(w->user); }
+
+/* Paste and encode: the answer's body and headers in r->out*. 0, or the status with r->err set. */
+static int finish_build(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
     int k = srv_engine_k(s->engine);
     int n = r->work.n;
-    if (n > 0) {
-        for (int i = 0; i < n; i++)
-            if (srv_plan_paste(&r->plan, i, r->y + (size_t)i * 3 * s->s * s->s, &r->im, r->hole))
-                return fail(r, 503, "out_of_memory", "pasting the result: %s", sp_err_msg());
-    }
+    for (int i = 0; i < n; i++)
+        if (srv_plan_paste(&r->plan, i, r->y + (size_t)i * 3 * s->s * s->s, &r->im, r->hole))
+            return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
     img_format fmt = (img_format)r->args.format;
     if (fmt == IMG_FMT_UNKNOWN) {
         int df = s->cfg.inpaint.default_format;
@@ -448,13 +486,16 @@ static enum MHD_Result inpaint_answer(req *r) {
     int quality = r->args.quality ? r->args.quality : s->cfg.inpaint.jpeg_quality;
     uint8_t *enc;
     size_t len;
-    if (img_encode(&r->im, fmt, quality, &enc, &len)) return fail(r, 503, "encode_failed", "%s", sp_err_msg());
+    if (img_encode(&r->im, fmt, quality, &enc, &len)) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "encode_failed", "the answer could not be encoded (out of memory?)");
+    }
     r->encode_ms = (sp_now() - t0) * 1e3;
     srv_metric_observe(s->m_stage, (const char *[]){"encode"}, r->encode_ms / 1e3);
 
     /* neighbours: each crop's, best score per id, in crop order */
-    char neighbors[1024] = "";
     size_t nk = 0;
+    r->neighbors[0] = 0;
     cJSON *nb = cJSON_CreateArray();
     int use_nb = n > 0 && k > 0 && r->work.method == NN_METHOD_SIM;
     for (int i = 0; use_nb && i < n * k; i++) {
@@ -464,8 +505,8 @@ static enum MHD_Result inpaint_answer(req *r) {
         float best = r->scores[i];
         for (int j = i + 1; j < n * k; j++)
             if (r->ids[j] == r->ids[i] && r->scores[j] > best) best = r->scores[j];
-        if (nk + 40 < sizeof neighbors)
-            nk += (size_t)snprintf(neighbors + nk, sizeof neighbors - nk, "%s%lld:%.4f", nk ? "," : "",
+        if (nk + 40 < sizeof r->neighbors)
+            nk += (size_t)snprintf(r->neighbors + nk, sizeof r->neighbors - nk, "%s%lld:%.4f", nk ? "," : "",
                                    (long long)r->ids[i], best);
         cJSON *e = cJSON_CreateObject();
         cJSON_AddNumberToObject(e, "id", (double)r->ids[i]);
@@ -473,89 +514,102 @@ static enum MHD_Result inpaint_answer(req *r) {
         cJSON_AddItemToArray(nb, e);
     }
     double total = (sp_now() - r->t0) * 1e3;
-    char timing[512];
-    cJSON *root = NULL, *tj = NULL;
-    if (r->want_json) {
-        root = cJSON_CreateObject();
-        tj = cJSON_CreateObject();
-    }
-    format_timings(r, total, timing, sizeof timing, tj);
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-    if (r->want_json) {
-        size_t blen;
-        char *b64 = srv_b64_encode(enc, len, &blen);
-        free(enc);
-        if (!b64) {
-            cJSON_Delete(root);
-            cJSON_Delete(tj);
-            cJSON_Delete(nb);
-            return fail(r, 503, "out_of_memory", "out of memory");
-        }
-        cJSON_AddItemToObject(root, "image", cJSON_CreateStringReference(b64));
-        cJSON_AddStringToObject(root, "format", img_format_name(fmt));
-        cJSON_AddNumberToObject(root, "width", r->im.w);
-        cJSON_AddNumberToObject(root, "height", r->im.h);
-        cJSON_AddStringToObject(root, "method", srv_method_name(r->args.method));
-        cJSON_AddItemToObject(root, "neighbors", nb);
-        cJSON_AddItemToObject(root, "timings_ms", tj);
-        cJSON_AddStringToObject(root, "request_id", r->id);
-        char *text = cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
-        free(b64);
-        if (!text) return fail(r, 503, "out_of_memory", "out of memory");
-        ret = answer(r, 200, "application/json", text, strlen(text), 1, &resp);
-    } else {
+    cJSON *tj = r->want_json ? cJSON_CreateObject() : NULL;
+    format_timings(r, total, r->server_timing, sizeof r->server_timing, tj);
+    if (!r->want_json) {
         cJSON_Delete(nb);
-        ret = answer(r, 200, img_format_mime(fmt), enc, len, 1, &resp);
+        r->out = enc;
+        r->out_len = len;
+        r->out_ctype = img_format_mime(fmt);
+        return 0;
     }
-    if (ret != MHD_YES) return ret;
-    MHD_add_response_header(resp, "Server-Timing", timing);
-    MHD_add_response_header(resp, "X-Neighbors", nk ? neighbors : "none");
-    MHD_add_response_header(resp, "X-Inpaint-Method", srv_method_name(r->args.method));
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    return queue_held(r, resp);
+    size_t blen;
+    char *b64 = srv_b64_encode(enc, len, &blen);
+    free(enc);
+    cJSON *root = cJSON_CreateObject();
+    if (!b64 || !root) {
+        free(b64);
+        cJSON_Delete(root);
+        cJSON_Delete(tj);
+        cJSON_Delete(nb);
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
+    }
+    cJSON_AddItemToObject(root, "image", cJSON_CreateStringReference(b64));
+    cJSON_AddStringToObject(root, "format", img_format_name(fmt));
+    cJSON_AddNumberToObject(root, "width", r->im.w);
+    cJSON_AddNumberToObject(root, "height", r->im.h);
+    cJSON_AddStringToObject(root, "method", srv_method_name(r->args.method));
+    cJSON_AddItemToObject(root, "neighbors", nb);
+    cJSON_AddItemToObject(root, "timings_ms", tj);
+    cJSON_AddStringToObject(root, "request_id", r->id);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    free(b64);
+    if (!text) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
+    }
+    r->out = text;
+    r->out_len = strlen(text);
+    r->out_ctype = "application/json";
+    return 0;
 }
 
-/* method=telea on a worker of the pool: fills the hole within the request's deadline, then hands
- * the request back to its HTTP thread. */
+/* The finish stage (work pool): maps the executor's or Telea's outcome to an answer or an error. */
+static void finish_job(srv_job *job, int cancelled) {
+    req *r = (req *)((char *)job - offsetof(req, job));
+    srv_work *w = &r->work;
+    sp_status st = r->args.method == SRV_METHOD_TELEA ? r->task_status : w->n > 0 ? w->status : SP_OK;
+    const char *why = r->args.method == SRV_METHOD_TELEA ? r->task_error : w->error;
+    if (cancelled) {
+        st = SP_ERR_BUSY;
+        why = "the server is shutting down";
+    }
+    if (st == SP_ERR_TIMEOUT) {
+        srv_error_set(&r->err, 504, "deadline_exceeded", "the answer was not ready within server.request_timeout_ms = %d",
+                      r->srv->cfg.server.request_timeout_ms);
+    } else if (st == SP_ERR_BUSY) {
+        r->retry_after = 1;
+        srv_error_set(&r->err, 503, "shutting_down", "%s", why);
+    } else if (st == SP_ERR_NOMEM) {
+        r->retry_after = 5;
+        srv_error_set(&r->err, 503, "out_of_memory", "no memory for this image");
+    } else if (st) {
+        SP_ERROR("request %s: %s failed: %s", r->id, srv_method_name(r->args.method), why);
+        srv_error_set(&r->err, 500, "inference_failed", "the inpainting failed; the server log has the details (request %s)",
+                      r->id);
+    } else if (!finish_build(r)) {
+        hand_back(r);
+        return;
+    }
+    stage_fail(r);
+}
+
+/* The Telea stage (telea pool): fills the hole within the request's deadline. */
 static void telea_job(srv_job *job, int cancelled) {
     req *r = (req *)((char *)job - offsetof(req, job));
     if (cancelled) {
-        r->task_status = sp_err(SP_ERR_BUSY, "the server is shutting down");
+        r->task_status = SP_ERR_BUSY;
+        snprintf(r->task_error, sizeof r->task_error, "the server is shutting down");
     } else {
         double t1 = sp_now();
         r->task_status = telea_inpaint_until(&r->im, r->hole, TELEA_DEFAULT_RADIUS, 0, r->deadline);
         r->telea_ms = (sp_now() - t1) * 1e3;
+        if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
     }
-    if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
-    MHD_resume_connection(r->conn); /* last touch: the HTTP thread owns r again */
+    to_finish(r);
 }
 
-static enum MHD_Result telea_resumed(req *r) {
-    if (r->task_status == SP_OK) return inpaint_answer(r);
-    if (r->task_status == SP_ERR_TIMEOUT)
-        return fail(r, 504, "deadline_exceeded", "telea did not finish within server.request_timeout_ms = %d",
-                    r->srv->cfg.server.request_timeout_ms);
-    if (r->task_status == SP_ERR_BUSY) {
-        r->retry_after = 1;
-        return fail(r, 503, "shutting_down", "%s", r->task_error);
-    }
-    if (r->task_status == SP_ERR_NOMEM) {
-        r->retry_after = 5;
-        return fail(r, 503, "out_of_memory", "no memory for telea on this image");
-    }
-    return fail(r, 422, "telea_failed", "%s", r->task_error);
-}
-
-/* Decodes and prepares an inpainting request, then hands telea to its workers or queues crops. */
-static enum MHD_Result inpaint_start(req *r) {
+/* Decodes and prepares an inpainting request, then hands telea to its workers or queues crops.
+ * 0 when the request went on to another stage, else the status with r->err set. */
+static int prepare(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
     img_u8 mask;
     img_format mfmt;
-    if (decode_upload(r, &r->args.image, "image", &r->im, &r->in_fmt)) return answer_error(r, &r->err);
-    if (decode_upload(r, &r->args.mask, "mask", &mask, &mfmt)) return answer_error(r, &r->err);
+    if (decode_upload(r, &r->args.image, "image", 1, &r->im, &r->in_fmt)) return r->err.status;
+    if (decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) return r->err.status;
     /* the uploaded bytes are not needed any more: a queued request holds only its pixels */
     free(r->args.image.data);
     free(r->args.mask.data);
@@ -564,48 +618,41 @@ static enum MHD_Result inpaint_start(req *r) {
     if (mask.w != r->im.w || mask.h != r->im.h) {
         int mw = mask.w, mh = mask.h;
         img_free(&mask);
-        return fail(r, 422, "mask_size_mismatch", "the mask is %dx%d but the image is %dx%d (after EXIF orientation)",
-                    mw, mh, r->im.w, r->im.h);
+        return srv_error_set(&r->err, 422, "mask_size_mismatch",
+                             "the mask is %dx%d but the image is %dx%d (after EXIF orientation)", mw, mh, r->im.w, r->im.h);
     }
     r->hole = malloc((size_t)r->im.w * r->im.h);
     if (!r->hole) {
         img_free(&mask);
         r->retry_after = 5;
-        return fail(r, 503, "out_of_memory", "no memory for the hole map");
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory for the hole map");
     }
     long holes = srv_hole_map(&mask, r->hole);
-    long mpx = (long)mask.w * mask.h; /* the mask's pixels are let go here; the image's stay counted */
-    atomic_fetch_sub(&s->pixels, mpx);
-    r->pixels -= mpx;
     img_free(&mask);
     if (holes == 0)
-        return fail(r, 422, "empty_mask", "the mask marks no pixel as hole (white, luminance > 127, is the hole)");
+        return srv_error_set(&r->err, 422, "empty_mask",
+                             "the mask marks no pixel as hole (white, luminance > 127, is the hole)");
     if (r->im.c == 1) {
         img_u8 rgb;
-        if (img_convert(&r->im, 3, &rgb)) return fail(r, 503, "out_of_memory", "%s", sp_err_msg());
+        if (img_convert(&r->im, 3, &rgb)) return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
         img_free(&r->im);
         r->im = rgb;
     }
     srv_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
     if (r->args.method == SRV_METHOD_TELEA) {
-        /* on the Telea workers: a large image takes seconds, which an HTTP thread must not */
         r->decode_ms = (sp_now() - t0) * 1e3;
         r->job.run = telea_job;
-        r->phase = PH_WAITING;
         if (srv_pool_submit(s->telea, &r->job)) {
-            r->phase = PH_BODY;
             r->retry_after = 2;
-            refuse(r, "telea_queue");
-            return answer_error(r, &r->err);
+            return refuse(r, "telea_queue");
         }
-        MHD_suspend_connection(r->conn);
-        return MHD_YES;
+        return 0;
     }
     int maxc = s->cfg.batching.queue_capacity < MAX_CROPS_PER_REQUEST ? s->cfg.batching.queue_capacity
                                                                       : MAX_CROPS_PER_REQUEST;
     if (srv_plan_make(r->hole, r->im.w, r->im.h, s->s, (cfg_strategy)s->cfg.inpaint.strategy,
                       s->cfg.inpaint.crop_margin, maxc, &r->plan))
-        return fail(r, 503, "out_of_memory", "planning crops: %s", sp_err_msg());
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to plan the crops");
     int n = r->plan.n, k = srv_engine_k(s->engine);
     size_t s2 = (size_t)s->s * s->s;
     r->x = malloc(sizeof(float) * 3 * s2 * n);
@@ -615,11 +662,11 @@ static enum MHD_Result inpaint_start(req *r) {
     r->scores = calloc((size_t)n * (k + 1), sizeof *r->scores);
     if (!r->x || !r->m || !r->y || !r->ids || !r->scores) {
         r->retry_after = 5;
-        return fail(r, 503, "out_of_memory", "no memory for %d crops", n);
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory for %d crops", n);
     }
     for (int i = 0; i < n; i++)
         if (srv_plan_input(&r->plan, i, &r->im, r->hole, r->x + (size_t)i * 3 * s2, r->m + (size_t)i * s2))
-            return fail(r, 503, "out_of_memory", "preparing crop %d: %s", i, sp_err_msg());
+            return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare crop %d", i);
     r->decode_ms = (sp_now() - t0) * 1e3;
     srv_work *w = &r->work;
     w->n = n;
@@ -630,33 +677,56 @@ static enum MHD_Result inpaint_start(req *r) {
     w->ids = r->ids;
     w->scores = r->scores;
     w->deadline = r->deadline;
-    w->done = work_done;
+    w->done = inpaint_done;
     w->user = r;
     int ra;
-    r->phase = PH_WAITING;
     if (srv_exec_submit(s->exec, w, &ra)) {
-        r->phase = PH_BODY;
         r->retry_after = ra;
         w->n = 0;
-        return fail(r, 503, "overloaded", "%s", sp_err_msg());
+        return srv_error_set(&r->err, 503, "overloaded", "%s", sp_err_msg());
     }
-    /* The executor may already have resumed the connection: then MHD ignores this suspension. */
-    MHD_suspend_connection(r->conn);
-    return MHD_YES;
+    return 0;
 }
 
-static enum MHD_Result inpaint_resumed(req *r) {
-    srv_work *w = &r->work;
-    if (w->status == SP_OK) return inpaint_answer(r);
-    if (w->status == SP_ERR_TIMEOUT)
-        return fail(r, 504, "deadline_exceeded", "%s (server.request_timeout_ms = %d)", w->error,
-                    r->srv->cfg.server.request_timeout_ms);
-    if (w->status == SP_ERR_BUSY) {
+/* The prepare stage (work pool). */
+static void prepare_job(srv_job *job, int cancelled) {
+    req *r = (req *)((char *)job - offsetof(req, job));
+    if (cancelled) {
         r->retry_after = 1;
-        return fail(r, 503, "shutting_down", "%s", w->error);
+        srv_error_set(&r->err, 503, "shutting_down", "the server is shutting down");
+        stage_fail(r);
+    } else if (prepare(r)) {
+        stage_fail(r);
     }
-    SP_ERROR("request %s: inference failed: %s", r->id, w->error);
-    return fail(r, 500, "inference_failed", "the inference failed; the server log has the details (request %s)", r->id);
+}
+
+/* Sends the answer the stages prepared, or the error one of them recorded (HTTP thread). */
+static enum MHD_Result inpaint_send(req *r) {
+    if (r->stage_failed) return answer_error(r, &r->err);
+    struct MHD_Response *resp;
+    void *body = r->out;
+    r->out = NULL; /* the response owns it now */
+    if (answer(r, 200, r->out_ctype, body, r->out_len, 1, &resp) != MHD_YES) return MHD_NO;
+    MHD_add_response_header(resp, "Server-Timing", r->server_timing);
+    MHD_add_response_header(resp, "X-Neighbors", r->neighbors[0] ? r->neighbors : "none");
+    MHD_add_response_header(resp, "X-Inpaint-Method", srv_method_name(r->args.method));
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return queue_held(r, resp);
+}
+
+/* Hands a parsed inpainting request to the work pool and suspends its connection. */
+static enum MHD_Result inpaint_start(req *r) {
+    r->job.run = prepare_job;
+    r->phase = PH_WAITING;
+    if (srv_pool_submit(r->srv->work, &r->job)) {
+        r->phase = PH_BODY;
+        r->retry_after = 1;
+        refuse(r, "inflight");
+        return answer_error(r, &r->err);
+    }
+    /* A stage may already have resumed the connection: then MHD ignores this suspension. */
+    MHD_suspend_connection(r->conn);
+    return MHD_YES;
 }
 
 /* ---- index and reload ---- */
@@ -675,6 +745,10 @@ static enum MHD_Result index_start(req *r) {
     srv_server *s = r->srv;
     if (!srv_engine_has_db(s->engine))
         return fail(r, 422, "no_database", "no retrieval.database is configured: there is nothing to add to");
+    if (!s->exec || atomic_load(&s->state) != ST_READY) {
+        r->retry_after = 1;
+        return fail(r, 503, "shutting_down", "the server is shutting down");
+    }
     int n = r->xargs.n;
     size_t row = (size_t)s->s * s->s * 3;
     r->rgb = malloc(row * n);
@@ -685,7 +759,7 @@ static enum MHD_Result index_start(req *r) {
         img_format f;
         char what[64];
         snprintf(what, sizeof what, "image %d", i);
-        if (decode_upload(r, &r->xargs.images[i], what, &im, &f)) return answer_error(r, &r->err);
+        if (decode_upload(r, &r->xargs.images[i], what, 1, &im, &f)) return answer_error(r, &r->err);
         sp_status st = img_square(&im, s->s, &sq);
         long px = (long)im.w * im.h; /* one image at a time: its pixels are let go with it */
         atomic_fetch_sub(&s->pixels, px);
@@ -1067,8 +1141,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->phase = PH_RESUMED;
         if (r->route == R_INDEX) return index_resumed(r);
         if (r->route == R_RELOAD) return reload_resumed(r);
-        if (r->args.method == SRV_METHOD_TELEA) return telea_resumed(r);
-        return inpaint_resumed(r);
+        return inpaint_send(r);
     }
     return on_complete(r, url);
 }
@@ -1082,8 +1155,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     double ms = (sp_now() - r->t0) * 1e3;
     char code[16];
     int status = r->status;
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0)
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0) {
         status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499; /* closed before an answer */
+        if (status == 408 && r->phase == PH_BODY && !get_route(r->route))
+            srv_metric_add(s->m_rejected, (const char *[]){"slow_body"}, 1); /* a body that stalled */
+    }
     snprintf(code, sizeof code, "%d", status);
     const char *label = routes[r->route].label;
     srv_metric_add(s->m_requests, (const char *[]){label, code}, 1);
@@ -1220,6 +1296,8 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
 
     /* Telea's queue: as many as its workers can start on within a request's deadline, roughly */
     if ((st = srv_pool_new(cfg->inpaint.telea_threads, 4 * cfg->inpaint.telea_threads + 4, &s->telea))) goto fail;
+    /* every admitted request can wait in the work pool's queue: it never refuses one of them */
+    if ((st = srv_pool_new(cfg->server.work_threads, s->max_admitted + 16, &s->work))) goto fail;
     char host[256];
     int port;
     if ((st = cfg_parse_listen(cfg->server.listen, host, sizeof host, &port))) goto fail;
@@ -1328,13 +1406,15 @@ int srv_server_shutdown(srv_server *s) {
     SP_INFO("draining: %d requests in flight, %.1f s of grace", atomic_load(&s->inflight), grace);
     while (atomic_load(&s->inflight) > 0 && sp_now() - t0 < grace) usleep(10000);
     int cut = atomic_load(&s->inflight);
-    /* what is left in the executor and Telea's queue is answered 503; give the answers a moment */
+    /* What is left is answered 503: the work pool stops first (its queued stages are cancelled,
+     * later hand-offs to it refused), then the executor and Telea's workers, whose requests then
+     * go back to their HTTP threads with the refusal. Give the answers a moment to go out. */
+    srv_pool_stop(s->work);
     if (s->exec) {
         srv_exec_free(s->exec);
         s->exec = NULL;
     }
-    srv_pool_free(s->telea);
-    s->telea = NULL;
+    srv_pool_stop(s->telea);
     double t1 = sp_now();
     while (atomic_load(&s->inflight) > 0 && sp_now() - t1 < 1.0) usleep(10000);
     /* a reload still opening the database holds a suspended request: let it finish first */
@@ -1347,9 +1427,13 @@ int srv_server_shutdown(srv_server *s) {
 
 void srv_server_free(srv_server *s) {
     if (!s) return;
-    srv_pool_free(s->telea); /* cancelled jobs resume their connections: before the daemon stops */
-    if (s->mhd) MHD_stop_daemon(s->mhd);
+    /* cancelled stages resume their connections: before the daemon stops (see shutdown) */
+    srv_pool_stop(s->work);
     srv_exec_free(s->exec);
+    srv_pool_stop(s->telea);
+    if (s->mhd) MHD_stop_daemon(s->mhd);
+    srv_pool_free(s->work);
+    srv_pool_free(s->telea);
     srv_engine_free(s->engine);
     srv_metrics_free(s->metrics);
     pthread_mutex_destroy(&s->reload_mu);

@@ -80,18 +80,33 @@ int srv_pool_waiting(srv_pool *p) {
     return n;
 }
 
-void srv_pool_free(srv_pool *p) {
+void srv_pool_stop(srv_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
     p->stopping = 1;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
-    /* no worker left (none started): cancel what is queued here */
-    for (srv_job *j = p->head, *next; j; j = next) {
+    p->nthreads = 0;
+    /* no worker left (or none started): cancel what is still queued here */
+    pthread_mutex_lock(&p->mu);
+    srv_job *j = p->head;
+    p->head = p->tail = NULL;
+    p->waiting = 0;
+    pthread_mutex_unlock(&p->mu);
+    for (srv_job *next; j; j = next) {
         next = j->next;
         j->run(j, 1);
     }
+}
+
+void srv_pool_free(srv_pool *p) {
+    if (!p) return;
+    srv_pool_stop(p);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->threads);

@@ -24,8 +24,12 @@ sp_status srv_pool_submit(srv_pool *p, srv_job *job);
 /* Jobs waiting (not yet started). Thread-safe. */
 int srv_pool_waiting(srv_pool *p);
 
-/* Stops taking jobs, calls `run` of each queued job with cancelled = 1, waits for running jobs
- * to return, joins the workers and frees the pool. NULL is a no-op. */
+/* Stops taking jobs (srv_pool_submit answers SP_ERR_BUSY from then on), calls `run` of each
+ * queued job with cancelled = 1 and waits for running jobs to return. The pool stays valid until
+ * srv_pool_free. Idempotent; NULL is a no-op. */
+void srv_pool_stop(srv_pool *p);
+
+/* srv_pool_stop, then frees the pool. NULL is a no-op. */
 void srv_pool_free(srv_pool *p);
 
 #endif
