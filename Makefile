@@ -111,6 +111,17 @@ $(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/lib/libsemipaint.a $(FAISS
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
 	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 
+# semipaint with the test hooks compiled in (-DSP_TEST_HOOKS: SEMIPAINT_RT_ADD_PAUSE_MS pauses each step
+# of an append), for tests/it_retrieval_kill.sh and tests/it_db_lock.sh; its rt_db.o comes before the
+# library's, which is then not linked. Production binaries have no hooks.
+$(BUILD)/tests/hooks/rt_db.o: retrieval/rt_db.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DSP_TEST_HOOKS $(CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/tests/semipaint_hooks: $(BUILD)/server/semipaint_main.o $(BUILD)/tests/hooks/rt_db.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
+binaries unit-test: $(BUILD)/tests/semipaint_hooks
+-include $(BUILD)/tests/hooks/rt_db.d
+
 # Unit, golden and integration tests of this build.
 unit-test: $(BINS) $(TEST_BIN) $(BUILD)/loadgen
 	@BUILD=$(BUILD) PY=$(PY) bash tests/run.sh

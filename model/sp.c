@@ -53,6 +53,7 @@ const char *sp_status_name(sp_status st) {
     case SP_ERR_LIMIT: return "limit";
     case SP_ERR_TIMEOUT: return "timeout";
     case SP_ERR_BUSY: return "busy";
+    case SP_ERR_STALE: return "stale";
     }
     return "unknown";
 }

@@ -21,6 +21,8 @@ typedef enum {
     SP_ERR_LIMIT,     /* a configured limit (size, pixels, queue) was exceeded */
     SP_ERR_TIMEOUT,   /* a deadline passed */
     SP_ERR_BUSY,      /* temporarily unavailable; retry later */
+    SP_ERR_STALE,     /* what an open handle holds was replaced on disk (e.g. a database rebuilt by
+                       * another process): reopen or reload it, then retry; retrying alone never helps */
 } sp_status;
 
 /* Sets this thread's error message (printf format) and returns `st`, so a failing path can

@@ -21,12 +21,25 @@ const char *rt_descriptor_weights_sha256(const rt_descriptor *d);
 /* Computes descriptors of n images (n,3,s,s) in [0,1] into out (n,dim). */
 sp_status rt_descriptor_compute(rt_descriptor *d, int n, int s, const float *images, float *out);
 
-/* A database directory opened for search (and, with writable = 1, for appends). */
+/* A database directory opened for search (and, with writable = 1, for appends).
+ *
+ * Writers exclude each other through the database lock, an flock() on DIR/lock that every write
+ * (rt_db_add, the replacement of DIR by rt_db_builder_finish) holds for as long as it writes,
+ * in any process. Opening, even writable, takes no lock, so any number of handles may be open;
+ * each append checks under the lock that its handle still sees the database on disk. */
 typedef struct rt_db rt_db;
+
+/* How long a writer waits for the database lock by default: a handle's appends (short, so that a
+ * server's append fails fast with SP_ERR_BUSY) and a build's replacement of the directory (long,
+ * so that a finished build is not thrown away because an append was running). */
+#define RT_DB_LOCK_WAIT_S 2.0
+#define RT_DB_BUILD_LOCK_WAIT_S 60.0
 
 /* Opens the database in `dir`, checks manifest, index and store against each other and against
  * `desc` (name and weights sha256 must match; desc may be NULL to skip that check, e.g. for
- * `index info`), and refuses a truncated or mismatched database with a message naming the file. */
+ * `index info`), and refuses a truncated or mismatched database with a message naming the file.
+ * A writable open also removes files left by killed writers when the database lock is free at
+ * that moment (it never waits for it). */
 sp_status rt_db_open(const char *dir, rt_descriptor *desc, int writable, rt_db **out);
 void rt_db_close(rt_db *db);
 long rt_db_count(const rt_db *db);
@@ -48,9 +61,17 @@ const uint8_t *rt_db_image_rgb(rt_db *db, int64_t id);
  * the caller (n,dim), and their source names, durably: after it returns the database opens
  * with them; if the process dies midway it opens with the old content, never a mix. Ids of the
  * new images are written to `ids_out` when non-NULL. Needs writable = 1. Serialised internally
- * against concurrent searches. */
+ * against concurrent searches. Holds the database lock while it writes; fails with SP_ERR_BUSY
+ * (naming the database, nothing written) when another writer keeps it longer than the lock wait
+ * (rt_db_set_lock_wait), and with SP_ERR_STALE (nothing written) when the database on disk is no
+ * longer the one this handle holds: replaced by another process (`index build --force`), or
+ * appended to through another handle. A stale handle stays stale: close it and open it again. */
 sp_status rt_db_add(rt_db *db, int n, const uint8_t *rgb, const float *desc, const char *const *names,
                     int64_t *ids_out);
+
+/* Sets how long this handle's appends wait for the database lock (seconds, >= 0; 0 tries once);
+ * the default is RT_DB_LOCK_WAIT_S. Not thread-safe with respect to a running append. */
+void rt_db_set_lock_wait(rt_db *db, double seconds);
 
 /* Reads only the manifest of the database in `dir` and copies its descriptor name into `name`
  * (cap bytes), so that a caller can create that descriptor before rt_db_open. */
@@ -81,8 +102,15 @@ sp_status rt_db_builder_new(const char *dir, const rt_descriptor *desc, const ch
  * or NULL entries: empty names; newlines are replaced). */
 sp_status rt_db_builder_add(rt_db_builder *b, int n, const uint8_t *rgb, const float *desc, const char *const *names);
 long rt_db_builder_count(const rt_db_builder *b);
-/* Trains, writes and commits the database (see above); the builder can only be freed afterwards. */
+/* Trains, writes and commits the database (see above); the builder can only be freed afterwards.
+ * Replacing an existing database takes its lock first (waiting up to the builder's lock wait), so
+ * that no append writes into the directory meanwhile; SP_ERR_BUSY when it cannot, in which case
+ * the existing database is left as it was (and the new one is not kept). Handles still open on the
+ * replaced database see SP_ERR_STALE on their next append. */
 sp_status rt_db_builder_finish(rt_db_builder *b);
+/* Sets how long rt_db_builder_finish waits for the database lock (seconds, >= 0; 0 tries once);
+ * the default is RT_DB_BUILD_LOCK_WAIT_S. */
+void rt_db_builder_set_lock_wait(rt_db_builder *b, double seconds);
 /* Frees a builder; an unfinished build's temporary directory is removed. NULL is a no-op. */
 void rt_db_builder_free(rt_db_builder *b);
 

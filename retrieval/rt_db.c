@@ -26,15 +26,27 @@
  *                      endian, rest zero), then rows of size*size*3 RGB bytes; row i = id i.
  *   names.txt          one source name per line, in id order.
  *   index.G.faiss      the FAISS index of generation G (the one the manifest names).
- *   lock               flock()ed by a writable opener: one writer at a time.
+ *   lock               the database lock: flock()ed by every write, in any process, for as long
+ *                      as it writes: an append, and the replacement of DIR by a build with
+ *                      replace (`index build --force`). Opening takes no lock.
  *
- * Append (rt_db_add): rows go past the committed end of images.u8 and names.txt (both are first
- * cut back to their committed length), fsync; the index with the new vectors is written to
- * index.(G+1).faiss, fsync; then the manifest naming G+1 and the new count replaces the old one.
- * The opener trusts the manifest: it ignores store rows and name bytes past the committed count
- * and reads the index file it names, so a process killed at any moment leaves the old or the new
- * database, never a mix. Left-over index files of other generations are removed by the next
- * writable opener. */
+ * Append (rt_db_add): under the lock, the handle first checks that it still sees the database on
+ * disk: images.u8 and names.txt at DIR are the files it has open (a replaced DIR has new ones; the
+ * handle's open descriptors keep the old inodes alive, so their numbers cannot be reused) and the
+ * manifest is the one it read (generation, count, names length, index file); otherwise it refuses
+ * with SP_ERR_STALE before writing anything. Then rows go past the committed end of images.u8 and
+ * names.txt (both are first cut back to their committed length), fsync; the index with the new
+ * vectors is written to index.(G+1).faiss, fsync; then the manifest naming G+1 and the new count
+ * replaces the old one. The opener trusts the manifest: it ignores store rows and name bytes past
+ * the committed count and reads the index file it names, so a process killed at any moment leaves
+ * the old or the new database, never a mix. Left-over index files of other generations are removed
+ * by the next writable opener that finds the lock free.
+ *
+ * Replacement (rt_db_builder_finish with replace): the new database is complete in DIR.tmp-PID;
+ * under the old database's lock the two directories are exchanged atomically (renameat2; two
+ * renames where the filesystem cannot), then the old one is removed, lock file included. A writer
+ * that was waiting on that lock file finds, once it has it, that DIR/lock is another file now,
+ * and takes the new one instead. */
 
 #define MANIFEST_FILE "manifest.json"
 #define STORE_FILE "images.u8"
@@ -69,7 +81,8 @@ typedef struct {
 struct rt_db {
     char dir[2048];
     int writable;
-    int lock_fd, store_fd, names_fd;
+    int store_fd, names_fd;
+    double lock_wait;      /* seconds an append waits for the database lock */
     manifest m;
     rt_index *index;
     size_t row_bytes;
@@ -153,8 +166,10 @@ static void now_iso(char *buf, size_t cap) {
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* Test hook for the kill test: SEMIPAINT_RT_ADD_PAUSE_MS makes each step of an append say that
- * it is done (on stderr) and sleep, so that a kill lands between any two of them. */
+#ifdef SP_TEST_HOOKS
+/* Test hook, compiled into test builds only (-DSP_TEST_HOOKS; `make $(BUILD)/tests/semipaint_hooks`):
+ * SEMIPAINT_RT_ADD_PAUSE_MS makes each step of an append say that it is done (on stderr) and
+ * sleep, so that a kill or a SIGSTOP lands between any two of them. */
 static void add_pause(const char *step) {
     const char *e = getenv("SEMIPAINT_RT_ADD_PAUSE_MS");
     if (!e) return;
@@ -162,6 +177,9 @@ static void add_pause(const char *step) {
     long ms = atol(e);
     if (ms > 0 && ms < 60000) usleep((useconds_t)ms * 1000);
 }
+#else
+#define add_pause(step) ((void)0) /* production builds: no hook */
+#endif
 
 /* A name as stored: newlines and carriage returns become '?'. Writes into out (cap >= len+2)
  * the sanitised name and a trailing newline; returns the line length. */
@@ -383,6 +401,78 @@ static sp_status store_map(rt_db *db, size_t need, int reserve_more, const char 
     }
 }
 
+/* ---- the database lock ---- */
+
+/* Takes the database lock of `dir`: an exclusive flock() on DIR/lock (created when missing),
+ * retried every 10 ms for up to `wait_s` seconds while another writer holds it (or while a
+ * replacement has DIR briefly missing). A lock won on a file that a replacement of DIR has since
+ * unlinked is dropped and the new DIR/lock is taken instead. On success *fd holds the locked file
+ * (closing it unlocks); SP_ERR_BUSY, naming the database, when the wait runs out; SP_ERR_IO when
+ * the lock file cannot be opened. */
+static sp_status db_lock(const char *dir, double wait_s, int *fd) {
+    *fd = -1;
+    char path[4096];
+    sp_status st = path_join(path, sizeof path, dir, LOCK_FILE);
+    if (st) return st;
+    const double deadline = sp_now() + (wait_s > 0 ? wait_s : 0);
+    int moved = 0;
+    for (;;) {
+        int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        int err = f < 0 ? errno : 0;
+        if (f < 0 && err != ENOENT)
+            return sp_err(SP_ERR_IO, "%s: cannot open the database lock: %s", path, strerror(err));
+        if (f >= 0) {
+            if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+                struct stat a, b;
+                if (fstat(f, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+                    *fd = f;
+                    return SP_OK;
+                }
+                close(f);
+                if (moved++ < 3) continue; /* DIR was just replaced: its new lock file, at once */
+            } else {
+                err = errno;
+                close(f);
+                if (err != EWOULDBLOCK && err != EINTR)
+                    return sp_err(SP_ERR_IO, "%s: flock: %s", path, strerror(err));
+            }
+        }
+        if (sp_now() >= deadline) {
+            if (err == ENOENT) return sp_err(SP_ERR_IO, "%s: %s: not a semipaint database", dir, strerror(err));
+            return sp_err(SP_ERR_BUSY, "%s: another process is writing this database (it holds %s); try again when "
+                          "it is done", dir, path);
+        }
+        usleep(10000);
+    }
+}
+
+/* Under the database lock: SP_OK when DIR still holds the database this handle opened, as it
+ * left it (see the layout notes above); SP_ERR_STALE saying what changed otherwise. */
+static sp_status db_check_current(rt_db *db) {
+    const char *files[2] = {STORE_FILE, NAMES_FILE};
+    const int fds[2] = {db->store_fd, db->names_fd};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        struct stat a, b;
+        sp_status st = path_join(path, sizeof path, db->dir, files[i]);
+        if (st) return st;
+        if (fstat(fds[i], &a) != 0) return sp_err(SP_ERR_IO, "%s: %s", path, strerror(errno));
+        if (stat(path, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+            return sp_err(SP_ERR_STALE, "%s: the database was rebuilt (or removed) by another process, e.g. "
+                          "`semipaint index build --force`, after this process opened it; reload or reopen it, "
+                          "then retry", db->dir);
+    }
+    manifest m;
+    sp_status st = manifest_read(db->dir, &m);
+    if (st) return st;
+    if (m.generation != db->m.generation || m.count != db->m.count || m.names_bytes != db->m.names_bytes ||
+        strcmp(m.index_file, db->m.index_file))
+        return sp_err(SP_ERR_STALE, "%s: another process appended to the database after this process opened it "
+                      "(generation %ld and %ld images on disk, %ld and %ld here); reload or reopen it, then retry",
+                      db->dir, m.generation, m.count, db->m.generation, db->m.count);
+    return SP_OK;
+}
+
 /* ---- open / close ---- */
 
 /* Removes index files of other generations and temporary files left by killed writers. */
@@ -410,7 +500,6 @@ void rt_db_close(rt_db *db) {
     free(db->old_lens);
     if (db->store_fd >= 0) close(db->store_fd);
     if (db->names_fd >= 0) close(db->names_fd);
-    if (db->lock_fd >= 0) close(db->lock_fd); /* releases the flock */
     names_free(&db->names);
     pthread_rwlock_destroy(&db->rw);
     pthread_mutex_destroy(&db->add_mu);
@@ -421,7 +510,8 @@ sp_status rt_db_open(const char *dir, rt_descriptor *desc, int writable, rt_db *
     *out = NULL;
     rt_db *db = calloc(1, sizeof *db);
     if (!db) return sp_err(SP_ERR_NOMEM, "database");
-    db->lock_fd = db->store_fd = db->names_fd = -1;
+    db->store_fd = db->names_fd = -1;
+    db->lock_wait = RT_DB_LOCK_WAIT_S;
     /* Writer-preferring, so that a steady stream of searches cannot hold off an append's swap. */
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
@@ -450,17 +540,6 @@ sp_status rt_db_open(const char *dir, rt_descriptor *desc, int writable, rt_db *
         if ((st = path_join(path, sizeof path, dir, MANIFEST_FILE))) goto fail;
         if (access(path, F_OK) != 0) {
             st = sp_err(SP_ERR_IO, "%s: %s: not a semipaint database", path, strerror(errno));
-            goto fail;
-        }
-        if ((st = path_join(path, sizeof path, dir, LOCK_FILE))) goto fail;
-        db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (db->lock_fd < 0) {
-            st = sp_err(SP_ERR_IO, "%s: %s", path, strerror(errno));
-            goto fail;
-        }
-        if (flock(db->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-            st = errno == EWOULDBLOCK ? sp_err(SP_ERR_BUSY, "%s: another process is writing this database", dir)
-                                      : sp_err(SP_ERR_IO, "%s: flock: %s", path, strerror(errno));
             goto fail;
         }
     }
@@ -565,7 +644,15 @@ sp_status rt_db_open(const char *dir, rt_descriptor *desc, int writable, rt_db *
                     m->count);
         goto fail;
     }
-    if (writable) remove_stale(db);
+    if (writable) {
+        /* Clean-up of killed writers' files: only under the lock, only when it is free now, and
+         * only when DIR is still what was just opened (else "stale" files are another's). */
+        int lfd;
+        if (db_lock(dir, 0, &lfd) == SP_OK) {
+            if (db_check_current(db) == SP_OK) remove_stale(db);
+            close(lfd);
+        }
+    }
     *out = db;
     return SP_OK;
 fail:
@@ -587,6 +674,8 @@ int rt_db_dim(const rt_db *db) { return db->m.dim; }
 const char *rt_db_descriptor(const rt_db *db) { return db->m.descriptor; }
 const char *rt_db_weights_sha256(const rt_db *db) { return db->m.sha256; }
 const char *rt_db_factory(const rt_db *db) { return db->m.factory; }
+void rt_db_set_lock_wait(rt_db *db, double seconds) { db->lock_wait = seconds > 0 ? seconds : 0; }
+
 long rt_db_generation(const rt_db *db) {
     pthread_rwlock_rdlock((pthread_rwlock_t *)&db->rw);
     long g = db->m.generation;
@@ -665,7 +754,7 @@ sp_status rt_db_add(rt_db *db, int n, const uint8_t *rgb, const float *desc, con
     char spath[4096], npath[4096], ipath[4096], itmp[4096], old_ipath[4096];
     rt_index *nix = NULL;
     char *lines = NULL;
-    int wrote_index = 0;
+    int wrote_index = 0, lock_fd = -1;
     manifest nm = db->m;
     const long count = db->m.count;
     if ((st = path_join(spath, sizeof spath, db->dir, STORE_FILE))) goto fail;
@@ -680,6 +769,12 @@ sp_status rt_db_add(rt_db *db, int n, const uint8_t *rgb, const float *desc, con
         goto fail;
     }
 
+    /* 0. the database lock, held to the end; then is DIR still what this handle opened? */
+    add_pause("begin");
+    if ((st = db_lock(db->dir, db->lock_wait, &lock_fd)) || (st = db_check_current(db))) {
+        st = sp_err_wrap(st, "append of %d images refused, nothing written", n);
+        goto done;
+    }
     add_pause("start");
     /* 1. store rows past the committed end, then the header's row count; fsync. */
     const off_t end = STORE_HDR + (off_t)count * (off_t)db->row_bytes;
@@ -800,6 +895,7 @@ fail:
 done:
     rt_index_free(nix);
     free(lines);
+    if (lock_fd >= 0) close(lock_fd); /* releases the database lock, after every write by path */
     pthread_mutex_unlock(&db->add_mu);
     return st;
 }
@@ -815,6 +911,7 @@ struct rt_db_builder {
     float *desc;
     size_t desc_cap; /* vectors */
     int replace, finished;
+    double lock_wait; /* seconds finish waits for the lock of the database it replaces */
 };
 
 /* Removes a database directory that this code wrote (its known files, temporaries, then the
@@ -857,6 +954,7 @@ sp_status rt_db_builder_new(const char *dir, const rt_descriptor *desc, const ch
     if (!b) return sp_err(SP_ERR_NOMEM, "builder");
     b->store_fd = -1;
     b->replace = replace;
+    b->lock_wait = RT_DB_BUILD_LOCK_WAIT_S;
     char path[4096];
     if ((size_t)snprintf(b->dir, sizeof b->dir, "%s", dir) >= sizeof b->dir ||
         (size_t)snprintf(b->tmp, sizeof b->tmp, "%s.tmp-%d", dir, (int)getpid()) >= sizeof b->tmp) {
@@ -902,6 +1000,8 @@ fail:
 }
 
 long rt_db_builder_count(const rt_db_builder *b) { return b->m.count; }
+
+void rt_db_builder_set_lock_wait(rt_db_builder *b, double seconds) { b->lock_wait = seconds > 0 ? seconds : 0; }
 
 sp_status rt_db_builder_add(rt_db_builder *b, int n, const uint8_t *rgb, const float *desc, const char *const *names) {
     if (b->finished) return sp_err(SP_ERR_INVALID, "%s: the build is already finished", b->dir);
@@ -957,19 +1057,40 @@ sp_status rt_db_builder_finish(rt_db_builder *b) {
     ix = NULL;
     if ((st = manifest_write(b->tmp, &b->m))) return st;
 
-    /* Into place: a plain rename, or for --force the old database aside, the new one in, the
-     * old one removed. */
+    /* Into place: a plain rename, or for --force, under the old database's lock, the new one
+     * exchanged with it (or, where the filesystem cannot exchange, the old one aside and the new
+     * one in), then the old one removed with its lock file. */
     struct stat sb;
     if (stat(b->dir, &sb) == 0) {
         if (!b->replace) return sp_err(SP_ERR_INVALID, "%s appeared during the build; not replaced", b->dir);
-        snprintf(old, sizeof old, "%s.old-%d.tmp", b->dir, (int)getpid());
-        if (rename(b->dir, old) != 0) return sp_err(SP_ERR_IO, "rename %s -> %s: %s", b->dir, old, strerror(errno));
-        if (rename(b->tmp, b->dir) != 0) {
-            st = sp_err(SP_ERR_IO, "rename %s -> %s: %s", b->tmp, b->dir, strerror(errno));
-            rename(old, b->dir);
+        if ((st = path_join(path, sizeof path, b->dir, MANIFEST_FILE))) return st;
+        if (access(path, F_OK) != 0)
+            return sp_err(SP_ERR_INVALID, "%s exists and is not a semipaint database: not replacing it", b->dir);
+        int lock_fd;
+        if ((st = db_lock(b->dir, b->lock_wait, &lock_fd)))
+            return sp_err_wrap(st, "%s not replaced (it is as it was; the new database was not kept)", b->dir);
+        if (renameat2(AT_FDCWD, b->tmp, AT_FDCWD, b->dir, RENAME_EXCHANGE) == 0) {
+            snprintf(old, sizeof old, "%s", b->tmp); /* the old database, now under the temporary name */
+        } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
+            snprintf(old, sizeof old, "%s.old-%d.tmp", b->dir, (int)getpid());
+            if (rename(b->dir, old) != 0) {
+                st = sp_err(SP_ERR_IO, "rename %s -> %s: %s", b->dir, old, strerror(errno));
+                close(lock_fd);
+                return st;
+            }
+            if (rename(b->tmp, b->dir) != 0) {
+                st = sp_err(SP_ERR_IO, "rename %s -> %s: %s", b->tmp, b->dir, strerror(errno));
+                rename(old, b->dir);
+                close(lock_fd);
+                return st;
+            }
+        } else {
+            st = sp_err(SP_ERR_IO, "exchange %s <-> %s: %s", b->tmp, b->dir, strerror(errno));
+            close(lock_fd);
             return st;
         }
         if ((st = remove_db_dir(old))) SP_WARN("%s", sp_err_msg());
+        close(lock_fd); /* waiters find DIR/lock is a new file now, and take that */
     } else if (rename(b->tmp, b->dir) != 0) {
         return sp_err(SP_ERR_IO, "rename %s -> %s: %s", b->tmp, b->dir, strerror(errno));
     }

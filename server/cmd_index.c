@@ -29,6 +29,7 @@ typedef struct {
     long batch, limit, k, nq, n, dim, clusters, train, threads, seed;
     const char *nprobe, *ef;
     double spread;
+    double lock_wait; /* --lock-wait seconds; < 0: the library's default */
     int force;
     const char *pos[4096];
     int npos;
@@ -55,6 +56,7 @@ static int parse_opts(int argc, char **argv, idx_opts *o) {
     o->train = 65536;
     o->seed = 1;
     o->spread = 1.5;
+    o->lock_wait = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || !a[1]) {
@@ -81,6 +83,15 @@ static int parse_opts(int argc, char **argv, idx_opts *o) {
             o->spread = strtod(v, &end);
             if (end == v || *end || !(o->spread >= 0)) {
                 fprintf(stderr, "semipaint index: --spread %s: expected a number >= 0\n", v);
+                return 2;
+            }
+            continue;
+        }
+        if (!strcmp(a, "--lock-wait")) {
+            char *end;
+            o->lock_wait = strtod(v, &end);
+            if (end == v || *end || !(o->lock_wait >= 0 && o->lock_wait <= 86400)) {
+                fprintf(stderr, "semipaint index: --lock-wait %s: expected seconds in [0, 86400]\n", v);
                 return 2;
             }
             continue;
@@ -217,8 +228,11 @@ static void build_usage(FILE *f) {
             "  --limit N          use only the first N images\n"
             "  --device D         auto, cpu or cuda, for the VGG descriptor [auto]\n"
             "  --threads N        CPU threads for the network (0 = all) [0]\n"
-            "  --force            replace DB if it exists\n",
-            IDX_SIZE, IDX_SIZE, rt_descriptor_names(), IDX_DEFAULT_DESC);
+            "  --force            replace DB if it exists, as a whole, once the new one is complete\n"
+            "  --lock-wait S      with --force: how long to wait for an append to DB (by the daemon or\n"
+            "                     `index add`) to finish before replacing it; the build fails, leaving DB\n"
+            "                     as it was, when the wait runs out [%.0f]\n",
+            IDX_SIZE, IDX_SIZE, rt_descriptor_names(), IDX_DEFAULT_DESC, RT_DB_BUILD_LOCK_WAIT_S);
 }
 
 /* One batch handed to the store writer: written by a thread of its own while the next batch
@@ -271,6 +285,7 @@ static int idx_build(const idx_opts *o) {
         goto done;
     }
     if ((st = rt_db_builder_new(o->out, m.desc, o->factory ? o->factory : "Flat", IDX_SIZE, o->force, &b))) goto done;
+    if (o->lock_wait >= 0) rt_db_builder_set_lock_wait(b, o->lock_wait);
     const int bs = (int)o->batch, dim = rt_descriptor_dim(m.desc);
     const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
     chw = malloc(bs * row * sizeof *chw);
@@ -472,8 +487,10 @@ done:
 
 static int cmd_add(const idx_opts *o) {
     if (o->npos < 2) {
-        fprintf(stderr, "usage: semipaint index add DB IMAGE... [--weights VGG]\n"
-                        "Appends the images durably, in one commit: after a crash the database holds all or none of them.\n");
+        fprintf(stderr, "usage: semipaint index add DB IMAGE... [--weights VGG] [--lock-wait S]\n"
+                        "Appends the images durably, in one commit: after a crash the database holds all or none of them.\n"
+                        "Waits up to S seconds [%.0f] for another process writing DB to finish.\n",
+                RT_DB_LOCK_WAIT_S);
         return 2;
     }
     idx_models m = {0};
@@ -491,6 +508,7 @@ static int cmd_add(const idx_opts *o) {
         goto done;
     }
     if ((st = open_db_with_descriptor(o, o->pos[0], 1, &m, &db))) goto done;
+    if (o->lock_wait >= 0) rt_db_set_lock_wait(db, o->lock_wait);
     const int dim = rt_descriptor_dim(m.desc);
     if (!(desc = malloc((size_t)n * dim * sizeof *desc))) {
         st = sp_err(SP_ERR_NOMEM, "%d descriptors", n);
@@ -1057,9 +1075,10 @@ done:
 static void index_usage(FILE *f) {
     fprintf(f, "usage: semipaint index SUBCOMMAND ...\n\n"
                "  build --images DIR --out DB [--descriptor NAME] [--weights VGG] [--factory F] [--batch N] [--limit N] [--force]\n"
+               "        [--lock-wait S]\n"
                "  info DB                             manifest, count, descriptor and index of a database\n"
                "  query DB IMAGE [-k N]               the k nearest database images (id, cosine, source name)\n"
-               "  add DB IMAGE...                     append images durably (all or none)\n"
+               "  add DB IMAGE... [--lock-wait S]     append images durably (all or none)\n"
                "  bench DB [--nq N] [-k K]            search latency at batch 1 and 8 over the database\n"
                "  bench-synthetic [--n N] [--dim D] [--factory F] [--nprobe LIST] [--nq N] [--clusters C (N/100)]\n"
                "                  [--spread S (1.5)] [--train N (65536)] [--seed N]\n"

@@ -27,8 +27,9 @@ struct srv_engine {
     pthread_mutex_t mu;       /* guards cur, reloads */
     world *cur;
     long reloads;
-    /* Appends go through their own writable handle (it holds the database's writer lock); after
-     * each append a fresh read-only world is swapped in so searches see the new images. */
+    /* Appends go through their own writable handle (each append takes the database's lock while
+     * it writes); after each append a fresh read-only world is swapped in so searches see the new
+     * images. A handle left stale by `semipaint index build --force` is reopened once. */
     pthread_mutex_t write_mu; /* one append or reload at a time */
     rt_db *writer;
     /* The border blend's Telea fill and hole distances for up to blend_cap crops, reused from
@@ -375,7 +376,17 @@ sp_status srv_engine_index_add(srv_engine *e, int n, const uint8_t *rgb, const c
     if ((st = rt_descriptor_compute(e->desc, n, e->s, chw, desc))) goto done;
     pthread_mutex_lock(&e->write_mu);
     if (!e->writer) st = sp_err(SP_ERR_INVALID, "the database could not be reopened for appends; reload it first");
-    else if (!(st = rt_db_add(e->writer, n, rgb, desc, names, ids))) {
+    else if ((st = rt_db_add(e->writer, n, rgb, desc, names, ids)) == SP_ERR_STALE) {
+        /* rebuilt or appended to by another process since we opened it: nothing was written;
+         * follow the directory as it is now and try once more */
+        SP_INFO("%s changed on disk since it was opened (%s); reopening it for this append", e->cfg.retrieval.database,
+                sp_err_msg());
+        rt_db_close(e->writer);
+        e->writer = NULL;
+        if ((st = rt_db_open(e->cfg.retrieval.database, e->desc, 1, &e->writer)) == SP_OK)
+            st = rt_db_add(e->writer, n, rgb, desc, names, ids);
+    }
+    if (e->writer && st == SP_OK) {
         if ((st = swap_world(e)))
             st = sp_err_wrap(st, "the images were added durably but the database could not be reopened to serve them");
     }

@@ -789,6 +789,14 @@ static enum MHD_Result index_start(req *r) {
 
 static enum MHD_Result index_resumed(req *r) {
     if (r->work.status == SP_ERR_BUSY) return fail(r, 503, "shutting_down", "%s", r->work.error);
+    if (r->task_status == SP_ERR_BUSY) {
+        r->retry_after = 1;
+        return fail(r, 503, "database_busy", "another process is writing the database; retry shortly");
+    }
+    if (r->task_status == SP_ERR_STALE)
+        return fail(r, 409, "database_replaced",
+                    "the database was replaced on disk while this server had it open; reload it "
+                    "(POST /v1/admin/reload or SIGHUP), then retry");
     if (r->task_status) {
         SP_ERROR("request %s: adding to the database failed: %s", r->id, r->task_error);
         return fail(r, 500, "index_failed", "adding the images failed; the server log has the details (request %s)",

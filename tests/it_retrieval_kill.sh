@@ -5,7 +5,11 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 PY=${PY:-/usr/bin/python3}
 bin=$BUILD/semipaint
+# The appends that are killed run the test build with the SEMIPAINT_RT_ADD_PAUSE_MS hook
+# (make $BUILD/tests/semipaint_hooks); production binaries have no hooks.
+hooks=$BUILD/tests/semipaint_hooks
 [ -x "$bin" ] || { echo "it_retrieval_kill: $bin not built"; exit 1; }
+[ -x "$hooks" ] || { echo "it_retrieval_kill: $hooks not built (make BUILD=$BUILD $hooks)"; exit 1; }
 tmp=$(mktemp -d /tmp/it_retrieval_kill.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -32,7 +36,7 @@ def image(i, path):
 os.makedirs(f"{root}/base")
 for i in range(10):
     image(i, f"{root}/base/b{i:02d}.png")
-for r in range(12):
+for r in range(13):
     os.makedirs(f"{root}/add{r}")
     for j in range(5):
         image(100 + r * 5 + j, f"{root}/add{r}/r{r}_{j}.png")
@@ -48,17 +52,18 @@ fail=0
 old=$(count)
 [ "$old" = 10 ] || { echo "FAIL: built database holds $old images, not 10"; exit 1; }
 seen_old=0; seen_new=0
-# Rounds 0-7 kill right after a given step of the append has said it is done (each step then
-# sleeps 60 ms, so the kill lands before the next one), rounds 8-10 at random moments. Until the
-# manifest is replaced the old content must be there, from then on the new.
-steps=("" "start" "store rows" "store header" "names" "index written" "index renamed" "manifest (committed)")
-for r in 0 1 2 3 4 5 6 7 8 9 10; do
+# Rounds 0-8 kill right after a given step of the append has said it is done (each step then
+# sleeps 60 ms, so the kill lands before the next one; "begin" is before the database lock,
+# "start" just after it), rounds 9-11 at random moments. Until the manifest is replaced the old
+# content must be there, from then on the new.
+steps=("" "begin" "start" "store rows" "store header" "names" "index written" "index renamed" "manifest (committed)")
+for r in 0 1 2 3 4 5 6 7 8 9 10 11; do
   files=("$tmp/add$r"/*.png)
   : > "$tmp/add.log"
-  SEMIPAINT_RT_ADD_PAUSE_MS=60 "$bin" index add "$db" "${files[@]}" >/dev/null 2>"$tmp/add.log" &
+  SEMIPAINT_RT_ADD_PAUSE_MS=60 "$hooks" index add "$db" "${files[@]}" >/dev/null 2>"$tmp/add.log" &
   pid=$!
   want=any
-  if [ "$r" -lt 8 ]; then
+  if [ "$r" -lt 9 ]; then
     target=${steps[$r]}
     if [ -n "$target" ]; then
       for _ in $(seq 2000); do
@@ -110,7 +115,7 @@ for r in 0 1 2 3 4 5 6 7 8 9 10; do
 done
 
 # An append that is left to finish, after all the kills: clean, complete, and no stale files.
-files=("$tmp/add11"/*.png)
+files=("$tmp/add12"/*.png)
 "$bin" index add "$db" "${files[@]}" >/dev/null 2>&1 || { echo "FAIL: final add"; fail=1; }
 n=$(count)
 [ "$n" = $((old + 5)) ] || { echo "FAIL: final add: count $n, want $((old + 5))"; fail=1; }

@@ -1,4 +1,4 @@
-/* test_retrieval.c: the retrieval database: build, query, reopen, append, concurrent search, descriptors, and refusal of broken databases. */
+/* test_retrieval.c: the retrieval database: build, query, reopen, append, concurrent search, descriptors, refusal of broken databases, and the database lock against rebuilds. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -6,6 +6,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "rt.h"
@@ -391,6 +392,180 @@ static void *search_loop(void *arg) {
     return NULL;
 }
 
+/* ---- the database lock and rebuilds ---- */
+
+/* Takes dir/lock as another process's writer would; returns the descriptor (close to unlock). */
+static int hold_lock(const char *dir) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/lock", dir);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    CHECK(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+    return fd;
+}
+
+/* Closes `fd` (releasing its lock) after `after_s` seconds, on a thread of its own. */
+typedef struct {
+    int fd;
+    double after_s;
+} unlocker;
+
+static void *unlock_later(void *arg) {
+    unlocker *u = arg;
+    usleep((useconds_t)(u->after_s * 1e6));
+    close(u->fd);
+    return NULL;
+}
+
+/* One write on a thread of its own: an append of one image to `db`, or the finish of `b`. */
+typedef struct {
+    rt_db *db;
+    rt_db_builder *b;
+    const uint8_t *rgb;
+    const float *desc;
+    const char *const *names;
+    sp_status st;
+} writer_job;
+
+static void *add_job(void *arg) {
+    writer_job *j = arg;
+    j->st = rt_db_add(j->db, 1, j->rgb, j->desc, j->names, NULL);
+    return NULL;
+}
+
+static void *finish_job(void *arg) {
+    writer_job *j = arg;
+    j->st = rt_db_builder_finish(j->b);
+    return NULL;
+}
+
+/* `dir` holds exactly images [first, first+n) of the test set, opens, and finds them. */
+static void check_db_holds(const char *what, const char *dir, rt_descriptor *d, const uint8_t *rgb, const float *desc,
+                           const char *const *np, int first, int n) {
+    rt_db *db = NULL;
+    sp_status st = rt_db_open(dir, d, 0, &db);
+    CHECKF(st == SP_OK, "%s: %s", what, sp_err_msg());
+    if (!db) return;
+    CHECKF(rt_db_count(db) == n, "%s: %ld images, want %d", what, rt_db_count(db), n);
+    for (int i = 0; i < n && i < rt_db_count(db); i++) {
+        const uint8_t *px = rt_db_image_rgb(db, i);
+        CHECKF(px && !memcmp(px, rgb + (size_t)(first + i) * ROW, ROW), "%s: image %d", what, i);
+        CHECKF(!strcmp(rt_db_source_name(db, i), np[first + i]), "%s: name %d", what, i);
+        int64_t id;
+        float sc;
+        CHECKF(rt_db_search(db, 1, desc + (size_t)(first + i) * 768, 1, &id, &sc) == SP_OK && id == i,
+               "%s: image %d finds %lld", what, i, (long long)id);
+    }
+    rt_db_close(db);
+}
+
+/* Builds (or with replace, rebuilds) `dir` from images [first, first+n). */
+static sp_status build_db(const char *dir, rt_descriptor *d, const uint8_t *rgb, const float *desc,
+                          const char *const *np, int first, int n, int replace, double lock_wait) {
+    rt_db_builder *b = NULL;
+    sp_status st = rt_db_builder_new(dir, d, "Flat", S, replace, &b);
+    if (!st) rt_db_builder_set_lock_wait(b, lock_wait);
+    if (!st) st = rt_db_builder_add(b, n, rgb + (size_t)first * ROW, desc + (size_t)first * 768, np + first);
+    if (!st) st = rt_db_builder_finish(b);
+    rt_db_builder_free(b);
+    return st;
+}
+
+/* Finding 5 of issue 15: `index build --force` over a database that another handle (the daemon's)
+ * has open and appends to. Writers exclude each other through the database lock, and a handle
+ * whose directory was replaced refuses to append instead of writing its old rows and manifest
+ * into the new database. Images [0, 6) make the first database, [6, 10) its replacement. */
+static void test_lock_and_rebuild(rt_descriptor *d, const uint8_t *rgb, const float *desc, const char *const *np) {
+    char dir[128], tmp[160], p[300];
+    snprintf(dir, sizeof dir, "%s/lockdb", root);
+    CHECK(build_db(dir, d, rgb, desc, np, 0, 5, 0, 0) == SP_OK);
+    rt_db *a = NULL; /* the long-lived handle, as the daemon's */
+    CHECK(rt_db_open(dir, d, 1, &a) == SP_OK);
+    if (!a) return;
+
+    /* Another writer holds the lock: an append fails at once (or after its bounded wait) with
+     * SP_ERR_BUSY naming the database, and writes nothing. */
+    int fd = hold_lock(dir);
+    rt_db_set_lock_wait(a, 0);
+    double t0 = sp_now();
+    sp_status st = rt_db_add(a, 1, rgb + 5 * ROW, desc + 5 * 768, np + 5, NULL);
+    double waited = sp_now() - t0;
+    CHECKF(st == SP_ERR_BUSY && strstr(sp_err_msg(), dir) && strstr(sp_err_msg(), "another process is writing"),
+           "append under another's lock: %s: %s", sp_status_name(st), sp_err_msg());
+    CHECKF(waited < 1.0, "a wait of 0 took %.2f s", waited);
+    rt_db_set_lock_wait(a, 0.3);
+    t0 = sp_now();
+    CHECK(rt_db_add(a, 1, rgb + 5 * ROW, desc + 5 * 768, np + 5, NULL) == SP_ERR_BUSY);
+    waited = sp_now() - t0;
+    CHECKF(waited >= 0.29 && waited < 3, "a wait of 0.3 s took %.2f s", waited);
+    CHECK(rt_db_count(a) == 5 && manifest_num(dir, "count") == 5 && manifest_num(dir, "generation") == 1);
+    /* ... and so does a --force rebuild, which leaves the database as it was and keeps nothing. */
+    st = build_db(dir, d, rgb, desc, np, 6, 4, 1, 0.2);
+    CHECKF(st == SP_ERR_BUSY && strstr(sp_err_msg(), "another process is writing") && strstr(sp_err_msg(), "not replaced"),
+           "rebuild under another's lock: %s: %s", sp_status_name(st), sp_err_msg());
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", dir, (int)getpid());
+    CHECK(!t_exists(tmp));
+    check_db_holds("after the refused rebuild", dir, d, rgb, desc, np, 0, 5);
+    /* A writer that waits gets the lock once it is released. */
+    unlocker u = {fd, 0.2};
+    pthread_t th;
+    pthread_create(&th, NULL, unlock_later, &u);
+    rt_db_set_lock_wait(a, 10);
+    int64_t id = -1;
+    st = rt_db_add(a, 1, rgb + 5 * ROW, desc + 5 * 768, np + 5, &id);
+    CHECKF(st == SP_OK && id == 5, "append after the lock is released: %s", sp_err_msg());
+    pthread_join(th, NULL);
+    check_db_holds("after the append", dir, d, rgb, desc, np, 0, 6);
+
+    /* The rebuild, while `a` is open: then `a`'s append is refused, and the new database is intact. */
+    CHECK(build_db(dir, d, rgb, desc, np, 6, 4, 1, 5) == SP_OK);
+    snprintf(p, sizeof p, "%s.old-%d.tmp", dir, (int)getpid());
+    CHECK(!t_exists(tmp) && !t_exists(p)); /* the old database is gone */
+    for (int round = 0; round < 2; round++) { /* and stays refused: a stale handle stays stale */
+        st = rt_db_add(a, 1, rgb + 5 * ROW, desc + 5 * 768, np + 5, NULL);
+        CHECKF(st == SP_ERR_STALE && strstr(sp_err_msg(), dir) && strstr(sp_err_msg(), "rebuilt") &&
+               strstr(sp_err_msg(), "nothing written"), "stale append: %s: %s", sp_status_name(st), sp_err_msg());
+    }
+    CHECK(rt_db_count(a) == 6); /* the handle still serves what it had */
+    CHECK(manifest_num(dir, "count") == 4 && manifest_num(dir, "generation") == 1);
+    snprintf(p, sizeof p, "%s/index.1.faiss", dir);
+    CHECK(t_exists(p));
+    check_db_holds("the rebuilt database", dir, d, rgb, desc, np, 6, 4);
+    rt_db_close(a);
+    /* Reopened, the handle appends to the new database. */
+    CHECK(rt_db_open(dir, d, 1, &a) == SP_OK);
+    CHECK(a && rt_db_add(a, 1, rgb + 10 * ROW, desc + 10 * 768, np + 10, &id) == SP_OK && id == 4);
+    rt_db_close(a);
+    check_db_holds("the rebuilt database after an append", dir, d, rgb, desc, np, 6, 5);
+
+    /* A rebuild and an append both waiting on the lock of the database being replaced: whichever
+     * goes first, the append lands in the old database or is refused, never in the new one. */
+    CHECK(rt_db_open(dir, d, 1, &a) == SP_OK);
+    if (!a) return;
+    fd = hold_lock(dir);
+    rt_db_set_lock_wait(a, 10);
+    rt_db_builder *b = NULL;
+    CHECK(rt_db_builder_new(dir, d, "Flat", S, 1, &b) == SP_OK);
+    if (!b) return;
+    rt_db_builder_set_lock_wait(b, 10);
+    CHECK(rt_db_builder_add(b, 3, rgb, desc, np) == SP_OK);
+    writer_job ja = {a, NULL, rgb + 11 * ROW, desc + 11 * 768, np + 11, SP_OK};
+    writer_job jb = {NULL, b, NULL, NULL, NULL, SP_OK};
+    pthread_t ta, tb;
+    pthread_create(&tb, NULL, finish_job, &jb);
+    pthread_create(&ta, NULL, add_job, &ja);
+    usleep(100000);
+    close(fd);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECKF(jb.st == SP_OK, "rebuild: %s", sp_status_name(jb.st));
+    CHECKF(ja.st == SP_OK || ja.st == SP_ERR_STALE, "append racing the rebuild: %s", sp_status_name(ja.st));
+    printf("  append racing a rebuild: %s\n", ja.st == SP_OK ? "went first" : "refused as stale");
+    rt_db_builder_free(b);
+    rt_db_close(a);
+    check_db_holds("rebuilt while an append waited", dir, d, rgb, desc, np, 0, 3);
+    remove_dir(dir);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/test_retrieval.XXXXXX");
     if (!mkdtemp(root)) {
@@ -510,10 +685,10 @@ int main(void) {
 
     /* ---- append ---- */
     CHECK(rt_db_open(dbdir, d, 1, &db) == SP_OK);
-    rt_db *db2 = NULL;
-    CHECK(rt_db_open(dbdir, d, 1, &db2) == SP_ERR_BUSY && db2 == NULL); /* one writer */
-    CHECK(rt_db_open(dbdir, d, 0, &db2) == SP_OK);                      /* readers are fine */
+    rt_db *db2 = NULL, *db3 = NULL;
+    CHECK(rt_db_open(dbdir, d, 0, &db2) == SP_OK); /* readers are fine */
     rt_db_close(db2);
+    CHECK(rt_db_open(dbdir, d, 1, &db3) == SP_OK); /* so is a second writable handle; see below */
     const uint8_t *before = rt_db_image_rgb(db, 7);
     searcher sr = {db, desc, N, 0, 0, 0};
     pthread_t th;
@@ -528,6 +703,12 @@ int main(void) {
     pthread_join(th, NULL);
     CHECKF(sr.bad == 0 && sr.runs > 0, "concurrent searches: %d bad of %d runs", sr.bad, sr.runs);
     CHECK(rt_db_count(db) == N + M && rt_db_generation(db) == 3);
+    /* The second handle still holds generation 1: its append would cut off the first one's. */
+    sp_status st3 = rt_db_add(db3, 1, rgb, desc, np, NULL);
+    CHECKF(st3 == SP_ERR_STALE && strstr(sp_err_msg(), dbdir) && strstr(sp_err_msg(), "appended"), "%s: %s",
+           sp_status_name(st3), sp_err_msg());
+    CHECK(rt_db_count(db3) == N && manifest_num(dbdir, "count") == N + M && manifest_num(dbdir, "generation") == 3);
+    rt_db_close(db3);
     CHECK(before == rt_db_image_rgb(db, 7) && !memcmp(before, rgb + 7 * ROW, ROW)); /* old pointers stay valid */
     CHECK(rt_db_search(db, N + M, desc, 1, ids, sc) == SP_OK);
     for (int i = 0; i < N + M; i++) CHECKF(ids[i] == i && sc[i] > 0.9999f, "after add, query %d -> %lld", i, (long long)ids[i]);
@@ -679,6 +860,8 @@ int main(void) {
     CHECKF(self == N + M, "IVF with nprobe = nlist: %d of %d find themselves", self, N + M);
     CHECK(rt_db_add(db, 1, rgb, desc, np, nid) == SP_OK && nid[0] == N + M);
     rt_db_close(db);
+
+    test_lock_and_rebuild(d, rgb, desc, np);
 
     rt_descriptor_free(d8);
     rt_descriptor_free(d);

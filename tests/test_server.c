@@ -334,7 +334,7 @@ static int count_in_log(const daemon_t *d, const char *needle1, const char *need
 /* ---- fixtures ---- */
 
 /* A database of `n` synthetic images at size s with the thumb16 descriptor. */
-static int make_db(const char *dir, int n, int s) {
+static int make_db(const char *dir, int n, int s, int replace) {
     rt_descriptor *d;
     if (rt_descriptor_new("thumb16", NULL, &d)) return -1;
     int dim = rt_descriptor_dim(d);
@@ -352,7 +352,7 @@ static int make_db(const char *dir, int n, int s) {
         np[i] = names[i];
     }
     rt_db_builder *b = NULL;
-    int rc = rt_descriptor_compute(d, n, s, chw, desc) || rt_db_builder_new(dir, d, "Flat", s, 0, &b) ||
+    int rc = rt_descriptor_compute(d, n, s, chw, desc) || rt_db_builder_new(dir, d, "Flat", s, replace, &b) ||
              rt_db_builder_add(b, n, rgb, desc, np) || rt_db_builder_finish(b);
     if (rc) fprintf(stderr, "make_db: %s\n", sp_err_msg());
     rt_db_builder_free(b);
@@ -840,7 +840,7 @@ static void *client_main(void *arg) {
     return NULL;
 }
 
-static void test_admin(int port, const char *token, const daemon_t *d) {
+static void test_admin(int port, const char *token, const daemon_t *d, const char *db) {
     img_u8 im;
     enc_img a, b;
     synth(100, 80, 3, 40, &im);
@@ -900,6 +900,21 @@ static void test_admin(int port, const char *token, const daemon_t *d) {
     }
     CHECKF(ok == 8, "requests during the reloads: %d of 8 answered correctly", ok);
     test_info(port, "sim1", 26);
+    /* The database rebuilt under the daemon (as `semipaint index build --force` does): the next
+     * add follows the new directory instead of writing the old generation into it. */
+    CHECK(make_db(db, 10, 64, 1) == 0);
+    body = multipart(p, 2, &len);
+    snprintf(hdr, sizeof hdr, "%sAuthorization: Bearer %s\r\n", MP_HEADER, token);
+    http(port, "POST", "/v1/index/images", hdr, body, len, &r);
+    j = r.body ? cJSON_Parse((char *)r.body) : NULL;
+    ids = cJSON_GetObjectItem(j, "ids");
+    CHECKF(r.status == 200 && cJSON_GetNumberValue(cJSON_GetArrayItem(ids, 0)) == 10 &&
+               cJSON_GetNumberValue(cJSON_GetObjectItem(j, "count")) == 12,
+           "index add after a rebuild: %d %s", r.status, r.body ? (char *)r.body : "");
+    cJSON_Delete(j);
+    resp_free(&r);
+    free(body);
+    test_info(port, "sim1", 12);
     enc_free(&a);
     enc_free(&b);
 }
@@ -1069,7 +1084,7 @@ int main(void) {
     const char *token = "test-token-0123456789abcdef";
     write_file(token_path, "test-token-0123456789abcdef\n");
     CHECK(chmod(token_path, 0600) == 0); /* semipaintd refuses a token others may read */
-    CHECK(make_db(db, 24, 64) == 0);
+    CHECK(make_db(db, 24, 64, 0) == 0);
 
     /* A: Sim-1 with the database, admin routes on */
     static daemon_t a;
@@ -1107,7 +1122,7 @@ int main(void) {
     phase("test_exif");
     test_concurrent(a.port);
     phase("test_concurrent");
-    test_admin(a.port, token, &a);
+    test_admin(a.port, token, &a, db);
     phase("test_admin");
     test_log(&a);
     phase("test_log");
