@@ -70,6 +70,46 @@ void nn_mask_drop(nn_backend *be, nn_mask *m) {
     memset(m, 0, sizeof *m);
 }
 
+void nn_backend_set_hook(nn_backend *be, nn_hook_fn fn, void *ctx) {
+    be->hook = fn;
+    be->hook_ctx = fn ? ctx : NULL;
+}
+
+sp_status nn_buffer_grow(const nn_allocator *a, void **buf, size_t *size, size_t need) {
+    if (need <= *size) return SP_OK;
+    void *p = NULL;
+    const size_t old = *size;
+    /* First beside the old buffer, so that a failure leaves it untouched. */
+    sp_status st = a->alloc(a->ctx, &p, need);
+    if (st == SP_OK) {
+        a->release(a->ctx, *buf, old);
+        *buf = p;
+        *size = need;
+        return SP_OK;
+    }
+    /* Then in the old buffer's room. */
+    if (*buf) {
+        a->release(a->ctx, *buf, old);
+        *buf = NULL;
+        *size = 0;
+        if ((st = a->alloc(a->ctx, &p, need)) == SP_OK) {
+            *buf = p;
+            *size = need;
+            return SP_OK;
+        }
+    }
+    if (!old) return st;
+    /* Keep what the buffer's current users were sized for; report the failure to grow. */
+    char why[512];
+    snprintf(why, sizeof why, "%s", sp_err_msg());
+    if (a->alloc(a->ctx, &p, old) == SP_OK) {
+        *buf = p;
+        *size = old;
+        return sp_err(st, "%s", why);
+    }
+    return sp_err(st, "%s (and the old %zu bytes could not be allocated again)", why, old);
+}
+
 int nn_conv_algo_parse(const char *name, nn_conv_algo *out) {
     static const char *names[] = {"auto", "direct", "winograd", "winograd4"};
     for (int i = 0; i < 4; i++)

@@ -88,12 +88,37 @@ typedef struct nn_backend_ops {
     sp_status (*sync)(nn_backend *be);
 } nn_backend_ops;
 
+/* ---- test hook ---- */
+
+/* What a backend tells its test hook (nn_backend_set_hook). */
+typedef enum {
+    NN_HOOK_ALLOC = 0, /* before allocating `arg` bytes (the CPU: tensors and masks; CUDA: every cudaMalloc);
+                        * a nonzero return makes that allocation fail as running out of memory does */
+    NN_HOOK_ALLOCATED, /* after an allocation of `arg` bytes succeeded (return ignored) */
+    NN_HOOK_FREED,     /* after memory of `arg` bytes allocated so was released (return ignored) */
+    NN_HOOK_CONV,      /* CUDA: before a convolution runs with cuDNN algorithm number `arg`; a nonzero
+                        * return makes that run fail as an algorithm cuDNN cannot execute does */
+} nn_hook_event;
+
+/* A test hook: called synchronously from the thread driving the backend. */
+typedef int (*nn_hook_fn)(void *ctx, nn_hook_event ev, size_t arg);
+
 struct nn_backend {
     const nn_backend_ops *ops;
     nn_backend_opts opts;
     char device[256];
     void *impl;
+    nn_hook_fn hook; /* NULL except under tests */
+    void *hook_ctx;
 };
+
+/* Installs (fn non-NULL) or removes (fn NULL) the test hook of `be`; tests only. */
+void nn_backend_set_hook(nn_backend *be, nn_hook_fn fn, void *ctx);
+
+/* For backends: reports `ev` to be's hook; returns its answer, 0 when no hook is installed. */
+static inline int nn_hook(nn_backend *be, nn_hook_event ev, size_t arg) {
+    return be->hook ? be->hook(be->hook_ctx, ev, arg) : 0;
+}
 
 /* The CPU backend (model/cpu/cpu.c). */
 sp_status nn_cpu_backend_new(const nn_backend_opts *opts, nn_backend **out);
@@ -109,5 +134,20 @@ sp_status nn_tensor_new_input(nn_backend *be, nn_tensor *t, int n, int c, int h,
 sp_status nn_mask_new(nn_backend *be, nn_mask *m, int n, int g, int h, int w);
 void nn_tensor_drop(nn_backend *be, nn_tensor *t);
 void nn_mask_drop(nn_backend *be, nn_mask *m);
+
+/* An allocator for nn_buffer_grow: alloc sets *p (NULL on failure, with the reason in
+ * sp_err_msg()); release frees what alloc returned (p may be NULL). */
+typedef struct {
+    sp_status (*alloc)(void *ctx, void **p, size_t bytes);
+    void (*release)(void *ctx, void *p, size_t bytes);
+    void *ctx;
+} nn_allocator;
+
+/* Grows the buffer (*buf, *size) to at least `need` bytes; contents are not kept. Tries a new
+ * buffer while the old one is still held, then, failing that, again after freeing the old one.
+ * When both fail it re-creates the old size, so that users sized for the old buffer keep
+ * working, and returns the error with *buf and *size describing what is held (NULL and 0 only when
+ * even the old size could not be had). */
+sp_status nn_buffer_grow(const nn_allocator *a, void **buf, size_t *size, size_t need);
 
 #endif

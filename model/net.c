@@ -12,11 +12,12 @@ static const int vgg_block_convs[5] = {2, 2, 3, 3, 3};
 static const int vgg_conv_index[VGG_CONVS] = {0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28};
 static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f}, imagenet_std[3] = {0.229f, 0.224f, 0.225f};
 
-/* Activation memory for one batch size and image size, allocated once and reused. */
+/* Activation memory for one batch size and image size, allocated once and reused. Any slot may
+ * be empty (data NULL): plan_drop frees whatever is held, so a plan that failed halfway through
+ * allocation is released whole. */
 typedef struct {
     int n, h, w;
     unsigned long used;
-    int nt;
     nn_tensor t[2 + 3 * NN_MAX_LEVELS + VGG_CONVS + 4];
     nn_mask m[2 + 3 * NN_MAX_LEVELS];
 } nn_plan;
@@ -41,7 +42,7 @@ int nn_pool_parse(const char *s) {
 const char *nn_pool_name(nn_pool p) { return p == NN_POOL_MAX ? "max" : "avg"; }
 
 static void plan_drop(nn_net *net, nn_plan *p) {
-    for (int i = 0; i < p->nt; i++) nn_tensor_drop(net->be, &p->t[i]);
+    for (size_t i = 0; i < sizeof p->t / sizeof p->t[0]; i++) nn_tensor_drop(net->be, &p->t[i]);
     for (size_t i = 0; i < sizeof p->m / sizeof p->m[0]; i++) nn_mask_drop(net->be, &p->m[i]);
     memset(p, 0, sizeof *p);
 }
@@ -375,11 +376,12 @@ static sp_status get_plan(nn_net *net, int n, int h, int w, nn_plan **out) {
     p->used = ++net->clock;
     if (in->arch == NN_ARCH_VGG16) {
         /* t[0] input, t[1..13] conv outputs, t[14..17] pools */
-        if ((st = nn_tensor_new_input(be, &p->t[p->nt++], n, 3, h, w))) goto fail;
+        int nt = 0;
+        if ((st = nn_tensor_new_input(be, &p->t[nt++], n, 3, h, w))) goto fail;
         int li = 0, hh = h, ww = w;
         for (int b = 0; b < 5; b++) {
             for (int j = 0; j < vgg_block_convs[b]; j++, li++)
-                if ((st = nn_tensor_new(be, &p->t[p->nt++], n, net->layers[li].cout, hh, ww))) goto fail;
+                if ((st = nn_tensor_new(be, &p->t[nt++], n, net->layers[li].cout, hh, ww))) goto fail;
             if (b < 4) {
                 hh /= 2;
                 ww /= 2;
@@ -390,7 +392,7 @@ static sp_status get_plan(nn_net *net, int n, int h, int w, nn_plan **out) {
         for (int b = 0; b < 4; b++) {
             hh /= 2;
             ww /= 2;
-            if ((st = nn_tensor_new(be, &p->t[p->nt++], n, in->enc_channels[b], hh, ww))) goto fail;
+            if ((st = nn_tensor_new(be, &p->t[nt++], n, in->enc_channels[b], hh, ww))) goto fail;
         }
         *out = p;
         return SP_OK;
@@ -417,7 +419,6 @@ static sp_status get_plan(nn_net *net, int n, int h, int w, nn_plan **out) {
         if (pconv && (st = nn_mask_new(be, &p->m[L + 1 + i], n, 2, hs[j], ws[j]))) goto fail;
         if (pconv && (st = nn_mask_new(be, &p->m[2 * L + 1 + i], n, 1, hs[j], ws[j]))) goto fail;
     }
-    p->nt = 3 * L + 1;
     *out = p;
     return SP_OK;
 fail:

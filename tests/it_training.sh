@@ -80,11 +80,12 @@ for f in names:
     assert sorted(a) == sorted(b), (f, sorted(a), sorted(b))
     for k in a:
         assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, (f, k)
-        # Weights and inputs come from seeded generators: equal bits on any machine. Outputs
-        # may differ in the last bits with another BLAS or CPU: compare against the range.
-        is_io, is_ops = f.startswith("io_"), f == "ops.safetensors"
-        if (not is_io and not is_ops) or (is_io and k in exact_io) or \
-                (is_ops and k.endswith((".x", ".m", ".w", ".b", ".a"))):
+        # The network inputs are exact (levels k/255, 0/1 masks). Weights come from seeded
+        # generators whose vectorised kernels round differently by CPU (PyTorch with
+        # ATEN_CPU_CAPABILITY=default moves them by up to 5e-7 of their range), and outputs
+        # differ in the last bits with another BLAS or CPU: compare those against the range.
+        is_io = f.startswith("io_")
+        if is_io and k in exact_io:
             assert np.array_equal(a[k], b[k]), f"{f}:{k} differs from the committed fixture"
         else:
             err = float(np.abs(a[k] - b[k]).max() / max(1e-6, np.abs(b[k]).max()))

@@ -1,4 +1,4 @@
-/* test_cuda_ops.c: every backend op on the CUDA backend against the CPU backend (random inputs, odd sizes, batch 1 and 8, fp32/tf32/fp16), and the golden networks through CUDA; prints "SKIP: no GPU" and passes where there is none. */
+/* test_cuda_ops.c: every backend op on the CUDA backend against the CPU backend (random inputs, odd sizes, batch 1, 8 and 13, fp32/tf32/fp16), the golden networks through CUDA, the error paths (the backend test hook) and the environment settings; prints "SKIP: no GPU" and passes where there is none. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,27 +235,34 @@ static void test_transfers(const tolerance *tol, int n) {
     free(x);
 }
 
+/* Masks of 2, 3 and 4 channel groups over 11 channels: transfer and mask_apply. */
 static void test_masks(const tolerance *tol, int n) {
+    static const struct {
+        int g, cnt[NN_MAX_GROUPS];
+    } groups[] = {{2, {5, 6}}, {3, {4, 4, 3}}, {4, {3, 3, 3, 2}}};
     char what[96];
-    const int H = 13, W = 9, cnt[2] = {5, 6};
-    mpair m;
-    mp_new(&m, n, 2, H, W);
-    float *planes = hole_planes(n, 2, H, W);
-    mp_upload(&m, planes, cnt);
-    snprintf(what, sizeof what, "mask upload/download n=%d groups 5+6", n);
-    mp_compare(what, &m);
-    tpair t;
-    tp_new(&t, n, 11, H, W, 0);
-    float *x = rand_buf((size_t)n * 11 * H * W, -1, 1);
-    tp_upload(&t, x);
-    CHECKF(cpu->ops->mask_apply(cpu, &t.c, &m.c) == SP_OK, "%s", sp_err_msg());
-    CHECKF(gpu->ops->mask_apply(gpu, &t.g, &m.g) == SP_OK, "%s", sp_err_msg());
-    snprintf(what, sizeof what, "mask_apply n=%d (11,13,9)", n);
-    tp_compare(what, &t, tol->ops);
-    tp_drop(&t);
-    mp_drop(&m);
-    free(planes);
-    free(x);
+    const int H = 13, W = 9;
+    for (size_t k = 0; k < sizeof groups / sizeof groups[0]; k++) {
+        const int g = groups[k].g, *cnt = groups[k].cnt;
+        mpair m;
+        mp_new(&m, n, g, H, W);
+        float *planes = hole_planes(n, g, H, W);
+        mp_upload(&m, planes, cnt);
+        snprintf(what, sizeof what, "mask upload/download n=%d %d groups", n, g);
+        mp_compare(what, &m);
+        tpair t;
+        tp_new(&t, n, 11, H, W, 0);
+        float *x = rand_buf((size_t)n * 11 * H * W, -1, 1);
+        tp_upload(&t, x);
+        CHECKF(cpu->ops->mask_apply(cpu, &t.c, &m.c) == SP_OK, "%s", sp_err_msg());
+        CHECKF(gpu->ops->mask_apply(gpu, &t.g, &m.g) == SP_OK, "%s", sp_err_msg());
+        snprintf(what, sizeof what, "mask_apply n=%d (11,13,9) %d groups", n, g);
+        tp_compare(what, &t, tol->ops);
+        tp_drop(&t);
+        mp_drop(&m);
+        free(planes);
+        free(x);
+    }
 }
 
 typedef struct {
@@ -264,7 +271,8 @@ typedef struct {
     int input;
 } conv_case;
 
-static void test_conv(const tolerance *tol, int n, const conv_case *cc) {
+/* One conv case on inputs in [lo, hi). */
+static void test_conv_range(const tolerance *tol, int n, const conv_case *cc, float lo, float hi) {
     char what[96];
     nn_layer lc, lg;
     layer_rand(&lc, cc->cin, cc->cout, cc->k, cc->stride);
@@ -273,12 +281,12 @@ static void test_conv(const tolerance *tol, int n, const conv_case *cc) {
     tpair x, y;
     tp_new(&x, n, cc->cin, cc->h, cc->w, cc->input);
     tp_new(&y, n, cc->cout, oh, ow, 0);
-    float *hx = rand_buf((size_t)n * cc->cin * cc->h * cc->w, -1, 1);
+    float *hx = rand_buf((size_t)n * cc->cin * cc->h * cc->w, lo, hi);
     tp_upload(&x, hx);
     CHECKF(cpu->ops->conv(cpu, &lc, &x.c, &y.c, cc->act) == SP_OK, "%s", sp_err_msg());
     CHECKF(gpu->ops->conv(gpu, &lg, &x.g, &y.g, cc->act) == SP_OK, "%s", sp_err_msg());
-    snprintf(what, sizeof what, "conv%d s%d %d->%d %dx%d %s n=%d", cc->k, cc->stride, cc->cin, cc->cout, cc->w, cc->h,
-             act_name(cc->act), n);
+    snprintf(what, sizeof what, "conv%d s%d %d->%d %dx%d %s n=%d%s", cc->k, cc->stride, cc->cin, cc->cout, cc->w, cc->h,
+             act_name(cc->act), n, hi > 1 ? " large" : "");
     tp_compare(what, &y, tol->conv);
     /* a second run reuses the algorithm chosen for this shape */
     CHECKF(gpu->ops->conv(gpu, &lg, &x.g, &y.g, cc->act) == SP_OK, "%s", sp_err_msg());
@@ -290,14 +298,17 @@ static void test_conv(const tolerance *tol, int n, const conv_case *cc) {
     free(hx);
 }
 
+static void test_conv(const tolerance *tol, int n, const conv_case *cc) { test_conv_range(tol, n, cc, -1, 1); }
+
 typedef struct {
     int cin, cout, k, stride, h, w, g;
-    int cnt[2];
+    int cnt[NN_MAX_GROUPS];
     nn_act act;
     int input;
 } pconv_case;
 
-static void test_pconv(const tolerance *tol, int n, const pconv_case *pc) {
+/* One pconv case on inputs in [lo, hi). */
+static void test_pconv_range(const tolerance *tol, int n, const pconv_case *pc, float lo, float hi) {
     char what[96];
     nn_layer lc, lg;
     layer_rand(&lc, pc->cin, pc->cout, pc->k, pc->stride);
@@ -309,15 +320,15 @@ static void test_pconv(const tolerance *tol, int n, const pconv_case *pc) {
     tp_new(&y, n, pc->cout, oh, ow, 0);
     mp_new(&mx, n, pc->g, pc->h, pc->w);
     mp_new(&my, n, 1, oh, ow);
-    float *hx = rand_buf((size_t)n * pc->cin * pc->h * pc->w, -1, 1), *planes = hole_planes(n, pc->g, pc->h, pc->w);
+    float *hx = rand_buf((size_t)n * pc->cin * pc->h * pc->w, lo, hi), *planes = hole_planes(n, pc->g, pc->h, pc->w);
     tp_upload(&x, hx);
     mp_upload(&mx, planes, pc->cnt);
     CHECKF(cpu->ops->mask_apply(cpu, &x.c, &mx.c) == SP_OK, "%s", sp_err_msg());
     CHECKF(gpu->ops->mask_apply(gpu, &x.g, &mx.g) == SP_OK, "%s", sp_err_msg());
     CHECKF(cpu->ops->pconv(cpu, &lc, &x.c, &mx.c, &y.c, &my.c, pc->act) == SP_OK, "%s", sp_err_msg());
     CHECKF(gpu->ops->pconv(gpu, &lg, &x.g, &mx.g, &y.g, &my.g, pc->act) == SP_OK, "%s", sp_err_msg());
-    snprintf(what, sizeof what, "pconv%d s%d %d->%d %dx%d g%d %s n=%d", pc->k, pc->stride, pc->cin, pc->cout, pc->w,
-             pc->h, pc->g, act_name(pc->act), n);
+    snprintf(what, sizeof what, "pconv%d s%d %d->%d %dx%d g%d %s n=%d%s", pc->k, pc->stride, pc->cin, pc->cout, pc->w,
+             pc->h, pc->g, act_name(pc->act), n, hi > 1 ? " large" : "");
     tp_compare(what, &y, tol->conv);
     snprintf(what, sizeof what, "  its mask n=%d", n);
     mp_compare(what, &my);
@@ -338,6 +349,8 @@ static void test_pconv(const tolerance *tol, int n, const pconv_case *pc) {
     free(hx);
     free(planes);
 }
+
+static void test_pconv(const tolerance *tol, int n, const pconv_case *pc) { test_pconv_range(tol, n, pc, -1, 1); }
 
 static void test_up2_concat(const tolerance *tol, int n) {
     char what[96];
@@ -390,6 +403,33 @@ static void test_up2_concat(const tolerance *tol, int n) {
         snprintf(what, sizeof what, "concat x1 6+5 9x7 n=%d", n);
         tp_compare(what, &y, tol->ops);
         snprintf(what, sizeof what, "  its mask (1+2 groups) n=%d", n);
+        mp_compare(what, &my);
+        tp_drop(&a), tp_drop(&s), tp_drop(&y);
+        mp_drop(&ma), mp_drop(&ms), mp_drop(&my);
+        free(ha), free(hs), free(pa), free(ps);
+    }
+    /* x2 upsampling with masks of 2 + 2 groups: the most a concat mask holds */
+    {
+        tpair a, s, y;
+        mpair ma, ms, my;
+        tp_new(&a, n, 6, 5, 6, 0);
+        tp_new(&s, n, 5, 10, 12, 0);
+        tp_new(&y, n, 11, 10, 12, 0);
+        mp_new(&ma, n, 2, 5, 6);
+        mp_new(&ms, n, 2, 10, 12);
+        mp_new(&my, n, 4, 10, 12);
+        float *ha = rand_buf((size_t)n * 6 * 30, -1, 1), *hs = rand_buf((size_t)n * 5 * 120, -1, 1);
+        float *pa = hole_planes(n, 2, 5, 6), *ps = hole_planes(n, 2, 10, 12);
+        int ca[2] = {3, 3}, cs[2] = {2, 3};
+        tp_upload(&a, ha);
+        tp_upload(&s, hs);
+        mp_upload(&ma, pa, ca);
+        mp_upload(&ms, ps, cs);
+        CHECKF(cpu->ops->up2_concat(cpu, &a.c, &s.c, &y.c, &ma.c, &ms.c, &my.c) == SP_OK, "%s", sp_err_msg());
+        CHECKF(gpu->ops->up2_concat(gpu, &a.g, &s.g, &y.g, &ma.g, &ms.g, &my.g) == SP_OK, "%s", sp_err_msg());
+        snprintf(what, sizeof what, "up2_concat x2 6+5 12x10 n=%d", n);
+        tp_compare(what, &y, tol->ops);
+        snprintf(what, sizeof what, "  its mask (2+2 groups) n=%d", n);
         mp_compare(what, &my);
         tp_drop(&a), tp_drop(&s), tp_drop(&y);
         mp_drop(&ma), mp_drop(&ms), mp_drop(&my);
@@ -448,12 +488,14 @@ static void test_pool_act(const tolerance *tol, int n) {
     }
 }
 
-static void test_desc_pool(const tolerance *tol, int n) {
+/* Descriptor pooling of C channels (the kernel has 256 threads a block: 600 makes each thread
+ * pool three channels, the last pass partly) with inputs in [lo, hi). */
+static void test_desc_pool(const tolerance *tol, int n, int C, float lo, float hi) {
     char what[96];
-    const int C = 37, H = 5, W = 7;
+    const int H = 5, W = 7;
     tpair x;
     tp_new(&x, n, C, H, W, 0);
-    float *hx = rand_buf((size_t)n * C * H * W, -0.5f, 2);
+    float *hx = rand_buf((size_t)n * C * H * W, lo, hi);
     tp_upload(&x, hx);
     float *a = malloc((size_t)n * C * sizeof(float)), *b = malloc((size_t)n * C * sizeof(float));
     SP_ASSERT(a && b);
@@ -461,12 +503,42 @@ static void test_desc_pool(const tolerance *tol, int n) {
         nn_pool pool = p ? NN_POOL_MAX : NN_POOL_AVG;
         CHECKF(cpu->ops->desc_pool(cpu, &x.c, pool, a) == SP_OK, "%s", sp_err_msg());
         CHECKF(gpu->ops->desc_pool(gpu, &x.g, pool, b) == SP_OK, "%s", sp_err_msg());
-        snprintf(what, sizeof what, "desc_pool %s (37,5,7) n=%d", nn_pool_name(pool), n);
+        snprintf(what, sizeof what, "desc_pool %s (%d,5,7) [%g,%g) n=%d", nn_pool_name(pool), C, lo, hi, n);
         /* the L2 normalisation sums in another order: allow a few ulps even in fp32 */
         compare(what, b, a, (size_t)n * C, tol->ops > 1e-5 ? tol->ops : 1e-5);
     }
     tp_drop(&x);
     free(hx), free(a), free(b);
+}
+
+/* Values far above 1 (fp16 holds up to 65504; its relative precision is what matters): transfers,
+ * pooling, activations at magnitudes of thousands, and convolutions of inputs of tens. */
+static void test_large_values(const tolerance *tol, int n) {
+    char what[96];
+    tpair t, y;
+    const int C = 11, H = 13, W = 9;
+    float *a = rand_buf((size_t)n * C * H * W, -3000, 3000);
+    tp_new(&t, n, C, H, W, 0);
+    tp_upload(&t, a);
+    snprintf(what, sizeof what, "upload/download [-3000,3000) n=%d", n);
+    tp_compare(what, &t, tol->ops);
+    tp_new(&y, n, C, H / 2, W / 2, 0);
+    CHECKF(cpu->ops->maxpool2(cpu, &t.c, &y.c) == SP_OK, "%s", sp_err_msg());
+    CHECKF(gpu->ops->maxpool2(gpu, &t.g, &y.g) == SP_OK, "%s", sp_err_msg());
+    snprintf(what, sizeof what, "maxpool2 [-3000,3000) n=%d", n);
+    tp_compare(what, &y, tol->ops);
+    CHECKF(cpu->ops->act(cpu, &t.c, &t.c, NN_ACT_LRELU) == SP_OK, "%s", sp_err_msg());
+    CHECKF(gpu->ops->act(gpu, &t.g, &t.g, NN_ACT_LRELU) == SP_OK, "%s", sp_err_msg());
+    snprintf(what, sizeof what, "act lrelu [-3000,3000) n=%d", n);
+    tp_compare(what, &t, tol->ops);
+    tp_drop(&t), tp_drop(&y);
+    free(a);
+    test_desc_pool(tol, n, 37, -100, 400);
+    static const conv_case c1 = {19, 24, 3, 1, 11, 9, NN_ACT_LRELU, 0}, c2 = {3, 16, 7, 2, 13, 17, NN_ACT_NONE, 1};
+    test_conv_range(tol, n, &c1, -40, 40);
+    test_conv_range(tol, n, &c2, 0, 255); /* an image in 0..255 */
+    static const pconv_case pc = {11, 16, 3, 1, 13, 11, 2, {5, 6}, NN_ACT_NONE, 0};
+    test_pconv_range(tol, n, &pc, -40, 40);
 }
 
 static void test_ops(const tolerance *tol) {
@@ -475,15 +547,19 @@ static void test_ops(const tolerance *tol) {
         {19, 24, 3, 1, 11, 9, NN_ACT_LRELU, 0},  /* a decoder layer, odd channels */
         {16, 8, 5, 2, 15, 13, NN_ACT_NONE, 0},   /* stride 2, odd size */
         {64, 32, 3, 1, 8, 8, NN_ACT_RELU, 0},    /* tensor-core friendly */
+        {10, 16, 5, 2, 13, 11, NN_ACT_RELU, 1},  /* Sim-1's first layer: 10 input channels */
+        {67, 3, 3, 1, 9, 11, NN_ACT_NONE, 0},    /* a last layer: 64 + 3 in, 3 out */
     };
     static const pconv_case pconvs[] = {
         {3, 8, 7, 2, 21, 19, 1, {3, 0}, NN_ACT_RELU, 1},  /* coarse enc.0: the input and its 1-group mask */
         {11, 16, 3, 1, 13, 11, 2, {5, 6}, NN_ACT_LRELU, 0}, /* a decoder level: features + skip masks */
         {12, 20, 5, 2, 17, 15, 2, {8, 4}, NN_ACT_RELU, 0},
         {9, 3, 3, 1, 10, 12, 2, {6, 3}, NN_ACT_NONE, 0},    /* the last layer: no activation */
+        {13, 8, 3, 1, 11, 9, 3, {4, 5, 4}, NN_ACT_LRELU, 0}, /* input masks of 3 and 4 groups */
+        {14, 6, 3, 2, 13, 15, 4, {3, 4, 4, 3}, NN_ACT_RELU, 0},
     };
-    const int batches[2] = {1, 8};
-    for (int b = 0; b < 2; b++) {
+    const int batches[3] = {1, 8, 13}; /* 13: above 8, odd */
+    for (int b = 0; b < 3; b++) {
         int n = batches[b];
         test_transfers(tol, n);
         test_masks(tol, n);
@@ -491,7 +567,9 @@ static void test_ops(const tolerance *tol) {
         for (size_t i = 0; i < sizeof pconvs / sizeof pconvs[0]; i++) test_pconv(tol, n, &pconvs[i]);
         test_up2_concat(tol, n);
         test_pool_act(tol, n);
-        test_desc_pool(tol, n);
+        test_desc_pool(tol, n, 37, -0.5f, 2);
+        test_desc_pool(tol, n, 600, -0.5f, 2);
+        test_large_values(tol, n);
     }
 }
 
@@ -568,6 +646,349 @@ static void test_golden(const tolerance *tol, const char *dir) {
     for (int k = 0; k < 3; k++) nn_net_free(simk[k]);
 }
 
+/* ---- whole networks at a batch above 8: CUDA against the CPU ---- */
+
+/* Inputs for a net: images (and Sim-K's extra channels) in [0,1), a hole mask. */
+static void net_inputs(const nn_net_info *in, int n, int s, float **x, float **m) {
+    *x = rand_buf((size_t)n * in->in_channels * s * s, 0, 1);
+    *m = hole_planes(n, 1, s, s);
+}
+
+static void test_nets_batch(const tolerance *tol, const char *dir, int n) {
+    static const char *files[] = {"pconv_unet.safetensors", "simk_unet_k2.safetensors", "vgg16_features.safetensors"};
+    const int s = 64;
+    char p[512], what[128];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        nn_net *nc = NULL, *ng = NULL;
+        CHECKF(nn_net_load(cpu, p, &nc) == SP_OK, "%s", sp_err_msg());
+        CHECKF(nn_net_load(gpu, p, &ng) == SP_OK, "%s", sp_err_msg());
+        if (nc && ng) {
+            const nn_net_info *in = nn_net_get_info(nc);
+            float *x, *m;
+            net_inputs(in, n, s, &x, &m);
+            if (in->arch == NN_ARCH_VGG16) {
+                size_t nf = (size_t)n * in->out_channels * (s / 16) * (s / 16), nd = (size_t)n * in->out_channels;
+                float *fc = malloc(nf * sizeof(float)), *fg = malloc(nf * sizeof(float));
+                float *dc = malloc(nd * sizeof(float)), *dg = malloc(nd * sizeof(float));
+                SP_ASSERT(fc && fg && dc && dg);
+                CHECKF(nn_vgg_forward(nc, n, s, s, x, NN_POOL_MAX, fc, dc) == SP_OK, "%s", sp_err_msg());
+                CHECKF(nn_vgg_forward(ng, n, s, s, x, NN_POOL_MAX, fg, dg) == SP_OK, "%s", sp_err_msg());
+                snprintf(what, sizeof what, "%s batch %d features", in->arch_name, n);
+                compare(what, fg, fc, nf, tol->net);
+                snprintf(what, sizeof what, "%s batch %d descriptor max", in->arch_name, n);
+                compare(what, dg, dc, nd, tol->net);
+                free(fc), free(fg), free(dc), free(dg);
+            } else {
+                size_t no = (size_t)n * 3 * s * s;
+                float *yc = malloc(no * sizeof(float)), *yg = malloc(no * sizeof(float));
+                SP_ASSERT(yc && yg);
+                CHECKF(nn_unet_forward(nc, n, s, s, x, m, yc) == SP_OK, "%s", sp_err_msg());
+                CHECKF(nn_unet_forward(ng, n, s, s, x, m, yg) == SP_OK, "%s", sp_err_msg());
+                snprintf(what, sizeof what, "%s batch %d", in->arch_name, n);
+                compare(what, yg, yc, no, tol->net);
+                free(yc), free(yg);
+            }
+            free(x), free(m);
+        }
+        nn_net_free(nc);
+        nn_net_free(ng);
+    }
+}
+
+/* ---- error paths: the backend's test hook (backend.h) ---- */
+
+typedef struct {
+    long asked, refused, fail_at, fail_next, live, convs, conv_fail_next;
+    int fail_all, conv_fail_all;
+    size_t live_bytes;
+    long last_algo;
+} hook_state;
+
+static hook_state hs;
+
+static int hook(void *ctx, nn_hook_event ev, size_t arg) {
+    hook_state *h = ctx;
+    int no = 0;
+    switch (ev) {
+    case NN_HOOK_ALLOC:
+        h->asked++;
+        if (h->fail_all || (h->fail_at && h->asked == h->fail_at)) no = 1;
+        if (!no && h->fail_next > 0) h->fail_next--, no = 1;
+        h->refused += no;
+        return no;
+    case NN_HOOK_ALLOCATED:
+        h->live++;
+        h->live_bytes += arg;
+        return 0;
+    case NN_HOOK_FREED:
+        h->live--;
+        h->live_bytes -= arg;
+        return 0;
+    case NN_HOOK_CONV:
+        h->convs++;
+        h->last_algo = (long)arg;
+        if (h->conv_fail_all) return 1;
+        if (h->conv_fail_next > 0) return h->conv_fail_next--, 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* A UNet plan failing at each of its allocations in turn gives all of it back (device_memory
+ * and the hook's count return to where they were); then a smaller batch plans and runs and
+ * matches the CPU: its first kernel launch comes after a real cudaMalloc failure. */
+static void test_fault_plan(const tolerance *tol) {
+    nn_net *nc = NULL, *ng = NULL;
+    const char *p = "tests/fixtures/small/pconv_unet.safetensors";
+    CHECKF(nn_net_load(cpu, p, &nc) == SP_OK, "%s", sp_err_msg());
+    CHECKF(nn_net_load(gpu, p, &ng) == SP_OK, "%s", sp_err_msg());
+    if (!nc || !ng) {
+        nn_net_free(nc), nn_net_free(ng);
+        return;
+    }
+    const nn_net_info *in = nn_net_get_info(ng);
+    const int s = 32, L = in->levels, per_plan = 2 * (3 * L + 1); /* tensors and masks: net.c get_plan */
+    float *x, *m, *y = malloc((size_t)4 * 3 * s * s * sizeof(float)), *yc = malloc((size_t)3 * 3 * s * s * sizeof(float));
+    SP_ASSERT(y && yc);
+    net_inputs(in, 4, s, &x, &m);
+    CHECKF(nn_unet_forward(ng, 2, s, s, x, m, y) == SP_OK, "%s", sp_err_msg());
+    size_t held = nn_backend_device_memory(gpu);
+    long live = hs.live, kept = 0, ok = 0;
+    for (int k = 1; k <= per_plan; k++) {
+        hs.fail_at = hs.asked + k;
+        sp_status st = nn_unet_forward(ng, 4, s, s, x, m, y);
+        hs.fail_at = 0;
+        ok += st == SP_OK;
+        if (nn_backend_device_memory(gpu) != held || hs.live != live) kept++;
+    }
+    CHECKF(ok == 0, "%ld of %d failing plans reported success", ok, per_plan);
+    CHECKF(kept == 0, "%ld of %d failed plans kept GPU memory (%zu bytes held, %zu before)", kept, per_plan,
+           nn_backend_device_memory(gpu), held);
+    printf("  a plan failing at each of its %d allocations: %ld kept memory\n", per_plan, kept);
+    CHECKF(nn_unet_forward(ng, 3, s, s, x, m, y) == SP_OK, "after the failed plans: %s", sp_err_msg());
+    CHECKF(nn_unet_forward(nc, 3, s, s, x, m, yc) == SP_OK, "%s", sp_err_msg());
+    compare("pconv_unet batch 3 after failed batch-4 plans", y, yc, (size_t)3 * 3 * s * s, tol->net);
+    nn_net_free(nc);
+    nn_net_free(ng);
+    free(x), free(m), free(y), free(yc);
+}
+
+/* A failed cudaMalloc (a tensor and a mask no GPU can hold) does not fail the next op. */
+static void test_fault_stale_error(const tolerance *tol) {
+    tpair t;
+    tp_new(&t, 1, 7, 9, 11, 0);
+    float *hx = rand_buf(7 * 99, -2, 2);
+    tp_upload(&t, hx);
+    nn_tensor huge;
+    nn_mask hm;
+    CHECK(nn_tensor_new(gpu, &huge, 1, 1 << 16, 1 << 12, 1 << 10) != SP_OK); /* 1 TiB */
+    CHECK(huge.data == NULL);
+    CHECKF(gpu->ops->act(gpu, &t.g, &t.g, NN_ACT_RELU) == SP_OK, "act after a failed allocation: %s", sp_err_msg());
+    CHECKF(cpu->ops->act(cpu, &t.c, &t.c, NN_ACT_RELU) == SP_OK, "%s", sp_err_msg());
+    tp_compare("act right after a failed cudaMalloc", &t, tol->ops);
+    CHECK(nn_mask_new(gpu, &hm, 1 << 10, 4, 1 << 12, 1 << 12) != SP_OK); /* 256 GiB */
+    CHECKF(gpu->ops->act(gpu, &t.g, &t.g, NN_ACT_LRELU) == SP_OK, "act after a failed allocation: %s", sp_err_msg());
+    CHECKF(cpu->ops->act(cpu, &t.c, &t.c, NN_ACT_LRELU) == SP_OK, "%s", sp_err_msg());
+    tp_compare("act right after a failed mask cudaMalloc", &t, tol->ops);
+    tp_drop(&t);
+    free(hx);
+}
+
+/* Runs layer l on x into y on both backends and compares; returns the CUDA status. */
+static sp_status conv_both(const char *what, nn_layer *lc, nn_layer *lg, tpair *x, tpair *y, double tol) {
+    CHECKF(cpu->ops->conv(cpu, lc, &x->c, &y->c, NN_ACT_NONE) == SP_OK, "%s", sp_err_msg());
+    sp_status st = gpu->ops->conv(gpu, lg, &x->g, &y->g, NN_ACT_NONE);
+    if (st == SP_OK) tp_compare(what, y, tol);
+    return st;
+}
+
+/* A workspace that cannot grow: the layers already cached keep working, whether the old size
+ * could be kept (the first two requests refused: nn_buffer_grow restores it) or nothing could
+ * (every request refused: the next run grows it on demand). Each variant on a fresh backend, so
+ * that its large layer surely asks for more workspace than the small one left. */
+static void test_fault_workspace(const tolerance *tol, nn_backend_opts go) {
+    nn_backend *outer = gpu;
+    for (int v = 0; v < 2; v++) {
+        sp_status st = nn_backend_new(&go, &gpu);
+        CHECKF(st == SP_OK, "CUDA backend: %s", sp_err_msg());
+        if (st) break;
+        nn_backend_set_hook(gpu, hook, &hs);
+        nn_layer ac, ag, bc, bg;
+        layer_rand(&ac, 64, 64, 3, 1);
+        ag = ac;
+        layer_rand(&bc, 64, 128, 5, 1);
+        bg = bc;
+        tpair ax, ay, bx, by, tx, ty;
+        tp_new(&ax, 2, 64, 32, 32, 0);
+        tp_new(&ay, 2, 64, 32, 32, 0);
+        float *h = rand_buf((size_t)2 * 64 * 32 * 32, -1, 1);
+        tp_upload(&ax, h);
+        free(h);
+        CHECKF(conv_both("workspace: layer A", &ac, &ag, &ax, &ay, tol->conv) == SP_OK, "%s", sp_err_msg());
+        /* B's weights go up on a tiny input first, so that only its workspace is at stake below */
+        tp_new(&tx, 1, 64, 8, 8, 0);
+        tp_new(&ty, 1, 128, 8, 8, 0);
+        h = rand_buf((size_t)64 * 64, -1, 1);
+        tp_upload(&tx, h);
+        free(h);
+        CHECKF(conv_both("workspace: layer B 8x8", &bc, &bg, &tx, &ty, tol->conv) == SP_OK, "%s", sp_err_msg());
+        tp_drop(&tx), tp_drop(&ty);
+        const int S = 96;
+        tp_new(&bx, 4, 64, S, S, 0);
+        tp_new(&by, 4, 128, S, S, 0);
+        h = rand_buf((size_t)4 * 64 * S * S, -1, 1);
+        tp_upload(&bx, h);
+        free(h);
+        long refused = hs.refused;
+        if (v == 0)
+            hs.fail_next = 2;
+        else
+            hs.fail_all = 1;
+        st = gpu->ops->conv(gpu, &bg, &bx.g, &by.g, NN_ACT_NONE);
+        hs.fail_next = 0;
+        hs.fail_all = 0;
+        const char *how = v ? "every workspace request" : "the first two workspace requests";
+        printf("  layer B %dx%d with %s refused (%ld refused): %s\n", S, S, how, hs.refused - refused,
+               st == SP_OK ? "ran" : sp_err_msg());
+        CHECKF(hs.refused > refused, "layer B asked for no workspace: the case does not test what it should");
+        CHECKF(conv_both("workspace: layer A after that", &ac, &ag, &ax, &ay, tol->conv) == SP_OK, "%s", sp_err_msg());
+        CHECKF(conv_both("workspace: layer B after that", &bc, &bg, &bx, &by, tol->conv) == SP_OK, "%s", sp_err_msg());
+        tp_drop(&bx), tp_drop(&by), tp_drop(&ax), tp_drop(&ay);
+        layer_done(&ac, &ag);
+        layer_done(&bc, &bg);
+        nn_backend_free(gpu);
+    }
+    gpu = outer;
+}
+
+/* A cached algorithm that fails at run time gives way to the next one of the list, which then
+ * stays; when every one fails the conv fails, and runs again once they work. */
+static void test_fault_conv_fallback(const tolerance *tol) {
+    nn_layer lc, lg;
+    layer_rand(&lc, 19, 24, 3, 1);
+    lg = lc;
+    tpair x, y;
+    tp_new(&x, 2, 19, 11, 9, 0);
+    tp_new(&y, 2, 24, 11, 9, 0);
+    float *h = rand_buf((size_t)2 * 19 * 99, -1, 1);
+    tp_upload(&x, h);
+    free(h);
+    long c0 = hs.convs;
+    CHECKF(conv_both("fallback: first run", &lc, &lg, &x, &y, tol->conv) == SP_OK, "%s", sp_err_msg());
+    long first = hs.last_algo;
+    CHECK(hs.convs - c0 == 1);
+    c0 = hs.convs;
+    hs.conv_fail_next = 1;
+    CHECKF(conv_both("fallback: first algorithm failing", &lc, &lg, &x, &y, tol->conv) == SP_OK, "%s", sp_err_msg());
+    long second = hs.last_algo;
+    CHECKF(hs.convs - c0 == 2, "%ld attempts", hs.convs - c0);
+    printf("  algorithm %ld failed (injected), algorithm %ld ran\n", first, second);
+    c0 = hs.convs;
+    CHECKF(conv_both("fallback: the new choice stays", &lc, &lg, &x, &y, tol->conv) == SP_OK, "%s", sp_err_msg());
+    CHECKF(hs.convs - c0 == 1 && hs.last_algo == second, "%ld attempts, algorithm %ld", hs.convs - c0, hs.last_algo);
+    hs.conv_fail_all = 1;
+    sp_status st = gpu->ops->conv(gpu, &lg, &x.g, &y.g, NN_ACT_NONE);
+    hs.conv_fail_all = 0;
+    CHECKF(st == SP_ERR_BACKEND && strstr(sp_err_msg(), "algorithms failed"), "status %d: %s", (int)st, sp_err_msg());
+    CHECKF(conv_both("fallback: after every algorithm failed once", &lc, &lg, &x, &y, tol->conv) == SP_OK, "%s",
+           sp_err_msg());
+    tp_drop(&x), tp_drop(&y);
+    layer_done(&lc, &lg);
+}
+
+/* ---- settings from the environment ---- */
+
+/* The heuristic algorithm choice on fp16 NHWC layers whose channel counts are not multiples of 8
+ * (image inputs, Sim-K's 7 and 10 channels, 67 -> 3): whatever the heuristics name, the result
+ * must be right (a refusing algorithm gives way to the next). */
+static void test_heuristic_fp16(nn_backend_opts go) {
+    const tolerance *tol = &tolerances[2];
+    setenv("SEMIPAINT_CUDA_ALGO", "heuristic", 1);
+    go.precision = NN_PREC_FP16;
+    sp_status st = nn_backend_new(&go, &gpu);
+    unsetenv("SEMIPAINT_CUDA_ALGO");
+    CHECKF(st == SP_OK, "CUDA backend fp16 heuristic: %s", sp_err_msg());
+    if (st) return;
+    printf("== fp16, heuristic algorithms: awkward channel counts\n");
+    static const conv_case convs[] = {
+        {3, 16, 7, 2, 21, 19, NN_ACT_RELU, 1}, {7, 16, 5, 2, 21, 19, NN_ACT_RELU, 1},
+        {10, 16, 5, 2, 21, 19, NN_ACT_RELU, 1}, {67, 3, 3, 1, 21, 19, NN_ACT_NONE, 0},
+        {35, 13, 3, 1, 9, 11, NN_ACT_LRELU, 0},
+    };
+    static const pconv_case pc = {3, 16, 7, 2, 21, 19, 1, {3}, NN_ACT_RELU, 1};
+    for (int n = 1; n <= 9; n += 8) {
+        for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) test_conv(tol, n, &convs[i]);
+        test_pconv(tol, n, &pc);
+    }
+    test_golden(tol, "tests/fixtures/small");
+    nn_backend_free(gpu);
+    gpu = NULL;
+}
+
+/* SEMIPAINT_CUDA_NHWC overrides the layout both ways (fp32 in NHWC, fp16 in NCHW); each is
+ * checked on the ops at batch 1 and 13 and on the small golden networks. A bad value is refused. */
+static void test_layout_override(nn_backend_opts go) {
+    static const struct {
+        int tol;
+        const char *env, *layout;
+    } cases[] = {{0, "1", "NHWC"}, {2, "0", "NCHW"}};
+    static const conv_case cc[] = {{3, 16, 7, 2, 13, 17, NN_ACT_RELU, 1}, {19, 24, 3, 1, 11, 9, NN_ACT_LRELU, 0}};
+    static const pconv_case pc[] = {{11, 16, 3, 1, 13, 11, 2, {5, 6}, NN_ACT_LRELU, 0},
+                                    {14, 6, 3, 2, 13, 15, 4, {3, 4, 4, 3}, NN_ACT_RELU, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const tolerance *tol = &tolerances[cases[i].tol];
+        setenv("SEMIPAINT_CUDA_NHWC", cases[i].env, 1);
+        go.precision = tol->prec;
+        sp_status st = nn_backend_new(&go, &gpu);
+        unsetenv("SEMIPAINT_CUDA_NHWC");
+        CHECKF(st == SP_OK, "CUDA backend %s SEMIPAINT_CUDA_NHWC=%s: %s", tol->name, cases[i].env, sp_err_msg());
+        if (st) continue;
+        CHECKF(strstr(nn_backend_device(gpu), cases[i].layout), "SEMIPAINT_CUDA_NHWC=%s: device '%s'", cases[i].env,
+               nn_backend_device(gpu));
+        printf("== %s with SEMIPAINT_CUDA_NHWC=%s: %s\n", tol->name, cases[i].env, nn_backend_device(gpu));
+        for (int n = 1; n <= 13; n += 12) {
+            test_transfers(tol, n);
+            test_masks(tol, n);
+            for (size_t k = 0; k < sizeof cc / sizeof cc[0]; k++) test_conv(tol, n, &cc[k]);
+            for (size_t k = 0; k < sizeof pc / sizeof pc[0]; k++) test_pconv(tol, n, &pc[k]);
+            test_up2_concat(tol, n);
+            test_pool_act(tol, n);
+            test_desc_pool(tol, n, 600, -0.5f, 2);
+        }
+        test_large_values(tol, 1);
+        test_golden(tol, "tests/fixtures/small");
+        nn_backend_free(gpu);
+        gpu = NULL;
+    }
+    setenv("SEMIPAINT_CUDA_NHWC", "2", 1);
+    nn_backend *bad = NULL;
+    sp_status st = nn_backend_new(&go, &bad);
+    unsetenv("SEMIPAINT_CUDA_NHWC");
+    CHECKF(st == SP_ERR_INVALID && strstr(sp_err_msg(), "SEMIPAINT_CUDA_NHWC"), "status %d: %s", (int)st, sp_err_msg());
+    nn_backend_free(bad);
+}
+
+/* The error-path tests on an fp32 backend with the hook installed. */
+static void test_faults(nn_backend_opts go) {
+    const tolerance *tol = &tolerances[0];
+    go.precision = NN_PREC_FP32;
+    sp_status st = nn_backend_new(&go, &gpu);
+    CHECKF(st == SP_OK, "CUDA backend: %s", sp_err_msg());
+    if (st) return;
+    memset(&hs, 0, sizeof hs);
+    nn_backend_set_hook(gpu, hook, &hs);
+    printf("== fp32: error paths (test hook)\n");
+    test_fault_stale_error(tol);
+    test_fault_plan(tol);
+    test_fault_workspace(tol, go);
+    test_fault_conv_fallback(tol);
+    CHECKF(gpu->ops->sync(gpu) == SP_OK, "%s", sp_err_msg());
+    nn_backend_set_hook(gpu, NULL, NULL);
+    nn_backend_free(gpu);
+    gpu = NULL;
+}
+
 int main(void) {
     nn_backend_opts co = {.device = NN_DEVICE_CPU, .threads = 2};
     CHECKF(nn_backend_new(&co, &cpu) == SP_OK, "%s", sp_err_msg());
@@ -594,23 +1015,50 @@ int main(void) {
     nn_backend_free(bad);
     go.gpu = 0;
 
-    const char *only = getenv("SEMIPAINT_TEST_PRECISION"); /* fp32, tf32 or fp16: run just that one */
+    /* SEMIPAINT_TEST_PRECISION: fp32, tf32 or fp16 runs just that one; "probe" runs one small
+     * check of allocation, transfers and kernels (tests/gpu_check.sh asks it under
+     * compute-sanitizer to learn whether the sanitizer can attach here).
+     * SEMIPAINT_TEST_PART: "ops" runs the ops, the small golden networks, the batch-12 networks
+     * and (with fp32) the error paths and environment settings; "paper256" only the paper256
+     * golden networks; unset, both. */
+    const char *only = getenv("SEMIPAINT_TEST_PRECISION"), *part = getenv("SEMIPAINT_TEST_PART");
+    if (only && !strcmp(only, "probe")) {
+        go.precision = NN_PREC_FP32;
+        st = nn_backend_new(&go, &gpu);
+        CHECKF(st == SP_OK, "CUDA backend: %s", sp_err_msg());
+        if (st == SP_OK) {
+            test_pool_act(&tolerances[0], 1);
+            CHECKF(gpu->ops->sync(gpu) == SP_OK, "%s", sp_err_msg());
+            nn_backend_free(gpu);
+        }
+        printf("test_cuda_ops: probe %s\n", t_failures ? "FAILED" : "ok");
+        nn_backend_free(cpu);
+        return t_done("test_cuda_ops");
+    }
+    const int do_ops = !part || !*part || !strcmp(part, "ops"), do_big = !part || !*part || !strcmp(part, "paper256");
+    const char *big = getenv("SEMIPAINT_FIXTURES_PAPER256");
+    if (!big) big = "build/fixtures/paper256";
+    const int have_big = t_exists(big) && !getenv("SEMIPAINT_SKIP_PAPER256");
+    if (do_big && !have_big) printf("test_cuda_ops: SKIP paper256 golden networks (no %s, or SEMIPAINT_SKIP_PAPER256)\n", big);
     for (size_t i = 0; i < sizeof tolerances / sizeof tolerances[0]; i++) {
         const tolerance *tol = &tolerances[i];
         if (only && *only && strcmp(only, tol->name)) continue;
+        if (!do_ops && !have_big) continue;
         go.precision = tol->prec;
         st = nn_backend_new(&go, &gpu);
         CHECKF(st == SP_OK, "CUDA backend %s: %s", tol->name, sp_err_msg());
         if (st) continue;
         CHECK(!strcmp(nn_backend_name(gpu), "cuda"));
-        printf("== %s: ops on %s against %s\n", tol->name, nn_backend_device(gpu), nn_backend_device(cpu));
         double t0 = sp_now();
-        test_ops(tol);
-        printf("== %s: golden networks (tests/fixtures/small)\n", tol->name);
-        test_golden(tol, "tests/fixtures/small");
-        const char *big = getenv("SEMIPAINT_FIXTURES_PAPER256");
-        if (!big) big = "build/fixtures/paper256";
-        if (t_exists(big) && !getenv("SEMIPAINT_SKIP_PAPER256")) {
+        if (do_ops) {
+            printf("== %s: ops on %s against %s\n", tol->name, nn_backend_device(gpu), nn_backend_device(cpu));
+            test_ops(tol);
+            printf("== %s: golden networks (tests/fixtures/small)\n", tol->name);
+            test_golden(tol, "tests/fixtures/small");
+            printf("== %s: networks at batch 12 against the CPU\n", tol->name);
+            test_nets_batch(tol, "tests/fixtures/small", 12);
+        }
+        if (do_big && have_big) {
             printf("== %s: golden networks (%s)\n", tol->name, big);
             test_golden(tol, big);
         }
@@ -618,6 +1066,14 @@ int main(void) {
         printf("== %s: %.1f s\n", tol->name, sp_now() - t0);
         nn_backend_free(gpu);
         gpu = NULL;
+    }
+    /* Once, with the fp32 run (or all of them): error paths and the environment settings. */
+    if (do_ops && (!only || !*only || !strcmp(only, "fp32"))) {
+        double t0 = sp_now();
+        test_faults(go);
+        test_heuristic_fp16(go);
+        test_layout_override(go);
+        printf("== error paths and settings: %.1f s\n", sp_now() - t0);
     }
     nn_backend_free(cpu);
     return t_done("test_cuda_ops");

@@ -76,34 +76,43 @@ static cpu_impl *impl_of(nn_backend *be) { return be->impl; }
 
 /* ---- memory ---- */
 
+/* Zeroed memory for a tensor or mask, reported to the test hook (backend.h). */
+static void *cpu_alloc_zero(nn_backend *be, size_t bytes) {
+    if (nn_hook(be, NN_HOOK_ALLOC, bytes)) return NULL;
+    void *p = sp_aligned_alloc(bytes);
+    if (!p) return NULL;
+    memset(p, 0, bytes);
+    nn_hook(be, NN_HOOK_ALLOCATED, bytes);
+    return p;
+}
+
+static void cpu_free_zero(nn_backend *be, void *p, size_t bytes) {
+    free(p);
+    if (p) nn_hook(be, NN_HOOK_FREED, bytes);
+}
+
 static sp_status cpu_tensor_alloc(nn_backend *be, nn_tensor *t) {
-    (void)be;
     t->plain = t->input && t->c < BLK;
     t->bytes = (size_t)t->n * (t->plain ? t->c : cblocks(t->c) * BLK) * t->h * t->w * sizeof(float);
-    t->data = sp_aligned_alloc(t->bytes);
+    t->data = cpu_alloc_zero(be, t->bytes);
     if (!t->data) return sp_err(SP_ERR_NOMEM, "tensor of %zu bytes", t->bytes);
-    memset(t->data, 0, t->bytes);
     return SP_OK;
 }
 
 static void cpu_free_data(nn_backend *be, nn_tensor *t) {
-    (void)be;
-    free(t->data);
+    cpu_free_zero(be, t->data, t->bytes);
     t->data = NULL;
 }
 
 static sp_status cpu_mask_alloc(nn_backend *be, nn_mask *m) {
-    (void)be;
     m->bytes = (size_t)m->n * m->g * m->h * m->w * sizeof(float);
-    m->data = sp_aligned_alloc(m->bytes);
+    m->data = cpu_alloc_zero(be, m->bytes);
     if (!m->data) return sp_err(SP_ERR_NOMEM, "mask of %zu bytes", m->bytes);
-    memset(m->data, 0, m->bytes);
     return SP_OK;
 }
 
 static void cpu_mask_free(nn_backend *be, nn_mask *m) {
-    (void)be;
-    free(m->data);
+    cpu_free_zero(be, m->data, m->bytes);
     m->data = NULL;
 }
 

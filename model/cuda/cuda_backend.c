@@ -35,8 +35,13 @@
  * Algorithm choice: once per layer and input shape (n,h,w), by cudnnFindConvolutionForwardAlgorithmEx
  * (timed runs on the real buffers; SEMIPAINT_CUDA_ALGO=heuristic uses the _v7 heuristics
  * instead), the fastest successful algorithm whose workspace fits the limit (256 MiB, or
- * SEMIPAINT_CUDA_WORKSPACE_MB). One workspace buffer, grown to the largest chosen need, serves
- * every layer: the single stream orders its users.
+ * SEMIPAINT_CUDA_WORKSPACE_MB). Every other usable algorithm of that list is kept, best first:
+ * when the one in use fails at run time (the heuristics can name an algorithm that then refuses
+ * the shape, e.g. fp16 NHWC with channel counts not a multiple of 8) or its workspace cannot be
+ * had, the next one is tried, and the first that runs becomes the layer's choice for that shape.
+ * One workspace buffer serves every layer (the single stream orders its users); it grows to each
+ * run's need, and a failed grow keeps the old buffer, so one out-of-memory event fails at most
+ * the request that caused it.
  *
  * Memory: weights are uploaded once, on a layer's first use (fp32, or fp16 for fp16 precision,
  * in the activation layout), biases fp32. Tensors and masks are cudaMalloc'ed when net.c plans a
@@ -45,12 +50,17 @@
  * here (weights, tensors, masks, workspace, scratch), not cuDNN's internal allocations.
  *
  * Every CUDA and cuDNN call is checked; a failure logs and returns SP_ERR_BACKEND with
- * "file:line: call: error string". The CUDA device is made current at the start of every entry
- * point, so any thread may drive the backend (one at a time). */
+ * "file:line: call: error string", and clears the thread's CUDA last error, which the runtime
+ * keeps after a failed call (a failed cudaMalloc, say) and the next kernel launch's
+ * cudaGetLastError() would report as its own. The CUDA device is made current, and any stale
+ * last error left by other code cleared, at the start of every entry point, so any thread may
+ * drive the backend (one at a time). Errors that corrupt the context are sticky and are still
+ * reported by every later call. */
 
 #define WORKSPACE_LIMIT_MB 256
 
 typedef struct {
+    nn_backend *be; /* for the test hook */
     int dev;
     nn_precision prec;
     int half, nhwc, find;
@@ -72,13 +82,20 @@ typedef struct {
     _Atomic size_t held; /* bytes cudaMalloc'ed by this backend */
 } cu_impl;
 
+/* A usable forward algorithm: the math type it runs with and the workspace it needs. */
+typedef struct {
+    cudnnConvolutionFwdAlgo_t algo;
+    cudnnMathType_t math;
+    size_t ws;
+} cu_algo;
+
 /* One cuDNN convolution setup for one input shape of a layer. */
 typedef struct cu_convset {
     int n, h, w;
     cudnnTensorDescriptor_t xd, yd;
-    cudnnConvolutionDescriptor_t cd;
-    cudnnConvolutionFwdAlgo_t algo;
-    size_t ws;
+    cudnnConvolutionDescriptor_t cd; /* its math type is that of cand[cur] */
+    cu_algo cand[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT]; /* usable algorithms, best first */
+    int ncand, cur;                                    /* cand[cur] is the one in use */
     struct cu_convset *next;
 } cu_convset;
 
@@ -102,6 +119,7 @@ static sp_status cu_fail(const char *file, int line, const char *call, const cha
         cudaError_t e_ = (call);                                                                         \
         if (e_ != cudaSuccess) {                                                                         \
             char w_[256];                                                                                \
+            (void)cudaGetLastError(); /* not the next launch's error */                                  \
             snprintf(w_, sizeof w_, "%s (%s)", cudaGetErrorString(e_), cudaGetErrorName(e_));            \
             st = cu_fail(__FILE__, __LINE__, #call, w_);                                                 \
             goto fail;                                                                                   \
@@ -121,8 +139,13 @@ static sp_status cu_fail(const char *file, int line, const char *call, const cha
         }                                                                                                \
     } while (0)
 
-/* Makes the backend's device current for the calling thread (first statement of every op). */
-#define ENTER(ci) CU_TRY(cudaSetDevice((ci)->dev))
+/* Makes the backend's device current for the calling thread and clears a stale (non-sticky)
+ * last error that other code left in it (first statement of every op). */
+#define ENTER(ci)                                                                                        \
+    do {                                                                                                 \
+        CU_TRY(cudaSetDevice((ci)->dev));                                                                \
+        (void)cudaGetLastError();                                                                        \
+    } while (0)
 
 static cu_impl *impl_of(nn_backend *be) { return be->impl; }
 static cuk_dtype dtype_of(const cu_impl *ci) { return ci->half ? CUK_F16 : CUK_F32; }
@@ -148,8 +171,17 @@ _Static_assert(CUK_MAX_GROUPS == NN_MAX_GROUPS, "kernels.h and backend.h disagre
 static sp_status dev_alloc(cu_impl *ci, void **p, size_t bytes) {
     sp_status st = SP_OK;
     *p = NULL;
-    CU_TRY(cudaMalloc(p, bytes));
+    /* A failure the test hook asks for is a real one: a request no GPU can satisfy, so that it
+     * takes cudaMalloc's own error path, the error state it leaves included. */
+    const size_t ask = nn_hook(ci->be, NN_HOOK_ALLOC, bytes) ? (size_t)1 << 62 : bytes;
+    CU_TRY(cudaMalloc(p, ask));
+    if (ask != bytes) { /* cannot happen; never hand out a buffer the hook meant to refuse */
+        cudaFree(*p);
+        st = sp_err(SP_ERR_NOMEM, "an injected allocation failure succeeded");
+        goto fail;
+    }
     atomic_fetch_add(&ci->held, bytes);
+    nn_hook(ci->be, NN_HOOK_ALLOCATED, bytes);
     return SP_OK;
 fail:
     *p = NULL;
@@ -161,19 +193,19 @@ static void dev_free(cu_impl *ci, void *p, size_t bytes) {
     if (!p) return;
     if (cudaStreamSynchronize(ci->stream) != cudaSuccess) SP_WARN("cudaStreamSynchronize before cudaFree failed");
     if (cudaFree(p) != cudaSuccess) SP_WARN("cudaFree of %zu bytes failed", bytes);
+    (void)cudaGetLastError();
     atomic_fetch_sub(&ci->held, bytes);
+    nn_hook(ci->be, NN_HOOK_FREED, bytes);
 }
 
-/* Grows a device buffer to at least `need` bytes (contents not kept). */
+static sp_status grow_alloc(void *ctx, void **p, size_t bytes) { return dev_alloc(ctx, p, bytes); }
+static void grow_release(void *ctx, void *p, size_t bytes) { dev_free(ctx, p, bytes); }
+
+/* Grows a device buffer to at least `need` bytes (contents not kept); on failure the buffer
+ * keeps its old size where that can be had (nn_buffer_grow). */
 static sp_status grow(cu_impl *ci, void **buf, size_t *size, size_t need) {
-    if (need <= *size) return SP_OK;
-    dev_free(ci, *buf, *size);
-    *buf = NULL;
-    *size = 0;
-    sp_status st = dev_alloc(ci, buf, need);
-    if (st) return st;
-    *size = need;
-    return SP_OK;
+    const nn_allocator a = {grow_alloc, grow_release, ci};
+    return nn_buffer_grow(&a, buf, size, need);
 }
 
 /* Makes the pinned staging buffer free to write and at least `need` bytes. */
@@ -406,12 +438,23 @@ fail:
     return st;
 }
 
-/* Finds, within the workspace limit, the fastest algorithm for cv (timed on x, y and the layer's
- * weights, or by heuristics), and sets cv's math type to the one it was measured with. */
+/* A cuDNN status with cuDNN's last error message, for logs and errors. */
+static void dnn_describe(cudnnStatus_t s, char *buf, size_t n) {
+    char d[512];
+    d[0] = 0;
+    cudnnGetLastErrorString(d, sizeof d);
+    snprintf(buf, n, "%s%s%s", cudnnGetErrorString(s), d[0] ? ": " : "", d);
+}
+
+/* Lists in cv->cand the usable algorithms for cv, best first (timed on x, y and the layer's
+ * weights, or by heuristics): those that succeeded, within the workspace limit, never with
+ * down-conversion. Then makes the first whose workspace can be had the one in use (cur), with
+ * cv's math type set to it. Fails when none is usable. */
 static sp_status choose_algo(cu_impl *ci, cu_layer *cl, cu_convset *cv, const nn_layer *l, const nn_tensor *x,
                              nn_tensor *y) {
     sp_status st = SP_OK;
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnConvolutionFwdAlgoPerf_t perf[2 * CUDNN_CONVOLUTION_FWD_ALGO_COUNT]; /* room for math variants */
+    const int room = (int)(sizeof perf / sizeof perf[0]);
     int got = 0;
     if (ci->find) {
         size_t need = 0;
@@ -422,37 +465,54 @@ static sp_status choose_algo(cu_impl *ci, cu_layer *cl, cu_convset *cv, const nn
                 sz <= ci->ws_limit && sz > need)
                 need = sz;
         }
-        if ((st = grow(ci, &ci->ws, &ci->ws_size, need))) return st;
+        /* Short of memory the search makes do with the workspace there is: algorithms needing
+         * more are reported as failed and skipped. */
+        if (grow(ci, &ci->ws, &ci->ws_size, need))
+            SP_WARN("cuDNN algorithm search for conv %dx%d %d->%d with a %zu-byte workspace instead of %zu: %s", l->k,
+                    l->k, l->cin, l->cout, ci->ws_size, need, sp_err_msg());
         DNN_TRY(cudnnFindConvolutionForwardAlgorithmEx(ci->dnn, cv->xd, x->data, cl->wd, cl->w, cv->cd, cv->yd, y->data,
-                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf, ci->ws,
-                                                       ci->ws_size));
+                                                       room, &got, perf, ci->ws, ci->ws_size));
     } else {
-        DNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(ci->dnn, cv->xd, cl->wd, cv->cd, cv->yd,
-                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+        DNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(ci->dnn, cv->xd, cl->wd, cv->cd, cv->yd, room, &got, perf));
     }
-    for (int i = 0; i < got; i++) {
+    cv->ncand = 0;
+    for (int i = 0; i < got && cv->ncand < (int)(sizeof cv->cand / sizeof cv->cand[0]); i++) {
         if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
         /* fp32 stays on FMA kernels whatever the result reports; never allow down-conversion. */
         cudnnMathType_t mt = ci->prec == NN_PREC_FP32 ? CUDNN_FMA_MATH : perf[i].mathType;
         if (mt == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+        int dup = 0;
+        for (int j = 0; j < cv->ncand && !dup; j++) dup = cv->cand[j].algo == perf[i].algo && cv->cand[j].math == mt;
+        if (dup) continue;
         DNN_TRY(cudnnSetConvolutionMathType(cv->cd, mt));
         size_t sz = 0;
         if (cudnnGetConvolutionForwardWorkspaceSize(ci->dnn, cv->xd, cl->wd, cv->cd, cv->yd, perf[i].algo, &sz) !=
                 CUDNN_STATUS_SUCCESS ||
             sz > ci->ws_limit)
             continue;
-        if ((st = grow(ci, &ci->ws, &ci->ws_size, sz))) return st;
-        cv->algo = perf[i].algo;
-        cv->ws = sz;
-        SP_DEBUG("cuDNN conv %dx%d %d->%d stride %d on (%d,%d,%d,%d): algo %d, math %d, workspace %zu B, %.3f ms",
-                 l->k, l->k, l->cin, l->cout, l->stride, x->n, x->c, x->h, x->w, (int)cv->algo, (int)mt, sz,
-                 ci->find ? (double)perf[i].time : -1.0);
-        return SP_OK;
+        cv->cand[cv->ncand].algo = perf[i].algo;
+        cv->cand[cv->ncand].math = mt;
+        cv->cand[cv->ncand].ws = sz;
+        SP_DEBUG("cuDNN conv %dx%d %d->%d stride %d on (%d,%d,%d,%d): candidate %d algo %d, math %d, workspace %zu B, "
+                 "%.3f ms",
+                 l->k, l->k, l->cin, l->cout, l->stride, x->n, x->c, x->h, x->w, cv->ncand, (int)perf[i].algo, (int)mt,
+                 sz, ci->find ? (double)perf[i].time : -1.0);
+        cv->ncand++;
     }
-    return sp_err(SP_ERR_BACKEND,
-                  "cuDNN has no usable forward algorithm for conv %dx%d %d->%d stride %d on (%d,%d,%d,%d) "
-                  "(%d candidates, workspace limit %zu MiB)",
-                  l->k, l->k, l->cin, l->cout, l->stride, x->n, x->c, x->h, x->w, got, ci->ws_limit >> 20);
+    if (!cv->ncand)
+        return sp_err(SP_ERR_BACKEND,
+                      "cuDNN has no usable forward algorithm for conv %dx%d %d->%d stride %d on (%d,%d,%d,%d) "
+                      "(%d candidates, workspace limit %zu MiB)",
+                      l->k, l->k, l->cin, l->cout, l->stride, x->n, x->c, x->h, x->w, got, ci->ws_limit >> 20);
+    /* The best whose workspace fits now or can be had; a later run grows it on demand. */
+    st = SP_ERR_BACKEND;
+    for (int i = 0; i < cv->ncand && st; i++) {
+        cv->cur = i;
+        st = grow(ci, &ci->ws, &ci->ws_size, cv->cand[i].ws);
+    }
+    if (st) return sp_err_wrap(st, "no workspace for any of %d cuDNN algorithms", cv->ncand);
+    DNN_TRY(cudnnSetConvolutionMathType(cv->cd, cv->cand[cv->cur].math));
+    return SP_OK;
 fail:
     return st;
 }
@@ -497,7 +557,9 @@ fail:
     return st;
 }
 
-/* y = conv(x, W) without bias (the raw result the epilogues start from). */
+/* y = conv(x, W) without bias (the raw result the epilogues start from). Runs the algorithm in
+ * use for this shape; when it fails, or its workspace cannot be had, tries the others of the
+ * list in turn (from the next one, wrapping around) and keeps the first that runs. */
 static sp_status conv_raw(cu_impl *ci, nn_layer *l, const nn_tensor *x, nn_tensor *y) {
     sp_status st = SP_OK;
     if (x->c != l->cin || y->c != l->cout || x->n != y->n)
@@ -507,9 +569,38 @@ static sp_status conv_raw(cu_impl *ci, nn_layer *l, const nn_tensor *x, nn_tenso
     if ((st = get_conv(ci, l, x, y, &cv))) return st;
     cu_layer *cl = l->be;
     const float one = 1.0f, zero = 0.0f; /* alpha and beta are float for float and half data */
-    DNN_TRY(cudnnConvolutionForward(ci->dnn, &one, cv->xd, x->data, cl->wd, cl->w, cv->cd, cv->algo,
-                                    cv->ws ? ci->ws : NULL, cv->ws, &zero, cv->yd, y->data));
-    return SP_OK;
+    char why[768] = "";
+    for (int tried = 0; tried < cv->ncand; tried++) {
+        const cu_algo *a = &cv->cand[cv->cur];
+        if (tried) DNN_TRY(cudnnSetConvolutionMathType(cv->cd, a->math));
+        if (a->ws > ci->ws_size && grow(ci, &ci->ws, &ci->ws_size, a->ws)) {
+            snprintf(why, sizeof why, "workspace: %s", sp_err_msg());
+        } else {
+            const int injected = nn_hook(ci->be, NN_HOOK_CONV, (size_t)a->algo);
+            cudnnStatus_t s = injected ? CUDNN_STATUS_NOT_SUPPORTED
+                                       : cudnnConvolutionForward(ci->dnn, &one, cv->xd, x->data, cl->wd, cl->w, cv->cd,
+                                                                 a->algo, a->ws ? ci->ws : NULL, a->ws, &zero, cv->yd,
+                                                                 y->data);
+            if (s == CUDNN_STATUS_SUCCESS) {
+                if (tried)
+                    SP_WARN("cuDNN conv %dx%d %d->%d on (%d,%d,%d,%d): now algorithm %d (math %d)", l->k, l->k, l->cin,
+                            l->cout, x->n, x->c, x->h, x->w, (int)a->algo, (int)a->math);
+                return SP_OK;
+            }
+            if (injected)
+                snprintf(why, sizeof why, "%s (injected by the test hook)", cudnnGetErrorString(s));
+            else
+                dnn_describe(s, why, sizeof why);
+            (void)cudaGetLastError(); /* a launch cuDNN attempted must not fail our next one */
+        }
+        SP_WARN("cuDNN conv %dx%d %d->%d on (%d,%d,%d,%d): algorithm %d failed (%s)%s", l->k, l->k, l->cin, l->cout,
+                x->n, x->c, x->h, x->w, (int)a->algo, why, tried + 1 < cv->ncand ? "; trying the next" : "");
+        cv->cur = (cv->cur + 1) % cv->ncand;
+    }
+    /* cur is back where it started; set its math type again for the next request. */
+    DNN_TRY(cudnnSetConvolutionMathType(cv->cd, cv->cand[cv->cur].math));
+    return sp_err(SP_ERR_BACKEND, "cuDNN conv %dx%d %d->%d on (%d,%d,%d,%d): all %d algorithms failed; the last: %s",
+                  l->k, l->k, l->cin, l->cout, x->n, x->c, x->h, x->w, cv->ncand, why);
 fail:
     return st;
 }
@@ -742,6 +833,7 @@ sp_status nn_cuda_backend_new(const nn_backend_opts *opts, nn_backend **out) {
     be->ops = &cuda_ops;
     be->opts = *opts;
     be->impl = ci;
+    ci->be = be;
     atomic_init(&ci->held, 0);
     ci->dev = opts->gpu;
     ci->prec = opts->precision;
