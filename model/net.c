@@ -144,6 +144,17 @@ static sp_status parse_metadata(const st_file *f, nn_net_info *in) {
     if ((st = meta_int(path, o, "in_channels", 1, 4096, &in->in_channels))) goto done;
     if ((st = meta_int(path, o, "out_channels", 1, 4096, &in->out_channels))) goto done;
     in->k = -1;
+    /* the pipeline's buffers hold RGB in and out: a UNet of other widths would overrun them */
+    if (in->arch != NN_ARCH_VGG16 && in->out_channels != 3) {
+        st = sp_err(SP_ERR_FORMAT, "%s: a %s must have out_channels 3 (RGB), metadata says %d", path, in->arch_name,
+                    in->out_channels);
+        goto done;
+    }
+    if (in->arch == NN_ARCH_PCONV_UNET && in->in_channels != 3) {
+        st = sp_err(SP_ERR_FORMAT, "%s: a pconv_unet must have in_channels 3 (RGB, the mask is separate), metadata says %d",
+                    path, in->in_channels);
+        goto done;
+    }
     if (in->arch == NN_ARCH_SIMK_UNET) {
         if ((st = meta_int(path, o, "k", 0, 64, &in->k))) goto done;
         if (in->in_channels != 3 + 1 + 3 * in->k) {

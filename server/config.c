@@ -45,7 +45,8 @@ static const cfg_entry table[] = {
     {"server", "max_image_pixels", CFG_T_SIZE, F(server, max_image_pixels), 0, 1, 1L << 30, NULL, "24000000",
      "largest image (width x height), checked from the header before decoding; 413 above"},
     {"server", "request_timeout_ms", CFG_T_INT, F(server, request_timeout_ms), 0, 100, 3600000, NULL, "30000",
-     "deadline of a request from its arrival (504 after it); also the idle timeout of a connection"},
+     "deadline of a request from the arrival of its headers: its body by then (408), its answer by then (504); also "
+     "the idle timeout of a connection"},
     {"server", "shutdown_grace_ms", CFG_T_INT, F(server, shutdown_grace_ms), 0, 0, 3600000, NULL, "10000",
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"server", "auth_token_file", CFG_T_STR, F(server, auth_token_file), S(server, auth_token_file), 0, 0, NULL, "",
