@@ -12,11 +12,13 @@
 #include <unistd.h>
 
 #define ST_MAX_HEADER (100u << 20)
+#define ST_MAX_NUMEL (1ll << 40) /* most elements of one tensor (and of one dimension) */
 
 struct st_file {
     char *path;
     uint8_t *map;
     size_t size;
+    int mapped;          /* map is an mmap of the file (st_open), not the caller's buffer (st_open_mem) */
     const uint8_t *data; /* start of the data area */
     size_t data_size;
     st_tensor *t;
@@ -31,17 +33,27 @@ static const struct {
     int size;
 } dtypes[] = {{"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8}, {"I64", 8},
               {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U8", 1},  {"BOOL", 1}};
+#define N_DTYPES ((int)(sizeof dtypes / sizeof dtypes[0]))
 
-const char *st_dtype_name(st_dtype d) { return dtypes[d].name; }
+const char *st_dtype_name(st_dtype d) { return (int)d >= 0 && (int)d < N_DTYPES ? dtypes[d].name : "?"; }
 
+/* File order: by data offset; a zero-size tensor before a larger one at the same offset, then by name. */
 static int cmp_offset(const void *a, const void *b) {
     const st_tensor *x = a, *y = b;
-    return x->data < y->data ? -1 : x->data > y->data;
+    if (x->data != y->data) return x->data < y->data ? -1 : 1;
+    if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
+    return strcmp(x->name, y->name);
 }
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 void st_close(st_file *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->size);
+    if (f->map && f->mapped) munmap(f->map, f->size);
     for (int i = 0; i < f->n; i++) free(f->t[i].name);
     for (int i = 0; i < f->nmeta; i++) {
         free(f->meta_keys[i]);
@@ -66,31 +78,42 @@ static int json_uint(const cJSON *j, int64_t *v) {
 static sp_status parse_entry(st_file *f, const cJSON *e, st_tensor *t) {
     const char *nm = e->string;
     if (!cJSON_IsObject(e)) return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': entry is not an object", f->path, nm);
+    /* cJSON keeps repeated keys and finds the first: a repeated one would be read ambiguously */
+    static const char *const keys[3] = {"dtype", "shape", "data_offsets"};
+    int seen[3] = {0, 0, 0};
+    const cJSON *k;
+    cJSON_ArrayForEach(k, e) {
+        for (int i = 0; i < 3; i++)
+            if (k->string && !strcmp(k->string, keys[i]) && seen[i]++)
+                return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': key '%s' appears twice", f->path, nm, keys[i]);
+    }
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(dt)) return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': missing dtype", f->path, nm);
+    if (!cJSON_IsString(dt) || !dt->valuestring)
+        return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': dtype missing or not a string", f->path, nm);
     int di = -1;
-    for (int i = 0; i < (int)(sizeof dtypes / sizeof dtypes[0]); i++)
+    for (int i = 0; i < N_DTYPES; i++)
         if (!strcmp(dt->valuestring, dtypes[i].name)) di = i;
     if (di < 0)
-        return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%s'", f->path, nm, dt->valuestring);
+        return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%.32s'", f->path, nm, dt->valuestring);
     if (!cJSON_IsArray(sh)) return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': missing shape", f->path, nm);
     int nd = cJSON_GetArraySize(sh);
     if (nd > ST_MAX_DIMS) return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': %d dimensions", f->path, nm, nd);
     t->dtype = (st_dtype)di;
     t->ndim = nd;
     t->numel = 1;
-    for (int i = 0; i < nd; i++) {
-        if (!json_uint(cJSON_GetArrayItem(sh, i), &t->shape[i]) || t->shape[i] > (1ll << 40))
+    const cJSON *d = sh->child;
+    for (int i = 0; i < nd; i++, d = d->next) {
+        if (!json_uint(d, &t->shape[i]) || t->shape[i] > ST_MAX_NUMEL)
             return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': bad shape entry %d", f->path, nm, i);
-        if (t->shape[i] && t->numel > (1ll << 40) / t->shape[i])
-            return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': shape too large", f->path, nm);
+        if (t->shape[i] && t->numel > ST_MAX_NUMEL / t->shape[i])
+            return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': shape too large (over 2^40 elements)", f->path, nm);
         t->numel *= t->shape[i];
     }
     int64_t b, en;
-    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_uint(cJSON_GetArrayItem(off, 0), &b) ||
-        !json_uint(cJSON_GetArrayItem(off, 1), &en) || b > en)
+    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_uint(off->child, &b) ||
+        !json_uint(off->child->next, &en) || b > en)
         return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': bad data_offsets", f->path, nm);
     if ((uint64_t)en > f->data_size)
         return sp_err(SP_ERR_FORMAT, "%s: tensor '%s': data [%lld,%lld) past the end of the file (%zu data bytes)",
@@ -113,21 +136,119 @@ static sp_status parse_meta(st_file *f, const cJSON *m) {
     if (!f->meta_keys || !f->meta_vals) return sp_err(SP_ERR_NOMEM, "%s: out of memory", f->path);
     const cJSON *e;
     cJSON_ArrayForEach(e, m) {
-        if (!cJSON_IsString(e))
+        if (!cJSON_IsString(e) || !e->valuestring)
             return sp_err(SP_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", f->path, e->string);
+        if (f->nmeta >= n) return sp_err(SP_ERR_FORMAT, "%s: __metadata__ changed while read", f->path);
         f->meta_keys[f->nmeta] = strdup(e->string);
         f->meta_vals[f->nmeta] = strdup(e->valuestring);
         f->nmeta++;
         if (!f->meta_keys[f->nmeta - 1] || !f->meta_vals[f->nmeta - 1])
             return sp_err(SP_ERR_NOMEM, "%s: out of memory", f->path);
     }
+    /* a repeated key would make st_meta's answer depend on the order: refused (sorted copy, n log n) */
+    char **sorted = malloc(((size_t)f->nmeta + 1) * sizeof *sorted);
+    if (!sorted) return sp_err(SP_ERR_NOMEM, "%s: out of memory", f->path);
+    memcpy(sorted, f->meta_keys, (size_t)f->nmeta * sizeof *sorted);
+    qsort(sorted, (size_t)f->nmeta, sizeof *sorted, cmp_str);
+    for (int i = 1; i < f->nmeta; i++)
+        if (!strcmp(sorted[i], sorted[i - 1])) {
+            sp_status st = sp_err(SP_ERR_FORMAT, "%s: __metadata__ key '%s' appears twice", f->path, sorted[i]);
+            free(sorted);
+            return st;
+        }
+    free(sorted);
     return SP_OK;
+}
+
+/* Checks the header of f->map (f->size bytes) and fills the tensors and metadata; f->path names
+ * the file in messages. */
+static sp_status st_parse(st_file *f) {
+    const char *path = f->path;
+    sp_status st = SP_OK;
+    cJSON *root = NULL;
+    if (f->size < 8)
+        return sp_err(SP_ERR_FORMAT, "%s: truncated: %zu bytes, not even a header length", path, f->size);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)f->map[i] << (8 * i);
+    if (hlen > f->size - 8 || hlen > ST_MAX_HEADER)
+        return sp_err(SP_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
+                      (unsigned long long)hlen, f->size);
+    f->data = f->map + 8 + hlen;
+    f->data_size = f->size - 8 - hlen;
+    const char *hdr = (const char *)f->map + 8, *hend = NULL;
+    root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &hend, 0);
+    if (!root || !cJSON_IsObject(root)) {
+        st = sp_err(SP_ERR_FORMAT, "%s: header is not a JSON object", path);
+        goto done;
+    }
+    /* after the object only padding (spaces) may follow; cJSON stops at the object's end */
+    for (const char *p = hend; p && p < hdr + hlen; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            st = sp_err(SP_ERR_FORMAT, "%s: header has bytes after its JSON object (at header byte %zu)", path,
+                        (size_t)(p - hdr));
+            goto done;
+        }
+    int n = cJSON_GetArraySize(root);
+    f->t = calloc((size_t)n + 1, sizeof *f->t);
+    if (!f->t) {
+        st = sp_err(SP_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    int nmeta_objects = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        if (!strcmp(e->string, "__metadata__")) {
+            if (nmeta_objects++) {
+                st = sp_err(SP_ERR_FORMAT, "%s: __metadata__ appears twice", path);
+                goto done;
+            }
+            if ((st = parse_meta(f, e))) goto done;
+            continue;
+        }
+        if (f->n >= n) {
+            st = sp_err(SP_ERR_FORMAT, "%s: header changed while read", path);
+            goto done;
+        }
+        if ((st = parse_entry(f, e, &f->t[f->n]))) goto done;
+        f->n++;
+    }
+    /* repeated names: sorted by name, neighbours compared (n log n, not n^2) */
+    qsort(f->t, (size_t)f->n, sizeof *f->t, cmp_name);
+    for (int i = 1; i < f->n; i++)
+        if (!strcmp(f->t[i].name, f->t[i - 1].name)) {
+            st = sp_err(SP_ERR_FORMAT, "%s: tensor '%s' appears twice", path, f->t[i].name);
+            goto done;
+        }
+    /* the data area: the tensors in offset order cover it exactly, without overlap or gap */
+    qsort(f->t, (size_t)f->n, sizeof *f->t, cmp_offset);
+    const uint8_t *at = f->data;
+    for (int i = 0; i < f->n; i++) {
+        const st_tensor *t = &f->t[i];
+        if (t->data < at) {
+            st = sp_err(SP_ERR_FORMAT, "%s: tensor '%s' overlaps tensor '%s'", path, t->name, f->t[i - 1].name);
+            goto done;
+        }
+        if (t->data > at) {
+            st = sp_err(SP_ERR_FORMAT, "%s: tensor '%s' starts at data byte %zu, leaving %zu unused bytes before it",
+                        path, t->name, (size_t)(t->data - f->data), (size_t)(t->data - at));
+            goto done;
+        }
+        at = t->data + t->nbytes;
+    }
+    if (at != f->data + f->data_size) {
+        st = sp_err(SP_ERR_FORMAT, "%s: %zu data bytes after the last tensor's data belong to no tensor", path,
+                    (size_t)(f->data + f->data_size - at));
+        goto done;
+    }
+    sp_sha256_hex(f->map, f->size, f->sha);
+done:
+    cJSON_Delete(root);
+    return st;
 }
 
 sp_status st_open(const char *path, st_file **out) {
     *out = NULL;
     sp_status st = SP_OK;
-    cJSON *root = NULL;
     st_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
@@ -157,54 +278,31 @@ sp_status st_open(const char *path, st_file **out) {
         st = sp_err(SP_ERR_IO, "%s: mmap: %s", path, strerror(errno));
         goto fail;
     }
-    uint64_t hlen = 0;
-    for (int i = 0; i < 8; i++) hlen |= (uint64_t)f->map[i] << (8 * i);
-    if (hlen > f->size - 8 || hlen > ST_MAX_HEADER) {
-        st = sp_err(SP_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
-                    (unsigned long long)hlen, f->size);
-        goto fail;
-    }
-    f->data = f->map + 8 + hlen;
-    f->data_size = f->size - 8 - hlen;
-    root = cJSON_ParseWithLength((const char *)f->map + 8, hlen);
-    if (!root || !cJSON_IsObject(root)) {
-        st = sp_err(SP_ERR_FORMAT, "%s: header is not a JSON object", path);
-        goto fail;
-    }
-    int n = cJSON_GetArraySize(root);
-    f->t = calloc((size_t)n + 1, sizeof *f->t);
-    if (!f->t) {
-        st = sp_err(SP_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
-    }
-    const cJSON *e;
-    cJSON_ArrayForEach(e, root) {
-        if (!strcmp(e->string, "__metadata__")) {
-            if ((st = parse_meta(f, e))) goto fail;
-            continue;
-        }
-        for (int i = 0; i < f->n; i++)
-            if (!strcmp(f->t[i].name, e->string)) {
-                st = sp_err(SP_ERR_FORMAT, "%s: tensor '%s' appears twice", path, e->string);
-                goto fail;
-            }
-        if ((st = parse_entry(f, e, &f->t[f->n]))) goto fail;
-        f->n++;
-    }
-    qsort(f->t, (size_t)f->n, sizeof *f->t, cmp_offset);
-    for (int i = 1; i < f->n; i++)
-        if (f->t[i].data < f->t[i - 1].data + f->t[i - 1].nbytes) {
-            st = sp_err(SP_ERR_FORMAT, "%s: tensor '%s' overlaps tensor '%s'", path, f->t[i].name, f->t[i - 1].name);
-            goto fail;
-        }
-    cJSON_Delete(root);
-    sp_sha256_hex(f->map, f->size, f->sha);
+    f->mapped = 1;
+    if ((st = st_parse(f))) goto fail;
     *out = f;
     return SP_OK;
 fail:
-    cJSON_Delete(root);
     st_close(f);
     return st;
+}
+
+sp_status st_open_mem(const uint8_t *buf, size_t len, const char *name, st_file **out) {
+    *out = NULL;
+    st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(name))) {
+        free(f);
+        return sp_err(SP_ERR_NOMEM, "%s: out of memory", name);
+    }
+    f->map = (uint8_t *)buf; /* never written: the views are const and st_close leaves it alone */
+    f->size = len;
+    sp_status st = st_parse(f);
+    if (st) {
+        st_close(f);
+        return st;
+    }
+    *out = f;
+    return SP_OK;
 }
 
 const char *st_path(const st_file *f) { return f->path; }

@@ -20,17 +20,28 @@ typedef struct {
 
 typedef struct st_file st_file;
 
-/* Opens and mmaps `path`, then checks everything in the header: length within the file, JSON,
- * each entry's dtype, shape and data_offsets (inside the data area, matching numel * dtype
- * size, not overlapping), and that __metadata__ maps strings to strings. Every error names the
- * file and, where one is at fault, the tensor. */
+/* Opens and mmaps `path`, then checks everything in the header (see st_open_mem). Every error
+ * names the file and, where one is at fault, the tensor. */
 sp_status st_open(const char *path, st_file **out);
-/* Unmaps and frees; NULL is a no-op. */
+/* Parses and checks a safetensors image held in memory: `buf` holds `len` bytes (the 8-byte
+ * little-endian header length, the JSON header, the data area) and must stay valid and unchanged
+ * until st_close, which does not free it; `name` stands for the file in messages. Checks: the
+ * header length within the buffer (at most 100 MiB); the header one JSON object followed only by
+ * space padding; `__metadata__` at most once, an object mapping distinct keys to strings; each
+ * tensor name once; in each entry dtype, shape and data_offsets once each, a known dtype, at most
+ * ST_MAX_DIMS dimensions of non-negative integers whose product stays within 2^40, and
+ * data_offsets [begin, end] inside the data area with end - begin = elements * dtype size; and,
+ * in offset order, the tensors covering the data area exactly (no overlap, no gap, nothing after
+ * the last). SP_ERR_FORMAT for a bad image, SP_ERR_NOMEM; on success *out holds the file. */
+sp_status st_open_mem(const uint8_t *buf, size_t len, const char *name, st_file **out);
+/* Unmaps (st_open) and frees; NULL is a no-op. */
 void st_close(st_file *f);
 
+/* The path (or st_open_mem name) given at open. */
 const char *st_path(const st_file *f);
+/* The number of tensors (the __metadata__ entry is not one). */
 int st_count(const st_file *f);
-/* The i-th tensor in file order (by data offset). */
+/* The i-th tensor in file order (by data offset), or NULL when i is out of range. */
 const st_tensor *st_at(const st_file *f, int i);
 /* The tensor called `name`, or NULL. */
 const st_tensor *st_find(const st_file *f, const char *name);
@@ -38,6 +49,7 @@ const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta(const st_file *f, const char *key);
 /* SHA-256 of the whole file (computed at open). */
 const char *st_sha256(const st_file *f);
+/* The safetensors name of a dtype ("F32", ...); "?" for a value outside the enum. */
 const char *st_dtype_name(st_dtype d);
 
 /* Finds `name`, checks it has exactly the shape dims[0..ndim-1], and converts it to F32 into

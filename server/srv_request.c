@@ -1,8 +1,8 @@
 /* srv_request.c: turns multipart and JSON request bodies into checked request fields; base64 both ways; HTTP error records. */
 #include "srv_request.h"
 
-#include <cjson/cJSON.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -349,73 +349,548 @@ char *srv_b64_encode(const uint8_t *d, size_t n, size_t *outlen) {
     return s;
 }
 
-/* ---- JSON ---- */
+/* ---- JSON ----
+ * The two JSON bodies are read by one linear pass over the raw bytes that checks the syntax and the
+ * shape together: the root must be an object of known members, each at most once, each value of
+ * its member's type (strings, a number, arrays of strings: nothing nests deeper than that), each
+ * string and array within its member's limit. After the first shape fault only the syntax of the
+ * rest is checked (without recursion, at most JSON_MAX_DEPTH levels), so that a body that is not
+ * JSON is always 400 and a JSON body of the wrong shape 422 (413 for too many images). A hostile
+ * body costs one look at each of its bytes and no memory; nothing is built but the decoded
+ * fields of a body that passed. */
 
-static cJSON *parse_object(const uint8_t *body, size_t len, srv_error *err) {
-    if (len == 0) {
-        srv_error_set(err, 400, "empty_body", "the request body is empty");
-        return NULL;
+/* The kinds of value a member may hold. */
+enum { JV_STRING = 1, JV_NUMBER, JV_STRINGS };
+
+/* A member a body may hold, and its limits. */
+typedef struct {
+    const char *name;
+    int kind;
+    size_t max_bytes;     /* a string, or each item: most bytes once unescaped; 0 = the body's size bounds it */
+    int max_items;        /* JV_STRINGS: most items */
+    int items_status;     /* JV_STRINGS: status and code when there are more */
+    const char *items_code;
+    const char *what;     /* the value it must be, for messages */
+    const char *item_what; /* JV_STRINGS: what each item must be */
+} json_field;
+
+/* The raw text of a string (between its quotes) or of a number, as found in the body. */
+typedef struct {
+    const char *raw;
+    size_t len;
+    int escaped; /* holds a backslash escape */
+} json_span;
+
+/* What the scan found for one field. */
+typedef struct {
+    int present;
+    json_span v;      /* JV_STRING, JV_NUMBER */
+    json_span *items; /* JV_STRINGS: room for max_items spans, given by the caller */
+    int n;
+} json_member;
+
+#define JSON_NUMBER_MAX 32 /* most characters of a number (quality) */
+#define JSON_NAME_MAX 255  /* most bytes of a names[] item (srv_blob.name holds 255 and a NUL) */
+#define JSON_MAX_DEPTH 64  /* most nesting levels the syntax check follows (the shapes need 2) */
+
+static const json_field inpaint_json[] = {
+    {"image", JV_STRING, 0, 0, 0, NULL, "a base64 string or a data URL", NULL},
+    {"mask", JV_STRING, 0, 0, 0, NULL, "a base64 string or a data URL", NULL},
+    {"method", JV_STRING, TEXT_FIELD_MAX, 0, 0, NULL, "a string", NULL},
+    {"format", JV_STRING, TEXT_FIELD_MAX, 0, 0, NULL, "a string", NULL},
+    {"quality", JV_NUMBER, JSON_NUMBER_MAX, 0, 0, NULL, "an integer 1..100", NULL},
+};
+static const json_field index_json[] = {
+    {"images", JV_STRINGS, 0, SRV_INDEX_MAX_IMAGES, 413, "too_many_images", "a non-empty array of base64 strings",
+     "a base64 string or a data URL"},
+    {"names", JV_STRINGS, JSON_NAME_MAX, SRV_INDEX_MAX_IMAGES, 422, "invalid_field", "an array of strings", "a string"},
+};
+#define N_INPAINT_JSON ((int)(sizeof inpaint_json / sizeof inpaint_json[0]))
+#define N_INDEX_JSON ((int)(sizeof index_json / sizeof index_json[0]))
+
+static int hex4(const char *p, unsigned *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) return 0;
+        *v = *v << 4 | (unsigned)d;
     }
-    cJSON *root = cJSON_ParseWithLength((const char *)body, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = at && at >= (const char *)body && at <= (const char *)body + len ? (size_t)(at - (const char *)body) : 0;
-        srv_error_set(err, 400, "malformed_json", "the body is not valid JSON (near byte %zu)", off);
-        return NULL;
-    }
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        srv_error_set(err, 400, "malformed_json", "the body must be a JSON object");
-        return NULL;
-    }
-    /* cJSON keeps duplicate keys; a repeated key is refused like a repeated form field */
-    for (cJSON *a = root->child; a; a = a->next)
-        for (cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && !strcmp(a->string, b->string)) {
-                srv_error_set(err, 422, "repeated_field", "field '%.64s' given twice", a->string);
-                cJSON_Delete(root);
-                return NULL;
-            }
-    return root;
+    return 1;
 }
 
-static int decode_field(const cJSON *item, const char *name, srv_blob *b, srv_error *err) {
-    if (!cJSON_IsString(item) || !item->valuestring)
-        return srv_error_set(err, 422, "invalid_field", "field '%s' must be a base64 string or a data URL", name);
-    size_t n = strlen(item->valuestring);
-    if (srv_b64_decode(item->valuestring, n, &b->data, &b->len))
-        return srv_error_set(err, 400, "invalid_base64", "field '%s': %s", name, sp_err_msg());
+/* Scans the string whose opening quote is at *pp, leaving *pp past the closing quote, and counts
+ * its bytes once unescaped into *dlen (\u escapes as UTF-8, a surrogate pair as one 4-byte
+ * character; other bytes, control characters included, are taken as they are). 0, or -1 when
+ * malformed (a bad escape, a lone surrogate, no closing quote) with *pp at the fault. */
+static int scan_string(const char **pp, const char *end, size_t *dlen, int *escaped) {
+    const char *p = *pp + 1;
+    size_t n = 0;
+    *escaped = 0;
+    for (;;) {
+        if (p >= end) break;
+        char c = *p;
+        if (c == '"') {
+            *dlen = n;
+            *pp = p + 1;
+            return 0;
+        }
+        if (c != '\\') {
+            p++;
+            n++;
+            continue;
+        }
+        *escaped = 1;
+        if (end - p < 2) break;
+        c = p[1];
+        if (c == 'u') {
+            unsigned cp, lo;
+            if (end - p < 6 || !hex4(p + 2, &cp) || (cp >= 0xDC00 && cp <= 0xDFFF)) break;
+            if (cp >= 0xD800 && cp <= 0xDBFF) { /* a high surrogate: its low half must follow */
+                if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, &lo) || lo < 0xDC00 || lo > 0xDFFF) break;
+                n += 4;
+                p += 12;
+            } else {
+                n += cp < 0x80 ? 1 : cp < 0x800 ? 2 : 3;
+                p += 6;
+            }
+        } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
+            n++;
+            p += 2;
+        } else {
+            break;
+        }
+    }
+    *pp = p;
+    return -1;
+}
+
+/* Scans a JSON number at *pp (strict grammar); leaves *pp past it. 0, or -1 with *pp at the fault. */
+static int scan_number(const char **pp, const char *end) {
+    const char *p = *pp;
+#define DIGIT(q) ((q) < end && *(q) >= '0' && *(q) <= '9')
+    if (p < end && *p == '-') p++;
+    if (!DIGIT(p)) goto bad;
+    if (*p == '0') p++;
+    else
+        while (DIGIT(p)) p++;
+    if (p < end && *p == '.') {
+        p++;
+        if (!DIGIT(p)) goto bad;
+        while (DIGIT(p)) p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (!DIGIT(p)) goto bad;
+        while (DIGIT(p)) p++;
+    }
+#undef DIGIT
+    *pp = p;
     return 0;
+bad:
+    *pp = p;
+    return -1;
+}
+
+static const char *skip_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* The kind of value starting with c: 's'tring, 'n'umber, 'a'rray, 'o'bject, 'l'iteral, or 0. */
+static char value_start(char c) {
+    if (c == '"') return 's';
+    if (c == '-' || (c >= '0' && c <= '9')) return 'n';
+    if (c == '[') return 'a';
+    if (c == '{') return 'o';
+    if (c == 't' || c == 'f' || c == 'n') return 'l';
+    return 0;
+}
+
+/* Decodes the raw text of a string that scan_string accepted into out (room for len bytes; the
+ * text never grows); returns the decoded length. */
+static size_t json_unescape(const char *s, size_t len, char *out) {
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c != '\\') {
+            out[k++] = c;
+            continue;
+        }
+        c = s[++i];
+        switch (c) {
+        case 'b': out[k++] = '\b'; break;
+        case 'f': out[k++] = '\f'; break;
+        case 'n': out[k++] = '\n'; break;
+        case 'r': out[k++] = '\r'; break;
+        case 't': out[k++] = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            hex4(s + i + 1, &cp);
+            i += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                hex4(s + i + 3, &lo);
+                i += 6;
+                cp = 0x10000 + ((cp & 0x3FF) << 10 | (lo & 0x3FF));
+            }
+            if (cp < 0x80) {
+                out[k++] = (char)cp;
+            } else if (cp < 0x800) {
+                out[k++] = (char)(0xC0 | cp >> 6);
+                out[k++] = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                out[k++] = (char)(0xE0 | cp >> 12);
+                out[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                out[k++] = (char)(0x80 | (cp & 0x3F));
+            } else {
+                out[k++] = (char)(0xF0 | cp >> 18);
+                out[k++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                out[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                out[k++] = (char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default: out[k++] = c; /* " \ / */
+        }
+    }
+    return k;
+}
+
+/* A member name for messages: at most 64 bytes of its raw text, printable ASCII only. */
+static void printable_name(const json_span *s, char *out, size_t cap) {
+    size_t k = 0;
+    for (size_t i = 0; i < s->len && k + 1 < cap && i < 64; i++) {
+        unsigned char c = (unsigned char)s->raw[i];
+        out[k++] = c >= 0x20 && c < 0x7f && c != '\\' && c != '"' ? (char)c : '?';
+    }
+    out[k] = 0;
+}
+
+/* The state of the pass over a body. */
+typedef struct {
+    const char *body, *end, *p;
+    int fault;     /* status of the first shape fault, 0 while none; the scan goes on for the syntax */
+    srv_error *err;
+} jscan;
+
+/* A syntax error at s->p: 400 malformed_json, whatever shape fault came before. */
+static int malformed(jscan *s) {
+    return srv_error_set(s->err, 400, "malformed_json", "the body is not valid JSON (near byte %zu)",
+                         (size_t)(s->p - s->body));
+}
+
+/* Records the first shape fault (later ones are dropped: the first is the answer). */
+static void shape_fault(jscan *s, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void shape_fault(jscan *s, int status, const char *code, const char *fmt, ...) {
+    if (s->fault) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err->message, sizeof s->err->message, fmt, ap);
+    va_end(ap);
+    s->err->status = s->fault = status;
+    s->err->code = code;
+}
+
+static void ws(jscan *s) { s->p = skip_ws(s->p, s->end); }
+
+/* Scans a string at s->p into *span (its raw text) and its unescaped length *dlen; -1 on a syntax error. */
+static int string_at(jscan *s, json_span *span, size_t *dlen) {
+    if (s->p >= s->end || *s->p != '"') return malformed(s), -1;
+    const char *q = s->p;
+    int esc;
+    if (scan_string(&s->p, s->end, dlen, &esc)) return malformed(s), -1;
+    *span = (json_span){q + 1, (size_t)(s->p - q) - 2, esc};
+    return 0;
+}
+
+/* Checks the syntax of JSON text without recursion, keeping an explicit stack of the open
+ * containers: bit i of `objects` tells whether container i of the `n` open ones is an object;
+ * `depth` is the nesting outside them. With after = 0 it starts at a value (after whitespace);
+ * with after = 1 just after one inside the innermost open container. Stops once every tracked
+ * container is closed (with n = 0, after the one value). 0, or -1 on a syntax error or nesting
+ * deeper than JSON_MAX_DEPTH levels (400 malformed_json). */
+static int skip_json(jscan *s, int depth, uint64_t objects, int n, int after) {
+    json_span key;
+    size_t dl;
+    for (;;) {
+        if (!after) {
+            ws(s);
+            if (s->p >= s->end) return malformed(s), -1;
+            char c = *s->p;
+            if (c == '{' || c == '[') {
+                if (depth + n + 1 > JSON_MAX_DEPTH)
+                    return srv_error_set(s->err, 400, "malformed_json",
+                                         "the body nests deeper than %d levels (near byte %zu)", JSON_MAX_DEPTH,
+                                         (size_t)(s->p - s->body)),
+                           -1;
+                objects = c == '{' ? objects | (1ull << n) : objects & ~(1ull << n);
+                n++;
+                s->p++;
+                ws(s);
+                if (s->p < s->end && *s->p == (c == '{' ? '}' : ']')) {
+                    s->p++;
+                    n--;
+                } else {
+                    if (c == '{') {
+                        if (string_at(s, &key, &dl)) return -1;
+                        ws(s);
+                        if (s->p >= s->end || *s->p != ':') return malformed(s), -1;
+                        s->p++;
+                    }
+                    continue; /* the first value inside */
+                }
+            } else if (c == '"') {
+                if (string_at(s, &key, &dl)) return -1;
+            } else if (c == '-' || (c >= '0' && c <= '9')) {
+                if (scan_number(&s->p, s->end)) return malformed(s), -1;
+            } else {
+                const char *lit = c == 't' ? "true" : c == 'f' ? "false" : c == 'n' ? "null" : NULL;
+                size_t ll = lit ? strlen(lit) : 0;
+                if (!lit || (size_t)(s->end - s->p) < ll || memcmp(s->p, lit, ll)) return malformed(s), -1;
+                s->p += ll;
+            }
+        }
+        after = 0;
+        /* after a value: close containers, or move on to the next element */
+        for (;;) {
+            if (n == 0) return 0;
+            int obj = (int)(objects >> (n - 1) & 1);
+            ws(s);
+            if (s->p < s->end && *s->p == (obj ? '}' : ']')) {
+                s->p++;
+                n--;
+                continue;
+            }
+            if (s->p >= s->end || *s->p != ',') return malformed(s), -1;
+            s->p++;
+            if (obj) {
+                ws(s);
+                if (string_at(s, &key, &dl)) return -1;
+                ws(s);
+                if (s->p >= s->end || *s->p != ':') return malformed(s), -1;
+                s->p++;
+            }
+            break;
+        }
+    }
+}
+
+/* Skips one value at s->p that starts at nesting `depth`, checking its syntax. */
+static int skip_value(jscan *s, int depth) { return skip_json(s, depth, 0, 0, 0); }
+
+/* A string member (idx < 0) or item idx of member `name` at s->p (after whitespace): records its
+ * span in *out (when out is given), or records a shape fault (wrong type, longer than max bytes
+ * once unescaped, 0 = no bound) and checks its syntax only. 0, or -1 on a syntax error. */
+static int string_value(jscan *s, size_t max, const char *name, int idx, const char *what, json_span *out, int depth) {
+    char label[48];
+    ws(s);
+    if (s->p < s->end && *s->p != '"' && value_start(*s->p)) {
+        if (!s->fault) {
+            snprintf(label, sizeof label, idx < 0 ? "%s" : "%s[%d]", name, idx);
+            shape_fault(s, 422, "invalid_field", "field '%s' must be %s", label, what);
+        }
+        return skip_value(s, depth);
+    }
+    size_t dl;
+    json_span sp;
+    if (string_at(s, &sp, &dl)) return -1;
+    if (max && dl > max && !s->fault) {
+        snprintf(label, sizeof label, idx < 0 ? "%s" : "%s[%d]", name, idx);
+        shape_fault(s, 422, "invalid_field", "field '%s' is longer than %zu bytes", label, max);
+    }
+    if (out) *out = sp;
+    return 0;
+}
+
+/* The single pass over a JSON body: the syntax of all of it (up to JSON_MAX_DEPTH levels) and the
+ * shape. Fills m[i] for fields[i]. 0; 400 empty_body or malformed_json (a syntax error comes
+ * first, then the first shape fault in body order); 422 unknown_field, repeated_field or
+ * invalid_field; the field's items_status for too many items. */
+static int json_scan(const uint8_t *body, size_t len, const json_field *fields, int nf, json_member *m,
+                     srv_error *err) {
+    jscan s = {(const char *)body, (const char *)body + len, (const char *)body, 0, err};
+    for (int i = 0; i < nf; i++) m[i].present = 0, m[i].n = 0;
+    if (len == 0) return srv_error_set(err, 400, "empty_body", "the request body is empty");
+    ws(&s);
+    if (s.p >= s.end) return malformed(&s);
+    if (*s.p != '{') {
+        if (value_start(*s.p)) return srv_error_set(err, 400, "malformed_json", "the body must be a JSON object");
+        return malformed(&s);
+    }
+    s.p++;
+    ws(&s);
+    if (s.p < s.end && *s.p == '}') {
+        s.p++;
+    } else {
+        for (;;) {
+            json_span key;
+            size_t klen;
+            if (string_at(&s, &key, &klen)) return 400;
+            int fi = -1;
+            if (klen <= 16) {
+                char kb[32];
+                size_t kn = key.escaped ? json_unescape(key.raw, key.len, kb) : key.len;
+                const char *kt = key.escaped ? kb : key.raw;
+                for (int i = 0; i < nf; i++)
+                    if (kn == strlen(fields[i].name) && !memcmp(kt, fields[i].name, kn)) fi = i;
+            }
+            ws(&s);
+            if (s.p >= s.end || *s.p != ':') return malformed(&s);
+            s.p++;
+            ws(&s);
+            const json_field *f = fi >= 0 ? &fields[fi] : NULL;
+            int r = 0;
+            if (!f) {
+                if (!s.fault) {
+                    char nm[72], allowed[96] = "";
+                    size_t an = 0;
+                    printable_name(&key, nm, sizeof nm);
+                    for (int i = 0; i < nf; i++)
+                        an += (size_t)snprintf(allowed + an, sizeof allowed - an, "%s%s", i ? ", " : "", fields[i].name);
+                    shape_fault(&s, 422, "unknown_field", "unknown field '%s'; allowed: %s", nm, allowed);
+                }
+                r = skip_value(&s, 1);
+            } else if (m[fi].present++) {
+                shape_fault(&s, 422, "repeated_field", "field '%s' given twice", f->name);
+                r = skip_value(&s, 1);
+            } else if (f->kind == JV_STRING) {
+                r = string_value(&s, f->max_bytes, f->name, -1, f->what, &m[fi].v, 1);
+            } else if (f->kind == JV_NUMBER) {
+                if (s.p < s.end && value_start(*s.p) == 'n') {
+                    const char *q = s.p;
+                    if (scan_number(&s.p, s.end)) return malformed(&s);
+                    m[fi].v = (json_span){q, (size_t)(s.p - q), 0};
+                    if (m[fi].v.len > f->max_bytes)
+                        shape_fault(&s, 422, "invalid_field", "field '%s' must be %s", f->name, f->what);
+                } else {
+                    if (s.p < s.end && value_start(*s.p))
+                        shape_fault(&s, 422, "invalid_field", "field '%s' must be %s", f->name, f->what);
+                    r = skip_value(&s, 1);
+                }
+            } else if (s.p >= s.end || *s.p != '[') { /* JV_STRINGS */
+                if (s.p < s.end && value_start(*s.p))
+                    shape_fault(&s, 422, "invalid_field", "'%s' must be %s", f->name, f->what);
+                r = skip_value(&s, 1);
+            } else {
+                s.p++;
+                ws(&s);
+                if (s.p < s.end && *s.p == ']') {
+                    s.p++;
+                } else {
+                    for (int i = 0;; i++) {
+                        json_span *slot = NULL;
+                        if (i < f->max_items) slot = &m[fi].items[m[fi].n++];
+                        else
+                            shape_fault(&s, f->items_status, f->items_code, "'%s' has more than %d items", f->name,
+                                        f->max_items);
+                        if ((r = string_value(&s, f->max_bytes, f->name, i, f->item_what, slot, 2))) break;
+                        if (s.fault) { /* the answer is known: only the syntax of the rest is left */
+                            if (skip_json(&s, 0, 1, 2, 1)) return err->status;
+                            goto end;
+                        }
+                        ws(&s);
+                        if (s.p < s.end && *s.p == ',') {
+                            s.p++;
+                            continue;
+                        }
+                        if (s.p < s.end && *s.p == ']') {
+                            s.p++;
+                            break;
+                        }
+                        return malformed(&s);
+                    }
+                }
+            }
+            if (r) return err->status;
+            if (s.fault) {
+                if (skip_json(&s, 0, 1, 1, 1)) return err->status;
+                goto end;
+            }
+            /* a comma and the next member, or the end of the object */
+            ws(&s);
+            if (s.p < s.end && *s.p == ',') {
+                s.p++;
+                ws(&s);
+                continue;
+            }
+            if (s.p < s.end && *s.p == '}') {
+                s.p++;
+                break;
+            }
+            return malformed(&s);
+        }
+    }
+end:
+    ws(&s);
+    if (s.p < s.end)
+        return srv_error_set(err, 400, "malformed_json", "the body has data after its JSON object (at byte %zu)",
+                             (size_t)(s.p - s.body));
+    return s.fault;
+}
+
+/* Decodes the base64 (or data URL) string `s` into a blob. */
+static int decode_span(const json_span *s, const char *label, srv_blob *b, srv_error *err) {
+    char *tmp = NULL;
+    const char *text = s->raw;
+    size_t n = s->len;
+    if (s->escaped) { /* e.g. "\/" as some encoders write '/': unescaped into a copy first */
+        tmp = malloc(n ? n : 1);
+        if (!tmp) return srv_error_set(err, 503, "out_of_memory", "out of memory");
+        n = json_unescape(s->raw, s->len, tmp);
+        text = tmp;
+    }
+    sp_status st = srv_b64_decode(text, n, &b->data, &b->len);
+    free(tmp);
+    if (st == SP_ERR_NOMEM) return srv_error_set(err, 503, "out_of_memory", "out of memory");
+    if (st) return srv_error_set(err, 400, "invalid_base64", "field '%s': %s", label, sp_err_msg());
+    return 0;
+}
+
+/* Unescapes a short string into a NUL-terminated buffer of `cap` bytes (the scan already bounded
+ * it to cap - 1; checked again here); refuses an embedded NUL. */
+static int text_span(const json_span *s, const char *label, char *out, size_t cap, srv_error *err) {
+    char *tmp = malloc(s->len + 1);
+    if (!tmp) return srv_error_set(err, 503, "out_of_memory", "out of memory");
+    size_t n = s->escaped ? json_unescape(s->raw, s->len, tmp) : s->len;
+    if (!s->escaped) memcpy(tmp, s->raw, n);
+    int r = 0;
+    if (n >= cap) r = srv_error_set(err, 422, "invalid_field", "field '%s' is longer than %zu bytes", label, cap - 1);
+    else if (memchr(tmp, 0, n)) r = srv_error_set(err, 422, "invalid_field", "field '%s' holds a NUL byte", label);
+    else memcpy(out, tmp, n), out[n] = 0;
+    free(tmp);
+    return r;
 }
 
 int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *out, srv_error *err) {
     memset(out, 0, sizeof *out);
-    cJSON *root = parse_object(body, len, err);
-    if (!root) return err->status;
-    int r = 0;
-    for (cJSON *it = root->child; it && !r; it = it->next) {
-        const char *k = it->string;
-        if (!strcmp(k, "image")) r = decode_field(it, "image", &out->image, err);
-        else if (!strcmp(k, "mask")) r = decode_field(it, "mask", &out->mask, err);
-        else if (!strcmp(k, "method") || !strcmp(k, "format")) {
-            if (!cJSON_IsString(it)) r = srv_error_set(err, 422, "invalid_field", "field '%s' must be a string", k);
-            else if (k[0] == 'm') r = set_method(out, it->valuestring, err);
-            else r = set_format(out, it->valuestring, err);
-        } else if (!strcmp(k, "quality")) {
-            double q = cJSON_IsNumber(it) ? it->valuedouble : -1;
-            if (q < 1 || q > 100 || q != (double)(int)q)
-                r = srv_error_set(err, 422, "invalid_field", "quality is not allowed; allowed: an integer 1..100");
-            else out->quality = (int)q;
-        } else {
-            r = srv_error_set(err, 422, "unknown_field",
-                              "unknown field '%.64s'; allowed: image, mask, method, format, quality", k);
-        }
+    json_member m[N_INPAINT_JSON];
+    int r = json_scan(body, len, inpaint_json, N_INPAINT_JSON, m, err);
+    if (r) return r;
+    if (!m[F_IMAGE].present || !m[F_MASK].present)
+        return srv_error_set(err, 422, "missing_field", "the request has no '%s' field",
+                             !m[F_IMAGE].present ? "image" : "mask");
+    char text[TEXT_FIELD_MAX + 1];
+    if (m[F_METHOD].present && !(r = text_span(&m[F_METHOD].v, "method", text, sizeof text, err)))
+        r = set_method(out, text, err);
+    if (!r && m[F_FORMAT].present && !(r = text_span(&m[F_FORMAT].v, "format", text, sizeof text, err)))
+        r = set_format(out, text, err);
+    if (!r && m[F_QUALITY].present) {
+        char num[JSON_NUMBER_MAX + 1];
+        size_t qn = m[F_QUALITY].v.len < JSON_NUMBER_MAX ? m[F_QUALITY].v.len : JSON_NUMBER_MAX; /* the scan bounded it */
+        memcpy(num, m[F_QUALITY].v.raw, qn);
+        num[qn] = 0;
+        double q = strtod(num, NULL);
+        if (!(q >= 1 && q <= 100) || q != (double)(int)q)
+            r = srv_error_set(err, 422, "invalid_field", "quality is not allowed; allowed: an integer 1..100");
+        else out->quality = (int)q;
     }
-    cJSON_Delete(root);
-    if (!r && (!out->image.data || !out->mask.data)) {
-        const char *miss = !out->image.data ? "image" : "mask";
-        r = srv_error_set(err, 422, "missing_field", "the request has no '%s' field", miss);
-    }
+    if (!r) r = decode_span(&m[F_IMAGE].v, "image", &out->image, err);
+    if (!r) r = decode_span(&m[F_MASK].v, "mask", &out->mask, err);
     if (!r) r = check_inpaint(out, err);
     if (r) srv_inpaint_args_free(out);
     return r;
@@ -423,19 +898,15 @@ int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *ou
 
 int srv_parse_index_json(const uint8_t *body, size_t len, srv_index_args *out, srv_error *err) {
     memset(out, 0, sizeof *out);
-    cJSON *root = parse_object(body, len, err);
-    if (!root) return err->status;
-    int r = 0;
-    const cJSON *images = NULL, *names = NULL;
-    for (cJSON *it = root->child; it && !r; it = it->next) {
-        if (!strcmp(it->string, "images")) images = it;
-        else if (!strcmp(it->string, "names")) names = it;
-        else r = srv_error_set(err, 422, "unknown_field", "unknown field '%.64s'; allowed: images, names", it->string);
-    }
-    int n = images && cJSON_IsArray(images) ? cJSON_GetArraySize(images) : -1;
+    json_member m[N_INDEX_JSON];
+    json_span *spans = calloc(2 * SRV_INDEX_MAX_IMAGES, sizeof *spans);
+    if (!spans) return srv_error_set(err, 503, "out_of_memory", "out of memory");
+    m[0].items = spans;
+    m[1].items = spans + SRV_INDEX_MAX_IMAGES;
+    int r = json_scan(body, len, index_json, N_INDEX_JSON, m, err);
+    int n = m[0].n;
     if (!r && n < 1) r = srv_error_set(err, 422, "missing_field", "'images' must be a non-empty array of base64 strings");
-    if (!r && n > SRV_INDEX_MAX_IMAGES) r = srv_error_set(err, 413, "too_many_images", "more than 256 images in one request");
-    if (!r && names && (!cJSON_IsArray(names) || cJSON_GetArraySize(names) != n))
+    if (!r && m[1].present && m[1].n != n)
         r = srv_error_set(err, 422, "invalid_field", "'names' must be an array as long as 'images'");
     if (!r) {
         out->images = calloc((size_t)n, sizeof *out->images);
@@ -445,16 +916,15 @@ int srv_parse_index_json(const uint8_t *body, size_t len, srv_index_args *out, s
         srv_blob *b = &out->images[i];
         char label[32];
         snprintf(label, sizeof label, "images[%d]", i);
-        r = decode_field(cJSON_GetArrayItem(images, i), label, b, err);
         out->n = i + 1;
+        r = decode_span(&m[0].items[i], label, b, err);
         if (!r && b->len == 0) r = srv_error_set(err, 400, "empty_image", "%s is empty", label);
-        if (!r && names) {
-            const cJSON *nm = cJSON_GetArrayItem(names, i);
-            if (!cJSON_IsString(nm)) r = srv_error_set(err, 422, "invalid_field", "names[%d] must be a string", i);
-            else snprintf(b->name, sizeof b->name, "%s", nm->valuestring);
+        if (!r && m[1].present) {
+            snprintf(label, sizeof label, "names[%d]", i);
+            r = text_span(&m[1].items[i], label, b->name, sizeof b->name, err);
         }
     }
-    cJSON_Delete(root);
+    free(spans);
     if (r) srv_index_args_free(out);
     return r;
 }

@@ -15,6 +15,7 @@ typedef struct {
 int srv_error_set(srv_error *e, int status, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 typedef enum { SRV_METHOD_SIM = 0, SRV_METHOD_COARSE, SRV_METHOD_TELEA } srv_method;
+/* The method's name as the API spells it ("sim", "coarse", "telea"); "?" for another value. */
 const char *srv_method_name(srv_method m);
 
 /* A byte string owned by its holder (malloc'ed). */
@@ -40,6 +41,7 @@ typedef struct {
     int n;
     srv_blob *images;
 } srv_index_args;
+/* Releases the images and zeroes the struct; safe on a zeroed struct. */
 void srv_index_args_free(srv_index_args *a);
 
 /* A multipart body being received, for one route's field set. */
@@ -55,14 +57,29 @@ int srv_form_feed(srv_form *f, const uint8_t *data, size_t len, srv_error *err);
 /* Ends the body and hands the fields over (the form keeps nothing). 0 or an error status. */
 int srv_form_finish_inpaint(srv_form *f, srv_inpaint_args *out, srv_error *err);
 int srv_form_finish_index(srv_form *f, srv_index_args *out, srv_error *err);
+/* Frees the form and any fields it still holds; NULL is a no-op. */
 void srv_form_free(srv_form *f);
 
 /* Parses a JSON inpainting body {"image", "mask", "method", "format", "quality"}: image and mask
- * as base64 or data URLs. 400 for malformed JSON or base64, 422 for unknown fields, wrong types or
- * values out of range. 0 on success with `out` owning the decoded bytes. */
+ * as base64 or data URLs. One linear pass over the raw bytes, allocating nothing, checks the
+ * syntax of the whole body (at most 64 levels of nesting) and its shape before anything is
+ * decoded: the root must be one object (only whitespace after it) whose members are among those
+ * five, each at most once; image, mask, method and format strings, quality a number; method and
+ * format at most 64 bytes once unescaped, quality at most 32 characters; image and mask are
+ * bounded only by the body. A syntax error wins over a shape fault; of shape faults the first in
+ * the body is reported. 400 empty_body, malformed_json (syntax, too deep, or a root that is not an
+ * object) or invalid_base64; 422 unknown_field, repeated_field, invalid_field (wrong type, too
+ * long, a value out of range or holding a NUL) or missing_field; 400 empty_image or
+ * empty_mask_file; 503 out_of_memory. 0 on success with `out` owning the decoded bytes; on
+ * failure `out` holds nothing. */
 int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *out, srv_error *err);
 
-/* Parses a JSON index body {"images": [base64 or data URL, ...], "names": [string, ...]}. */
+/* Parses a JSON index body {"images": [base64 or data URL, ...], "names": [string, ...]} with the
+ * same single checking pass: at most those two members, once each, both arrays of strings (nothing
+ * nested deeper); images 1..SRV_INDEX_MAX_IMAGES items (413 too_many_images past that), names as
+ * many as images (422 invalid_field otherwise), each name at most 255 bytes once unescaped and
+ * without NUL (422 invalid_field). Other statuses as srv_parse_inpaint_json, with 422
+ * missing_field for a missing or empty images array and 400 empty_image for an empty image. */
 int srv_parse_index_json(const uint8_t *body, size_t len, srv_index_args *out, srv_error *err);
 
 /* Decodes standard or URL-safe base64 (padding optional, ASCII whitespace ignored), or a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# it_fuzz.sh: builds the libFuzzer harnesses of the request parsers (multipart, JSON, image headers) with clang-14 and runs each for a bounded time.
+# it_fuzz.sh: builds the libFuzzer harnesses of the request parsers (multipart, JSON, image headers) and the safetensors header parser with clang-14 and runs each for a bounded time.
 # FUZZ_SECONDS (default 15) sets the time per harness; corpora persist in $BUILD/fuzz/corpus-* across runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,7 @@ build() { # name sources...
 build fuzz_multipart server/srv_multipart.c server/srv_request.c server/img.c
 build fuzz_json server/srv_request.c server/srv_multipart.c server/img.c
 build fuzz_probe server/img.c
+build fuzz_st model/st.c
 
 # seed corpora: well-formed inputs the fuzzer mutates from
 seed() { # corpus file, content on stdin
@@ -40,6 +41,25 @@ printf '\x05--B0und'"'"'ry\r\nContent-Disposition: form-data; name="image"; file
 printf '\x01preamble\r\n--B0und'"'"'ry \t\r\ncontent-disposition: form-data; name="image"; filename="x.jpg"\r\nContent-Transfer-Encoding: binary\r\n\r\n\xff\xd8\xff\r\n--B0und'"'"'ry--' | seed multipart padding
 printf '{"image":"iVBORw0KGgo=","mask":"data:image/png;base64,iVBORw0KGgo=","method":"sim","format":"png","quality":90}' | seed json inpaint
 printf '{"images":["/9j/4AAQ","iVBORw0KGgo="],"names":["a.jpg","b.png"]}' | seed json index
+# the pathological shapes of issue 15 (small versions): many keys, deep nesting, long arrays, escapes
+awk 'BEGIN { printf "{"; for (i = 0; i < 2000; i++) printf "%s\"k%d\":0", (i ? "," : ""), i; printf "}" }' | seed json many-keys
+awk 'BEGIN { for (i = 0; i < 5000; i++) printf "[" }' | seed json deep-open
+awk 'BEGIN { printf "{\"image\":"; for (i = 0; i < 63; i++) printf "["; for (i = 0; i < 63; i++) printf "]"; printf ",\"mask\":\"QQ==\"}" }' | seed json deep-closed
+awk 'BEGIN { printf "{\"images\":[0"; for (i = 0; i < 5000; i++) printf ",0"; printf "]}" }' | seed json numbers
+awk 'BEGIN { printf "{\"images\":[\"QQ==\""; for (i = 0; i < 300; i++) printf ",\"QQ==\""; printf "],\"names\":[\"a\"]}" }' | seed json strings
+printf '%s' '{"\u0069mage":"data:image\/png;base64,SU1H","mask":"TUFT\u0053w==","method":"\u0074elea","quality":1e2,"image":"x"}' | seed json escapes
+printf '%s' '{"names":["\u00e9t\u00e9.jpg","\ud83d\ude00"],"images":["QUFB","QkI="]} ' | seed json names-utf8
+# safetensors: a small valid image (every dtype size, a zero-size tensor, metadata) and the crash of issue 15
+st_seed() { # corpus-file header data-bytes: the 8-byte length, the header padded with spaces to 8, the data
+  local h=$2 pad len
+  pad=$(( (8 - ${#h} % 8) % 8 )); len=$(( ${#h} + pad ))
+  { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00\\x00' $((len & 255)) $((len >> 8 & 255)) $((len >> 16 & 255)))"
+    printf '%s%*s' "$h" "$pad" ''
+    head -c "$3" /dev/zero | tr '\0' '\1'; } | seed st "$1"
+}
+st_seed valid '{"__metadata__":{"semipaint":"{\"format\": 1}"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"F16","shape":[3],"data_offsets":[16,22]},"c":{"dtype":"BF16","shape":[1],"data_offsets":[22,24]},"d":{"dtype":"U8","shape":[0],"data_offsets":[24,24]},"e":{"dtype":"I64","shape":[1,1],"data_offsets":[24,32]}}' 32
+st_seed two-metadata '{"__metadata__":{"a":"1","b":"2","c":"3"},"__metadata__":{"d":"4"},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' 4
+st_seed dtypes '{"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},"b":{"dtype":"I32","shape":[1],"data_offsets":[8,12]},"c":{"dtype":"I16","shape":[1],"data_offsets":[12,14]},"d":{"dtype":"I8","shape":[1],"data_offsets":[14,15]},"e":{"dtype":"BOOL","shape":[1],"data_offsets":[15,16]}}' 16
 echo '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAYEBQYFBAYGBQYHBwYIChAKCgkJChQODwwQFxQYGBcUFhYaHSUfGhsjHBYWICwgIyYnKSopGR8tMC0oMCUoKSj/2wBDAQcHBwoIChMKChMoGhYaKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCj/wAARCAADAAQDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDzOiiiuE/aT//Z' | base64 -d | seed probe tiny-4x3.jpg
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAYAAACddGYaAAAAE0lEQVR4nGNkZGJmYYACJgYkAAABNAAOEeL7owAAAABJRU5ErkJggg==' | base64 -d | seed probe tiny-3x2-rgba.png
 # RGB with all five row filters and the image data split over two IDAT chunks, and grey: the
@@ -48,7 +68,7 @@ echo 'iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAIAAAACDbGyAAAALUlEQVR4nAFQAK//AAAFCiUqL0
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAHElEQVR4nGNhUPXKZ+Y2CK1iErNOaGVUdMueAAAmegSL1xciDwAAAABJRU5ErkJggg==' | base64 -d | seed probe grey-4x4.png
 
 status=0
-for h in fuzz_multipart:multipart fuzz_json:json fuzz_probe:probe; do
+for h in fuzz_multipart:multipart fuzz_json:json fuzz_probe:probe fuzz_st:st; do
   bin=${h%%:*}; corpus="$out/corpus-${h##*:}"
   echo "it_fuzz: $bin for ${SECS}s"
   if ! "$out/$bin" "$corpus" -max_total_time="$SECS" -max_len=65536 -timeout=20 -rss_limit_mb=2048 \

@@ -1,6 +1,9 @@
-/* test_srv_request.c: the multipart parser (any chunking gives the same parts), the form and JSON request parsers and base64. */
+/* test_srv_request.c: the multipart parser (any chunking gives the same parts), the form and JSON request parsers (and the JSON shape limits) and base64. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
 
 #include "img.h"
 #include "srv_multipart.h"
@@ -244,6 +247,274 @@ static void test_json(void) {
     CHECK(srv_parse_index_json((const uint8_t *)ix2, strlen(ix2), &x, &e) == 422);
 }
 
+/* A growing body for the shape tests. */
+typedef struct {
+    char *b;
+    size_t n, cap;
+} sbuf;
+
+static void sb_put(sbuf *s, const char *t, size_t k) {
+    if (s->n + k + 1 > s->cap) {
+        s->cap = (s->n + k + 1) * 2;
+        s->b = realloc(s->b, s->cap);
+        SP_ASSERT(s->b);
+    }
+    memcpy(s->b + s->n, t, k);
+    s->n += k;
+    s->b[s->n] = 0;
+}
+static void sb_str(sbuf *s, const char *t) { sb_put(s, t, strlen(t)); }
+static void sb_rep(sbuf *s, const char *t, size_t times) {
+    for (size_t i = 0; i < times; i++) sb_str(s, t);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Bytes allocated through cJSON while the hooks below are installed: a JSON tree being built. */
+static size_t cjson_bytes;
+static void *counting_malloc(size_t n) {
+    cjson_bytes += n;
+    return malloc(n);
+}
+
+/* Parses `body` as both JSON kinds and checks each answer (status 0 = accepted); prints the time
+ * taken when `label` is given (a benchmark line, not a check), and then checks that no JSON tree
+ * of the body's size was built (at most 2 bytes of tree per body byte, over both parses). */
+static void expect_json(const char *label, const char *body, size_t len, int st_inpaint, const char *code_inpaint,
+                        int st_index, const char *code_index) {
+    srv_error e;
+    srv_inpaint_args a;
+    srv_index_args x;
+    cjson_bytes = 0;
+    double t0 = now_s();
+    int r = srv_parse_inpaint_json((const uint8_t *)body, len, &a, &e);
+    double t1 = now_s();
+    CHECKF(r == st_inpaint && (!r || !strcmp(e.code, code_inpaint)), "%s (inpaint): %d %s: %s", label ? label : body, r,
+           r ? e.code : "", r ? e.message : "");
+    if (!r) srv_inpaint_args_free(&a);
+    double t2 = now_s();
+    r = srv_parse_index_json((const uint8_t *)body, len, &x, &e);
+    double t3 = now_s();
+    CHECKF(r == st_index && (!r || !strcmp(e.code, code_index)), "%s (index): %d %s: %s", label ? label : body, r,
+           r ? e.code : "", r ? e.message : "");
+    if (!r) srv_index_args_free(&x);
+    if (label) {
+        printf("  %-40s %9zu bytes: inpaint %d in %7.3f ms, index %d in %7.3f ms, %zu bytes of tree\n", label, len,
+               st_inpaint, (t1 - t0) * 1e3, st_index, (t3 - t2) * 1e3, cjson_bytes);
+        CHECKF(cjson_bytes <= 2 * len, "%s: a JSON tree of %zu bytes for a %zu-byte body", label, cjson_bytes, len);
+    }
+}
+
+/* Issue 15: a JSON body is refused by its shape in one linear pass, before anything is built. The
+ * 120,000-key body held a thread for 27.8 s (a quadratic duplicate-key scan). */
+static void test_json_shape(void) {
+    cJSON_Hooks hooks = {counting_malloc, free};
+    cJSON_InitHooks(&hooks);
+    sbuf s = {0};
+    char t[64];
+    /* 120,000 keys */
+    sb_str(&s, "{");
+    for (int i = 0; i < 120000; i++) {
+        int k = snprintf(t, sizeof t, "%s\"k%d\":0", i ? "," : "", i);
+        sb_put(&s, t, (size_t)k);
+    }
+    sb_str(&s, "}");
+    expect_json("120,000 unknown keys", s.b, s.n, 422, "unknown_field", 422, "unknown_field");
+    /* 120,000 keys, the known ones first */
+    s.n = 0;
+    sb_str(&s, "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"method\":\"sim\",\"format\":\"png\",\"quality\":5");
+    for (int i = 5; i < 120000; i++) {
+        int k = snprintf(t, sizeof t, ",\"k%d\":0", i);
+        sb_put(&s, t, (size_t)k);
+    }
+    sb_str(&s, "}");
+    expect_json("120,000 keys, 5 known first", s.b, s.n, 422, "unknown_field", 422, "unknown_field");
+    /* 120,000 repeats of a known key */
+    s.n = 0;
+    sb_str(&s, "{\"mask\":\"TUFTSw==\"");
+    sb_rep(&s, ",\"image\":\"SU1H\"", 120000);
+    sb_str(&s, "}");
+    expect_json("120,000 repeated keys", s.b, s.n, 422, "repeated_field", 422, "unknown_field");
+    s.n = 0;
+    sb_str(&s, "{\"images\":[\"QUFB\"]");
+    sb_rep(&s, ",\"names\":[\"a\"]", 120000);
+    sb_str(&s, "}");
+    expect_json("120,000 repeated names", s.b, s.n, 422, "unknown_field", 422, "repeated_field");
+
+    /* deep nesting, at the root and in each kind of member */
+    s.n = 0;
+    sb_rep(&s, "[", 200000);
+    expect_json("200,000 x [", s.b, s.n, 400, "malformed_json", 400, "malformed_json");
+    s.n = 0;
+    sb_str(&s, "{\"image\":");
+    sb_rep(&s, "[", 200000);
+    expect_json("image: 200,000 x [", s.b, s.n, 400, "malformed_json", 400, "malformed_json");
+    s.n = 0;
+    sb_str(&s, "{\"images\":[");
+    sb_rep(&s, "{\"a\":", 200000);
+    expect_json("images: 200,000 nested objects", s.b, s.n, 400, "malformed_json", 400, "malformed_json");
+    s.n = 0;
+    sb_str(&s, "{\"names\":");
+    sb_rep(&s, "{\"a\":", 200000);
+    expect_json("names: 200,000 nested objects", s.b, s.n, 400, "malformed_json", 400, "malformed_json");
+    /* closed nesting: well-formed up to 64 levels (then refused by shape), malformed past that */
+    for (int depth = 62; depth <= 64; depth++) {
+        s.n = 0;
+        sb_str(&s, "{\"image\":");
+        sb_rep(&s, "[", (size_t)depth);
+        sb_rep(&s, "]", (size_t)depth);
+        sb_str(&s, ",\"mask\":\"QQ==\"}");
+        int ok = depth < 64; /* the root object is level 1 */
+        expect_json(NULL, s.b, s.n, ok ? 422 : 400, ok ? "invalid_field" : "malformed_json", ok ? 422 : 400,
+                    ok ? "unknown_field" : "malformed_json");
+    }
+
+    /* many tiny array items */
+    s.n = 0;
+    sb_str(&s, "{\"images\":[\"QUFB\"");
+    sb_rep(&s, ",\"QUFB\"", 300000);
+    sb_str(&s, "]}");
+    expect_json("images: 300,000 tiny strings", s.b, s.n, 422, "unknown_field", 413, "too_many_images");
+    s.n = 0;
+    sb_str(&s, "{\"images\":[0");
+    sb_rep(&s, ",0", 300000);
+    sb_str(&s, "]}");
+    expect_json("images: 300,000 numbers", s.b, s.n, 422, "unknown_field", 422, "invalid_field");
+    s.n = 0;
+    sb_str(&s, "{\"images\":[\"QUFB\"],\"names\":[\"a\"");
+    sb_rep(&s, ",\"a\"", 300000);
+    sb_str(&s, "]}");
+    expect_json("names: 300,000 tiny strings", s.b, s.n, 422, "unknown_field", 422, "invalid_field");
+    s.n = 0;
+    sb_str(&s, "{\"image\":[0");
+    sb_rep(&s, ",0", 300000);
+    sb_str(&s, "]}");
+    expect_json("image: 300,000 numbers", s.b, s.n, 422, "invalid_field", 422, "unknown_field");
+
+    /* bodies at the default max_body_bytes (32 MiB) */
+    const size_t max = 32u << 20;
+    struct {
+        const char *label, *head, *unit, *tail;
+        int s1;
+        const char *c1;
+        int s2;
+        const char *c2;
+    } big[] = {
+        {"32 MiB: [[[[", "", "[", "", 400, "malformed_json", 400, "malformed_json"},
+        {"32 MiB: keys", "{\"k\":0", ",\"k\":0", "}", 422, "unknown_field", 422, "unknown_field"},
+        {"32 MiB: images of numbers", "{\"images\":[0", ",0", "]}", 422, "unknown_field", 422, "invalid_field"},
+        {"32 MiB: images of tiny strings", "{\"images\":[\"QQ\"", ",\"QQ\"", "]}", 422, "unknown_field", 413, "too_many_images"},
+        {"32 MiB: unterminated image", "{\"image\":\"", "QUFB", "", 400, "malformed_json", 400, "malformed_json"},
+        {"32 MiB: 60 deep arrays, repeated", "{\"k\":0", NULL, "}", 422, "unknown_field", 422, "unknown_field"},
+        {"32 MiB: images of 256 big strings", "{\"images\":[\"QUFB\"", ",\"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB\"", "],\"names\":0}",
+         422, "unknown_field", 413, "too_many_images"},
+        {"32 MiB: whitespace", "", "    ", "{}", 422, "missing_field", 422, "missing_field"},
+        {"32 MiB: bad base64 at the end", "{\"mask\":\"QQ==\",\"image\":\"", "QUFB", "!\"}", 400, "invalid_base64", 422,
+         "unknown_field"},
+    };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        s.n = 0;
+        sb_str(&s, big[i].head);
+        char deep[128] = ",\"k\":";
+        memset(deep + 5, '[', 60);
+        memset(deep + 65, ']', 60);
+        deep[125] = 0;
+        if (!big[i].unit) big[i].unit = deep;
+        size_t ul = strlen(big[i].unit), tl = strlen(big[i].tail);
+        sb_rep(&s, big[i].unit, (max - s.n - tl) / ul);
+        sb_str(&s, big[i].tail);
+        expect_json(big[i].label, s.b, s.n, big[i].s1, big[i].c1, big[i].s2, big[i].c2);
+    }
+    free(s.b);
+
+    /* string limits: method and format 64 bytes, names[] items 255 bytes, quality 32 characters */
+    char b[2048];
+    snprintf(b, sizeof b, "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"method\":\"%065d\"}", 0);
+    expect_json(NULL, b, strlen(b), 422, "invalid_field", 422, "unknown_field");
+    snprintf(b, sizeof b, "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"format\":\"%s\"}",
+             "\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9"
+             "\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9x");
+    expect_json(NULL, b, strlen(b), 422, "invalid_field", 422, "unknown_field");
+    snprintf(b, sizeof b, "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"quality\":%033d}", 5);
+    expect_json(NULL, b, strlen(b), 400, "malformed_json", 400, "malformed_json"); /* 0-led: not JSON */
+    snprintf(b, sizeof b, "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"quality\":5.%032d}", 0);
+    expect_json(NULL, b, strlen(b), 422, "invalid_field", 422, "unknown_field");
+    char name[300];
+    memset(name, 'n', 256);
+    name[256] = 0;
+    snprintf(b, sizeof b, "{\"images\":[\"QUFB\"],\"names\":[\"%s\"]}", name);
+    expect_json(NULL, b, strlen(b), 422, "unknown_field", 422, "invalid_field");
+    name[255] = 0;
+    snprintf(b, sizeof b, "{\"images\":[\"QUFB\"],\"names\":[\"%s\"]}", name);
+    expect_json(NULL, b, strlen(b), 422, "unknown_field", 0, NULL);
+
+    /* syntax the scan refuses */
+    const char *bad[] = {
+        "   ",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\"} x",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\"}{}",
+        "{\"image\":\"SU1H\" \"mask\":\"TUFTSw==\"}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUF\\xSw==\"}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFT\\ud800Sw==\"}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFT\\udc00Sw==\"}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFT\\u00g0\"}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"quality\":-}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"quality\":1.}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"quality\":1e}",
+        "{\"image\" \"SU1H\"}",
+        "{image:\"SU1H\"}",
+        "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\"",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        srv_inpaint_args a;
+        srv_error e;
+        int r = srv_parse_inpaint_json((const uint8_t *)bad[i], strlen(bad[i]), &a, &e);
+        CHECKF(r == 400 && !strcmp(e.code, "malformed_json"), "bad JSON %zu: %d %s", i, r, r ? e.code : "");
+        if (!r) srv_inpaint_args_free(&a);
+    }
+
+    /* still accepted: escapes in names and values, whitespace, numbers in exponent form */
+    const char *good = " \r\n{ \"\\u0069mage\" : \"data:image\\/png;base64,SU1H\" ,\n\t\"mask\":\"TUFT\\u0053w==\","
+                       "\"method\":\"\\u0074elea\",\"quality\":1e2 } \n";
+    srv_inpaint_args a;
+    srv_error e;
+    CHECKF(srv_parse_inpaint_json((const uint8_t *)good, strlen(good), &a, &e) == 0, "%s", e.message);
+    CHECK(a.image.len == 3 && !memcmp(a.image.data, "IMG", 3) && a.mask.len == 4 && !memcmp(a.mask.data, "MASK", 4) &&
+          a.method == SRV_METHOD_TELEA && a.quality == 100);
+    srv_inpaint_args_free(&a);
+    expect_json(NULL, "{\"image\":\"SU1H\",\"\\u0069mage\":\"SU1H\",\"mask\":\"TUFTSw==\"}", strlen("{\"image\":\"SU1H\",\"\\u0069mage\":\"SU1H\",\"mask\":\"TUFTSw==\"}"), 422, "repeated_field", 422,
+                "unknown_field");
+    expect_json(NULL, "{\"image\\u0000\":\"SU1H\",\"mask\":\"TUFTSw==\"}", strlen("{\"image\\u0000\":\"SU1H\",\"mask\":\"TUFTSw==\"}"), 422, "unknown_field", 422, "unknown_field");
+    expect_json(NULL, "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"method\":\"sim\\u0000\"}", strlen("{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"method\":\"sim\\u0000\"}"), 422, "invalid_field", 422,
+                "unknown_field");
+    expect_json(NULL, "{}", strlen("{}"), 422, "missing_field", 422, "missing_field");
+    expect_json(NULL, "{\"images\":[]}", strlen("{\"images\":[]}"), 422, "unknown_field", 422, "missing_field");
+    expect_json(NULL, "{\"images\":\"QUFB\"}", strlen("{\"images\":\"QUFB\"}"), 422, "unknown_field", 422, "invalid_field");
+    srv_index_args x;
+    const char *ix = "{\"names\":[\"\\u00e9t\\u00e9.jpg\",\"\\ud83d\\ude00\"],\"images\":[\"QUFB\",\"QkI=\"]}";
+    CHECKF(srv_parse_index_json((const uint8_t *)ix, strlen(ix), &x, &e) == 0, "%s", e.message);
+    CHECK(x.n == 2 && !strcmp(x.images[0].name, "\xc3\xa9t\xc3\xa9.jpg") && !strcmp(x.images[1].name, "\xf0\x9f\x98\x80"));
+    srv_index_args_free(&x);
+    /* 256 images are allowed, 257 are not */
+    sbuf s2 = {0};
+    sb_str(&s2, "{\"images\":[\"QUFB\"");
+    sb_rep(&s2, ",\"QUFB\"", SRV_INDEX_MAX_IMAGES - 1);
+    sb_str(&s2, "]}");
+    CHECKF(srv_parse_index_json((const uint8_t *)s2.b, s2.n, &x, &e) == 0 && x.n == SRV_INDEX_MAX_IMAGES, "%s", e.message);
+    srv_index_args_free(&x);
+    s2.n -= 2;
+    sb_str(&s2, ",\"QUFB\"]}");
+    CHECK(srv_parse_index_json((const uint8_t *)s2.b, s2.n, &x, &e) == 413 && !strcmp(e.code, "too_many_images"));
+    free(s2.b);
+    cJSON_InitHooks(NULL);
+}
+
 static void test_base64(void) {
     uint8_t raw[300];
     for (int i = 0; i < 300; i++) raw[i] = (uint8_t)(i * 37 + 11);
@@ -273,6 +544,7 @@ int main(void) {
     test_multipart();
     test_forms();
     test_json();
+    test_json_shape();
     test_base64();
     return t_done("test_srv_request");
 }

@@ -1,4 +1,4 @@
-/* test_weights.c: the safetensors loader and network builder accept a good file and refuse each kind of bad one with a message naming the file and the tensor. */
+/* test_weights.c: the safetensors loader (file and memory) and network builder accept a good file and refuse each kind of bad one with a message naming the file and the tensor. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +87,166 @@ static void write_bytes(const char *path, const uint8_t *b, size_t n) {
     fclose(f);
 }
 
+/* Writes a crafted safetensors file: `header` padded with spaces to a multiple of 8, then `ndata`
+ * data bytes (a ramp). */
+static void write_st(const char *path, const char *header, size_t ndata) {
+    size_t hl = strlen(header), padded = (hl + 7) & ~(size_t)7;
+    uint8_t *b = malloc(8 + padded + ndata + 1);
+    SP_ASSERT(b);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    memcpy(b + 8, header, hl);
+    memset(b + 8 + hl, ' ', padded - hl);
+    for (size_t i = 0; i < ndata; i++) b[8 + padded + i] = (uint8_t)(i * 7 + 1);
+    write_bytes(path, b, 8 + padded + ndata);
+    free(b);
+}
+
+/* st_open of a crafted header must fail naming the file and each NULL-terminated word; the same
+ * bytes through st_open_mem must fail the same way, naming the given name. */
+static void expect_st_fail(const char *what, const char *header, size_t ndata, ...) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/crafted.safetensors", dir);
+    write_st(path, header, ndata);
+    st_file *f = NULL;
+    sp_status st = st_open(path, &f);
+    CHECKF(st == SP_ERR_FORMAT && !f, "%s: a bad header was accepted (%d)", what, (int)st);
+    st_close(f);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sp_err_msg());
+    printf("  %-24s -> %s\n", what, msg);
+    CHECKF(strstr(msg, path) != NULL, "%s: message does not name the file: %s", what, msg);
+    va_list ap;
+    va_start(ap, ndata);
+    for (const char *w; (w = va_arg(ap, const char *));)
+        CHECKF(strstr(msg, w) != NULL, "%s: message lacks '%s': %s", what, w, msg);
+    va_end(ap);
+    uint8_t *b;
+    size_t n;
+    SP_ASSERT(sp_read_file(path, &b, &n) == SP_OK);
+    f = NULL;
+    CHECKF(st_open_mem(b, n, "mem:crafted", &f) == SP_ERR_FORMAT && !f && strstr(sp_err_msg(), "mem:crafted"),
+           "%s: st_open_mem: %s", what, sp_err_msg());
+    st_close(f);
+    free(b);
+}
+
+/* A crafted header that must load; returns the number of tensors (-1 on failure). */
+static int expect_st_ok(const char *what, const char *header, size_t ndata) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/crafted_ok.safetensors", dir);
+    write_st(path, header, ndata);
+    st_file *f = NULL;
+    sp_status st = st_open(path, &f);
+    CHECKF(st == SP_OK, "%s: refused: %s", what, sp_err_msg());
+    int n = f ? st_count(f) : -1;
+    st_close(f);
+    return n;
+}
+
+/* Each kind of inconsistent header is refused by st_open and st_open_mem with a message naming the
+ * file; a header that repeats __metadata__ used to overflow the metadata arrays (issue 15). */
+static void test_crafted_headers(void) {
+    const char *T4 = "\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}";
+    char h[4096];
+    snprintf(h, sizeof h, "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"},\"__metadata__\":{\"d\":\"4\"},%s}", T4);
+    expect_st_fail("two __metadata__", h, 4, "__metadata__", "twice", NULL);
+    snprintf(h, sizeof h, "{%s,\"__metadata__\":{\"d\":\"4\"},\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"}}", T4);
+    expect_st_fail("two __metadata__ (2nd)", h, 4, "__metadata__", "twice", NULL);
+    snprintf(h, sizeof h, "{\"__metadata__\":{\"a\":\"1\",\"a\":\"2\"},%s}", T4);
+    expect_st_fail("repeated metadata key", h, 4, "__metadata__", "'a'", "twice", NULL);
+    snprintf(h, sizeof h, "{\"__metadata__\":{\"a\":1},%s}", T4);
+    expect_st_fail("metadata not a string", h, 4, "'a'", "not a string", NULL);
+    snprintf(h, sizeof h, "{\"__metadata__\":[\"a\"],%s}", T4);
+    expect_st_fail("metadata not an object", h, 4, "__metadata__", NULL);
+    snprintf(h, sizeof h, "{%s,%s}", T4, T4);
+    expect_st_fail("repeated tensor", h, 8, "'t'", "twice", NULL);
+    expect_st_fail("repeated entry key",
+                   "{\"t\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "'t'", "dtype",
+                   "twice", NULL);
+    expect_st_fail("overlap",
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                   12, "overlaps", NULL);
+    expect_st_fail("same offsets",
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"b\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                   8, "overlaps", NULL);
+    expect_st_fail("gap",
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+                   12, "'b'", "unused", NULL);
+    expect_st_fail("data after the last", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8,
+                   "after the last tensor", NULL);
+    expect_st_fail("data and no tensor", "{}", 8, "after the last tensor", NULL);
+    expect_st_fail("offsets past the end", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 4,
+                   "'t'", "past the end", NULL);
+    expect_st_fail("offsets huge",
+                   "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[9007199254740991,9007199254740992]}}", 4,
+                   "'t'", "past the end", NULL);
+    expect_st_fail("offsets reversed", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
+                   "'t'", "data_offsets", NULL);
+    expect_st_fail("offsets negative", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4,
+                   "'t'", "data_offsets", NULL);
+    expect_st_fail("offsets fractional", "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,0.5]}}", 4,
+                   "'t'", "data_offsets", NULL);
+    expect_st_fail("three offsets", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,4]}}", 4,
+                   "'t'", "data_offsets", NULL);
+    expect_st_fail("bytes != numel*size", "{\"t\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4,
+                   "'t'", "4 data bytes for 3 F16", NULL);
+    expect_st_fail("shape product overflow",
+                   "{\"t\":{\"dtype\":\"F64\",\"shape\":[1048576,1048576,1048576],\"data_offsets\":[0,8]}}", 8, "'t'",
+                   "too large", NULL);
+    expect_st_fail("shape 2^63 / 8",
+                   "{\"t\":{\"dtype\":\"F64\",\"shape\":[1152921504606846976],\"data_offsets\":[0,8]}}", 8, "'t'",
+                   "shape", NULL);
+    expect_st_fail("shape negative", "{\"t\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "'t'",
+                   "shape entry 0", NULL);
+    expect_st_fail("shape not a number", "{\"t\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4,
+                   "'t'", "shape entry 0", NULL);
+    expect_st_fail("nine dimensions", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
+                   4, "'t'", "9 dimensions", NULL);
+    expect_st_fail("dtype not a string", "{\"t\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "'t'",
+                   "dtype", NULL);
+    expect_st_fail("entry not an object", "{\"t\":[1]}", 4, "'t'", "not an object", NULL);
+    expect_st_fail("bytes after the header", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}x", 4,
+                   "after its JSON object", NULL);
+    expect_st_fail("two header objects", "{}{}", 0, "after its JSON object", NULL);
+    expect_st_fail("header an array", "[{}]", 0, "not a JSON object", NULL);
+
+    /* still accepted: zero-size tensors anywhere in the order, no tensors at all, padding */
+    CHECK(expect_st_ok("zero-size tensors",
+                       "{\"e\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[4,4]},"
+                       "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+                       "\"a\":{\"dtype\":\"BOOL\",\"shape\":[2,2],\"data_offsets\":[0,4]},"
+                       "\"z\":{\"dtype\":\"I8\",\"shape\":[0],\"data_offsets\":[8,8]},\"__metadata__\":{}}",
+                       8) == 4);
+    CHECK(expect_st_ok("empty", "{}", 0) == 0);
+    CHECK(expect_st_ok("scalar", "{\"s\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}", 8) == 1);
+}
+
+/* st_open_mem reads the same tensors, metadata and sha256 as st_open of the same bytes. */
+static void test_open_mem(const char *good) {
+    uint8_t *b;
+    size_t n;
+    SP_ASSERT(sp_read_file(good, &b, &n) == SP_OK);
+    st_file *f = NULL, *m = NULL;
+    CHECKF(st_open(good, &f) == SP_OK, "%s", sp_err_msg());
+    CHECKF(st_open_mem(b, n, "mem:good", &m) == SP_OK, "%s", sp_err_msg());
+    if (f && m) {
+        CHECK(st_count(f) == st_count(m) && st_count(m) == 8 && !strcmp(st_sha256(f), st_sha256(m)));
+        CHECK(!strcmp(st_path(m), "mem:good") && st_meta(m, "semipaint") && !strcmp(st_meta(f, "semipaint"), st_meta(m, "semipaint")));
+        for (int i = 0; i < st_count(m); i++) {
+            const st_tensor *a = st_at(f, i), *c = st_at(m, i);
+            CHECK(!strcmp(a->name, c->name) && a->nbytes == c->nbytes && !memcmp(a->data, c->data, a->nbytes));
+            CHECK(c->data >= b && c->data + c->nbytes <= b + n && st_find(m, c->name) == c);
+        }
+        CHECK(st_at(m, -1) == NULL && st_at(m, st_count(m)) == NULL && !strcmp(st_dtype_name((st_dtype)99), "?"));
+    }
+    st_close(f);
+    st_close(m);
+    free(b);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/semipaint_weights_%d", (int)getpid());
     char cmd[300], good[300], p[300];
@@ -112,6 +272,14 @@ int main(void) {
         CHECK(nn_unet_forward(net, 1, 15, 16, x, m, y) != SP_OK);
         nn_net_free(net);
     }
+
+    test_open_mem(good);
+    test_crafted_headers();
+    /* the daemon and `semipaint weights info` load through nn_net_load: a repeated __metadata__ is
+     * refused there too, before any metadata is read */
+    snprintf(p, sizeof p, "%s/crafted.safetensors", dir);
+    write_st(p, "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"},\"__metadata__\":{\"d\":\"4\"}}", 0);
+    expect_fail("two __metadata__ (load)", p, "__metadata__", "twice", NULL);
 
     uint8_t *b;
     size_t n;

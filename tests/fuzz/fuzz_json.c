@@ -1,4 +1,4 @@
-/* fuzz_json.c: libFuzzer harness for the JSON request parsers and base64: no crash, errors are 4xx/503, decoded blobs are owned. */
+/* fuzz_json.c: libFuzzer harness for the JSON request parsers (single-pass shape check) and base64: no crash, errors are 4xx/503 with a code, accepted fields are sane and owned. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int r = srv_parse_inpaint_json(data, size, &a, &e);
     if (r == 0) {
         if (!a.image.data || !a.mask.data || !a.image.len || !a.mask.len) abort();
+        if ((int)a.method < SRV_METHOD_SIM || a.method > SRV_METHOD_TELEA || a.quality < 0 || a.quality > 100) abort();
         srv_inpaint_args_free(&a);
     } else if (r < 400 || r > 599 || r != e.status || !e.code) {
         abort();
@@ -19,8 +20,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     r = srv_parse_index_json(data, size, &x, &e);
     if (r == 0) {
         if (x.n < 1 || x.n > SRV_INDEX_MAX_IMAGES) abort();
+        for (int i = 0; i < x.n; i++)
+            if (!x.images[i].data || !x.images[i].len || !memchr(x.images[i].name, 0, sizeof x.images[i].name)) abort();
         srv_index_args_free(&x);
-    } else if (r < 400 || r > 599) {
+    } else if (r < 400 || r > 599 || r != e.status || !e.code) {
         abort();
     }
     /* base64 of the raw bytes, and a round trip through the encoder */
