@@ -9,7 +9,9 @@ PY       ?= /usr/bin/python3
 CUDA     ?= 0
 CUDA_HOME ?= /usr/local/cuda
 
-CPPFLAGS += -Imodel -Iretrieval -Iserver -I$(BUILD)/gen -D_GNU_SOURCE
+# Includes name their folder from the repository root ("model/nn.h"); generated headers are
+# "gen/NAME.h" under $(BUILD).
+CPPFLAGS += -I. -I$(BUILD) -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -fopenmp $(SAN)
 LDFLAGS  += -pthread -fopenmp $(SAN)
 LDLIBS   += -ldnnl -lmicrohttpd -lcjson -lyaml -lturbojpeg -lpng -ldeflate -lz -lm
@@ -19,10 +21,18 @@ LDLIBS   += -ldnnl -lmicrohttpd -lcjson -lyaml -lturbojpeg -lpng -ldeflate -lz -
 FAISS_C  := .deps/faiss_c/libfaiss_c.a
 LDLIBS   += $(FAISS_C) -lfaiss -lopenblas -lstdc++
 
+# The layers, each using only those above it: common (status, logging, files, hashing), imaging
+# (codecs, resampling, Telea, masks, crop planning), model (the inference engine), retrieval (the
+# database), core (configuration, assembly, executor, request path), then the two programs:
+# server (semipaintd) and cli (semipaint). tests/it_layout.sh checks the order.
+COMMON_SRC := $(wildcard common/*.c)
+IMG_SRC    := $(wildcard imaging/*.c)
 MODEL_SRC  := $(wildcard model/*.c model/cpu/*.c)
 RETR_SRC   := $(wildcard retrieval/*.c)
+CORE_SRC   := $(wildcard core/*.c)
 SERVER_SRC := $(filter-out %_main.c,$(wildcard server/*.c))
-LIB_SRC    := $(MODEL_SRC) $(RETR_SRC) $(SERVER_SRC)
+CLI_SRC    := $(filter-out %_main.c,$(wildcard cli/*.c))
+LIB_SRC    := $(COMMON_SRC) $(IMG_SRC) $(MODEL_SRC) $(RETR_SRC) $(CORE_SRC) $(SERVER_SRC) $(CLI_SRC)
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
 
 ifeq ($(CUDA),1)
@@ -57,9 +67,9 @@ binaries: $(BINS) $(TEST_BIN) $(BUILD)/loadgen $(if $(SAN),,$(TELEA_SO))
 
 # Telea and the border blend as a shared library, for training/fit_blend.py (ctypes); not built
 # under the sanitizers, whose runtime a Python process cannot load late.
-$(TELEA_SO): server/telea.c model/sp.c server/telea.h model/sp.h
+$(TELEA_SO): imaging/telea.c common/sp.c imaging/telea.h common/sp.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -std=c11 -O2 -Wall -Wextra -Werror -pthread -fopenmp -fPIC -shared server/telea.c model/sp.c -lm -o $@
+	$(CC) $(CPPFLAGS) -std=c11 -O2 -Wall -Wextra -Werror -pthread -fopenmp -fPIC -shared imaging/telea.c common/sp.c -lm -o $@
 
 deps:
 	@bash scripts/deps.sh
@@ -80,7 +90,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -Imodel -c $< -o $@
+	$(NVCC) $(NVFLAGS) -I. -c $< -o $@
 
 # The OpenAPI document served at GET /openapi.yaml, embedded in semipaintd as a C array.
 $(BUILD)/gen/openapi_yaml.h: server/openapi.yaml
@@ -98,7 +108,7 @@ $(BUILD)/gen/web_index.h: server/web/index.html
 	  echo 'static const unsigned int web_index_html_len = sizeof web_index_html;'; } > $@.tmp && mv $@.tmp $@
 $(BUILD)/server/srv_web.o: $(BUILD)/gen/web_index.h
 
-$(BUILD)/semipaint: $(BUILD)/server/semipaint_main.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+$(BUILD)/semipaint: $(BUILD)/cli/semipaint_main.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
 	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 
 $(BUILD)/semipaintd: $(BUILD)/server/semipaintd_main.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
@@ -117,7 +127,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
 $(BUILD)/tests/hooks/rt_db.o: retrieval/rt_db.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DSP_TEST_HOOKS $(CFLAGS) -MMD -MP -c $< -o $@
-$(BUILD)/tests/semipaint_hooks: $(BUILD)/server/semipaint_main.o $(BUILD)/tests/hooks/rt_db.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
+$(BUILD)/tests/semipaint_hooks: $(BUILD)/cli/semipaint_main.o $(BUILD)/tests/hooks/rt_db.o $(BUILD)/lib/libsemipaint.a $(FAISS_C)
 	$(CC) $(LDFLAGS) $(LINK_IN) $(LDLIBS) -o $@
 binaries unit-test: $(BUILD)/tests/semipaint_hooks
 -include $(BUILD)/tests/hooks/rt_db.d
@@ -151,4 +161,4 @@ run: all
 clean:
 	rm -rf build build-san build-cuda build-san-cuda
 
--include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/scripts/loadgen.d $(BINS:$(BUILD)/%=$(BUILD)/server/%_main.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/scripts/loadgen.d $(BUILD)/cli/semipaint_main.d $(BUILD)/server/semipaintd_main.d

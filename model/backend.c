@@ -1,5 +1,5 @@
 /* backend.c: backend selection (auto/cpu/cuda) and the shape helpers shared by every backend. */
-#include "backend.h"
+#include "model/backend.h"
 
 #include <string.h>
 

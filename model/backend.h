@@ -2,7 +2,7 @@
 #ifndef BACKEND_H
 #define BACKEND_H
 
-#include "nn.h"
+#include "model/nn.h"
 
 typedef enum { NN_ACT_NONE = 0, NN_ACT_RELU, NN_ACT_LRELU } nn_act; /* LRELU slope 0.2 */
 #define NN_LRELU_SLOPE 0.2f
@@ -66,7 +66,7 @@ typedef struct nn_backend_ops {
     /* Ops. Shapes are checked by the caller (net.c); y must be allocated with the output shape. */
     /* y = act(conv(x, W) + b) */
     sp_status (*conv)(nn_backend *be, nn_layer *l, const nn_tensor *x, nn_tensor *y, nn_act act);
-    /* Partial convolution (DESIGN.md section 2) of x, which must already be zero where mx is 0
+    /* Partial convolution (docs/weights.md) of x, which must already be zero where mx is 0
      * (every pconv output is; mask_apply makes an input so): y = act((conv(x,W)*ratio + b)*u),
      * my = u as one group of cout channels. */
     sp_status (*pconv)(nn_backend *be, nn_layer *l, const nn_tensor *x, const nn_mask *mx, nn_tensor *y,

@@ -1,7 +1,7 @@
 /* bench.c: times a single convolution layer on a backend, for `semipaint bench`'s per-layer efficiency figures. */
 #include <stdlib.h>
 
-#include "backend.h"
+#include "model/backend.h"
 
 sp_status nn_conv_bench(nn_backend *be, int n, int cin, int cout, int k, int stride, int h, int w, int iters,
                         double *best_ms) {

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "st.h"
+#include "model/backend.h"
+#include "model/st.h"
 
 #define NN_PLAN_CACHE 6
 #define VGG_CONVS 13

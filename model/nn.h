@@ -2,7 +2,7 @@
 #ifndef NN_H
 #define NN_H
 
-#include "sp.h"
+#include "common/sp.h"
 
 /* ---- backends ---- */
 
@@ -46,7 +46,7 @@ typedef enum { NN_ARCH_PCONV_UNET = 0, NN_ARCH_SIMK_UNET, NN_ARCH_VGG16 } nn_arc
 #define NN_MAX_LEVELS 8
 #define NN_MAX_BLEND 64
 
-/* What a weights file says about its network (DESIGN.md section 3). */
+/* What a weights file says about its network (docs/weights.md). */
 typedef struct {
     nn_arch arch;
     const char *arch_name;   /* "pconv_unet", "simk_unet", "vgg16_features" */
@@ -106,7 +106,7 @@ sp_status nn_vgg_forward(nn_net *net, int n, int h, int w, const float *x, nn_po
 sp_status nn_conv_bench(nn_backend *be, int n, int cin, int cout, int k, int stride, int h, int w, int iters,
                         double *best_ms);
 
-/* ---- the pipeline (DESIGN.md section 1, steps 2-6) ---- */
+/* ---- the pipeline (docs/http-api.md, "The pipeline") ---- */
 
 /* Retrieval hook. `query` receives n coarse composites (n,3,s,s) in [0,1] and writes, per
  * image, k neighbour ids, cosine scores and the neighbour images (n,k,3,s,s) in [0,1], plus

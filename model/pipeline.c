@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "model/backend.h"
 
 struct nn_pipeline {
     nn_net *coarse, *refine;

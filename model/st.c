@@ -1,5 +1,5 @@
 /* st.c: safetensors reader (mmap + strict header validation) and a small F32 writer. */
-#include "st.h"
+#include "model/st.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
 #ifndef ST_H
 #define ST_H
 
-#include "sp.h"
+#include "common/sp.h"
 
 typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL } st_dtype;
 #define ST_MAX_DIMS 8

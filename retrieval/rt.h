@@ -1,8 +1,8 @@
-/* rt.h: the retrieval database (DESIGN.md section 4): descriptors, a FAISS cosine index and an image store. */
+/* rt.h: the retrieval database (docs/database.md): descriptors, a FAISS cosine index and an image store. */
 #ifndef RT_H
 #define RT_H
 
-#include "nn.h"
+#include "model/nn.h"
 
 /* Descriptors: how an image (3,s,s) in [0,1] becomes an L2-normalised vector. */
 typedef struct rt_descriptor rt_descriptor;

@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rt.h"
-#include "rt_index.h"
+#include "retrieval/rt.h"
+#include "retrieval/rt_index.h"
 
 /* Layout of a database directory DIR:
  *   manifest.json      the commit point: format, descriptor, weights sha256, dim, size, count,

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt.h"
+#include "retrieval/rt.h"
 
 /* Thumbnail descriptors ("thumbT" and "thumbT_zm"): the image is area-averaged to T x T cells
  * in YCbCr (JPEG's full-range matrix; Y centred on 0.5, Cb and Cr on 0), giving 3*T*T values

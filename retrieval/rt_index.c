@@ -1,5 +1,5 @@
 /* rt_index.c: the FAISS inner-product index behind rt_index.h (FAISS's C API), with a fast exact search for Flat indexes. */
-#include "rt_index.h"
+#include "retrieval/rt_index.h"
 
 #include <errno.h>
 #include <immintrin.h>

@@ -2,7 +2,7 @@
 #ifndef RT_INDEX_H
 #define RT_INDEX_H
 
-#include "sp.h"
+#include "common/sp.h"
 
 /* A FAISS index over `dim`-d float vectors with the inner-product metric (cosine on L2-normalised
  * vectors). Searches are thread-safe with respect to each other; train, add and set_param are not

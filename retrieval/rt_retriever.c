@@ -1,7 +1,7 @@
 /* rt_retriever.c: the nn_retriever hook: descriptors of the coarse composites, search, and the neighbours' images. */
 #include <stdlib.h>
 
-#include "rt.h"
+#include "retrieval/rt.h"
 
 /* nn_retriever.query: composites (n,3,s,s) -> ids, scores (n,k) and neighbours (n,k,3,s,s). */
 static sp_status retriever_query(void *ctx, int n, int s, const float *composites, int64_t *ids, float *scores,

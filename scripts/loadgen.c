@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "sp.h"
+#include "common/sp.h"
 
 /* Bounds: the generator is a benchmark tool, never a flood. */
 #define MAX_RATE 20000.0

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "srv.h"
+#include "core/config.h"
+#include "server/srv.h"
 
 extern char **environ;
 

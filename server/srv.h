@@ -2,20 +2,20 @@
 #ifndef SRV_H
 #define SRV_H
 
-#include "config.h"
+#include "core/config.h"
 
 /*
- * A request's life (DESIGN.md sections 5-7):
+ * A request's life (docs/http-api.md):
  *   HTTP thread (libmicrohttpd pool):  headers -> limits, auth, content type
  *                                       body   -> srv_request (streaming multipart or JSON)
- *                                       decode -> img_decode, hole map, srv_plan crops -> float
- *                                       submit -> srv_exec queue; the connection is suspended
- *   executor thread (srv_exec):         batches of crops -> srv_engine runner -> nn_pipeline_run
+ *                                       decode -> img_decode, hole map, img_plan crops -> float
+ *                                       submit -> core_exec queue; the connection is suspended
+ *   executor thread (core_exec):         batches of crops -> core_engine runner -> nn_pipeline_run
  *                                       last crop done -> the connection is resumed
- *   HTTP thread again:                  paste crops back (srv_plan), encode, answer
- *   completion:                         one JSON log line, metrics (srv_metrics), buffers freed
+ *   HTTP thread again:                  paste crops back (img_plan), encode, answer
+ *   completion:                         one JSON log line, metrics (core_metrics), buffers freed
  * telea runs on the HTTP thread (no network); index appends and their descriptors run as
- * executor tasks; database reloads run on a reload thread and swap worlds (srv_engine).
+ * executor tasks; database reloads run on a reload thread and swap worlds (core_engine).
  *
  * States: loading (healthz 200, readyz 503, work 503) -> ready -> draining on SIGTERM (readyz
  * 503, new work 503, in-flight requests finish within shutdown_grace_ms) -> stopped.

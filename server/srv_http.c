@@ -17,16 +17,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "openapi_yaml.h"
-#include "srv.h"
-#include "srv_engine.h"
-#include "srv_exec.h"
-#include "srv_metrics.h"
-#include "srv_plan.h"
-#include "srv_pool.h"
-#include "srv_request.h"
-#include "srv_web.h"
-#include "telea.h"
+#include "gen/openapi_yaml.h"
+#include "server/srv.h"
+#include "core/engine.h"
+#include "core/exec.h"
+#include "core/metrics.h"
+#include "imaging/plan.h"
+#include "core/pool.h"
+#include "server/srv_request.h"
+#include "server/srv_web.h"
+#include "imaging/telea.h"
 
 #define MAX_CROPS_PER_REQUEST 32
 #define DISCARD_FACTOR 2 /* after an error, read at most this many times max_body_bytes more before closing */
@@ -88,16 +88,16 @@ struct srv_server {
     int port;
     atomic_int state;
     char token[512]; /* bearer token of mutating routes; "" = those routes are off */
-    srv_engine *engine;
-    srv_exec *exec;
+    core_engine *engine;
+    core_exec *exec;
     int s; /* working size */
     atomic_int inflight;
     atomic_int admitted; /* inpainting requests past admission and not yet completed */
     int max_admitted;    /* their bound (see srv_server_new) */
     atomic_long buffered; /* request body bytes held (server.max_buffered_bytes) */
     atomic_long pixels;   /* decoded image pixels held (server.max_pixels_in_flight) */
-    srv_pool *work;       /* decode, paste and encode: off the HTTP threads */
-    srv_pool *telea;      /* the workers of method=telea */
+    core_pool *work;       /* decode, paste and encode: off the HTTP threads */
+    core_pool *telea;      /* the workers of method=telea */
     atomic_uint_fast64_t next_id;
     unsigned id_prefix;
     double started;
@@ -105,8 +105,8 @@ struct srv_server {
     atomic_int reload_threads; /* reload threads that may still touch a suspended request */
     char load_error[512];
     /* metrics */
-    srv_metrics *metrics;
-    srv_family *m_requests, *m_duration, *m_stage, *m_batch, *m_depth, *m_inflight, *m_rejected, *m_index,
+    core_metrics *metrics;
+    core_family *m_requests, *m_duration, *m_stage, *m_batch, *m_depth, *m_inflight, *m_rejected, *m_index,
         *m_build, *m_gpu;
 };
 
@@ -126,7 +126,7 @@ typedef struct {
     unsigned idle_s; /* the connection's idle timeout now, seconds */
     long buffered; /* body bytes counted in srv->buffered */
     long pixels;   /* pixels counted in srv->pixels */
-    srv_job job;   /* the stage queued on a pool (prepare, telea, finish) */
+    core_job job;   /* the stage queued on a pool (prepare, telea, finish) */
     int stage_failed; /* an off-thread stage recorded an error in err */
     void *out;     /* the prepared answer: body (malloc'ed), length, type, headers */
     size_t out_len;
@@ -147,10 +147,10 @@ typedef struct {
     img_u8 im;
     img_format in_fmt;
     uint8_t *hole;
-    srv_plan plan;
+    img_plan plan;
     float *x, *m, *y, *scores;
     int64_t *ids;
-    srv_work work;
+    core_work work;
     double decode_ms, encode_ms, telea_ms;
     /* index */
     srv_index_args xargs;
@@ -174,7 +174,7 @@ static void req_free(req *r) {
     srv_inpaint_args_free(&r->args);
     img_free(&r->im);
     free(r->hole);
-    srv_plan_free(&r->plan);
+    img_plan_free(&r->plan);
     free(r->out);
     free(r->x);
     free(r->m);
@@ -322,7 +322,7 @@ static enum MHD_Result get_info(req *r) {
     cJSON_AddStringToObject(o, "name", "semipaintd");
     cJSON_AddStringToObject(o, "version", SP_VERSION);
     cJSON_AddStringToObject(o, "paper", "Semi-parametric Image Inpainting (Iskakov, 2018)");
-    srv_engine_info(s->engine, o);
+    core_engine_info(s->engine, o);
     cJSON *lim = cJSON_AddObjectToObject(o, "limits");
     cJSON_AddNumberToObject(lim, "max_body_bytes", (double)s->cfg.server.max_body_bytes);
     cJSON_AddNumberToObject(lim, "max_image_pixels", (double)s->cfg.server.max_image_pixels);
@@ -337,7 +337,7 @@ static enum MHD_Result get_info(req *r) {
     cJSON_AddStringToObject(ip, "default_format", cfg_enum_name("inpaint", "default_format", s->cfg.inpaint.default_format));
     const char *methods[] = {"sim", "coarse", "telea"};
     cJSON_AddItemToObject(ip, "methods", cJSON_CreateStringArray(methods, 3));
-    cJSON_AddBoolToObject(o, "index_writable", s->token[0] && srv_engine_has_db(s->engine));
+    cJSON_AddBoolToObject(o, "index_writable", s->token[0] && core_engine_has_db(s->engine));
     cJSON_AddNumberToObject(o, "uptime_s", sp_now() - s->started);
     return answer_json(r, 200, o);
 }
@@ -350,7 +350,7 @@ static enum MHD_Result get_image(req *r, const char *url) {
     if (!isdigit((unsigned char)*p) || *end || errno)
         return fail(r, 404, "not_found", "image ids are non-negative integers, not '%.64s'", p);
     img_u8 im;
-    if (srv_engine_image(r->srv->engine, id, &im)) return fail(r, 404, "not_found", "%s", sp_err_msg());
+    if (core_engine_image(r->srv->engine, id, &im)) return fail(r, 404, "not_found", "%s", sp_err_msg());
     uint8_t *buf;
     size_t len;
     sp_status st = img_encode(&im, IMG_FMT_JPEG, r->srv->cfg.inpaint.jpeg_quality, &buf, &len);
@@ -364,7 +364,7 @@ static enum MHD_Result get_image(req *r, const char *url) {
 
 static enum MHD_Result get_metrics(req *r) {
     size_t len;
-    char *text = srv_metrics_render(r->srv->metrics, &len);
+    char *text = core_metrics_render(r->srv->metrics, &len);
     if (!text) return fail(r, 503, "out_of_memory", "out of memory");
     return answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, 1, NULL);
 }
@@ -400,14 +400,14 @@ static int decode_upload(req *r, const srv_blob *b, const char *what, int count,
 }
 
 /* Called by the executor when every crop is back or the work failed. */
-static void work_done(srv_work *w) {
+static void work_done(core_work *w) {
     req *r = w->user;
     MHD_resume_connection(r->conn); /* last touch: the HTTP thread owns r again */
 }
 
 static void format_timings(req *r, double total_ms, char *server_timing, size_t cap, cJSON *json) {
     int queued = r->work.n > 0, sim = queued && r->work.method == NN_METHOD_SIM;
-    int retrieval = sim && srv_engine_k(r->srv->engine) > 0;
+    int retrieval = sim && core_engine_k(r->srv->engine) > 0;
     struct {
         const char *name;
         double ms;
@@ -445,7 +445,7 @@ static void format_timings(req *r, double total_ms, char *server_timing, size_t 
  * Each stage owns the request until it hands it on; the last touch of a stage off the HTTP
  * threads is MHD_resume_connection. */
 
-static void finish_job(srv_job *job, int cancelled);
+static void finish_job(core_job *job, int cancelled);
 
 /* Ends the off-thread stages: the HTTP thread takes the request back and sends what is ready. */
 static void hand_back(req *r) { MHD_resume_connection(r->conn); }
@@ -459,7 +459,7 @@ static void stage_fail(req *r) {
 /* Queues the finish stage on the work pool, or hands back a 503 when it cannot take it. */
 static void to_finish(req *r) {
     r->job.run = finish_job;
-    if (srv_pool_submit(r->srv->work, &r->job)) {
+    if (core_pool_submit(r->srv->work, &r->job)) {
         r->retry_after = 1;
         srv_error_set(&r->err, 503, "shutting_down", "the server is shutting down");
         stage_fail(r);
@@ -467,16 +467,16 @@ static void to_finish(req *r) {
 }
 
 /* Called by the executor when every crop of the request is back or the work failed. */
-static void inpaint_done(srv_work *w) { to_finish(w->user); }
+static void inpaint_done(core_work *w) { to_finish(w->user); }
 
 /* Paste and encode: the answer's body and headers in r->out*. 0, or the status with r->err set. */
 static int finish_build(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
-    int k = srv_engine_k(s->engine);
+    int k = core_engine_k(s->engine);
     int n = r->work.n;
     for (int i = 0; i < n; i++)
-        if (srv_plan_paste(&r->plan, i, r->y + (size_t)i * 3 * s->s * s->s, &r->im, r->hole))
+        if (img_plan_paste(&r->plan, i, r->y + (size_t)i * 3 * s->s * s->s, &r->im, r->hole))
             return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
     img_format fmt = (img_format)r->args.format;
     if (fmt == IMG_FMT_UNKNOWN) {
@@ -491,7 +491,7 @@ static int finish_build(req *r) {
         return srv_error_set(&r->err, 503, "encode_failed", "the answer could not be encoded (out of memory?)");
     }
     r->encode_ms = (sp_now() - t0) * 1e3;
-    srv_metric_observe(s->m_stage, (const char *[]){"encode"}, r->encode_ms / 1e3);
+    core_metric_observe(s->m_stage, (const char *[]){"encode"}, r->encode_ms / 1e3);
 
     /* neighbours: each crop's, best score per id, in crop order */
     size_t nk = 0;
@@ -557,9 +557,9 @@ static int finish_build(req *r) {
 }
 
 /* The finish stage (work pool): maps the executor's or Telea's outcome to an answer or an error. */
-static void finish_job(srv_job *job, int cancelled) {
+static void finish_job(core_job *job, int cancelled) {
     req *r = (req *)((char *)job - offsetof(req, job));
-    srv_work *w = &r->work;
+    core_work *w = &r->work;
     sp_status st = r->args.method == SRV_METHOD_TELEA ? r->task_status : w->n > 0 ? w->status : SP_OK;
     const char *why = r->args.method == SRV_METHOD_TELEA ? r->task_error : w->error;
     if (cancelled) {
@@ -587,7 +587,7 @@ static void finish_job(srv_job *job, int cancelled) {
 }
 
 /* The Telea stage (telea pool): fills the hole within the request's deadline. */
-static void telea_job(srv_job *job, int cancelled) {
+static void telea_job(core_job *job, int cancelled) {
     req *r = (req *)((char *)job - offsetof(req, job));
     if (cancelled) {
         r->task_status = SP_ERR_BUSY;
@@ -627,7 +627,7 @@ static int prepare(req *r) {
         r->retry_after = 5;
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory for the hole map");
     }
-    long holes = srv_hole_map(&mask, r->hole);
+    long holes = img_hole_map(&mask, r->hole);
     img_free(&mask);
     if (holes == 0)
         return srv_error_set(&r->err, 422, "empty_mask",
@@ -638,11 +638,11 @@ static int prepare(req *r) {
         img_free(&r->im);
         r->im = rgb;
     }
-    srv_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
+    core_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
     if (r->args.method == SRV_METHOD_TELEA) {
         r->decode_ms = (sp_now() - t0) * 1e3;
         r->job.run = telea_job;
-        if (srv_pool_submit(s->telea, &r->job)) {
+        if (core_pool_submit(s->telea, &r->job)) {
             r->retry_after = 2;
             return refuse(r, "telea_queue");
         }
@@ -650,10 +650,10 @@ static int prepare(req *r) {
     }
     int maxc = s->cfg.batching.queue_capacity < MAX_CROPS_PER_REQUEST ? s->cfg.batching.queue_capacity
                                                                       : MAX_CROPS_PER_REQUEST;
-    if (srv_plan_make(r->hole, r->im.w, r->im.h, s->s, (cfg_strategy)s->cfg.inpaint.strategy,
+    if (img_plan_make(r->hole, r->im.w, r->im.h, s->s, cfg_plan_strategy(&s->cfg),
                       s->cfg.inpaint.crop_margin, maxc, &r->plan))
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to plan the crops");
-    int n = r->plan.n, k = srv_engine_k(s->engine);
+    int n = r->plan.n, k = core_engine_k(s->engine);
     size_t s2 = (size_t)s->s * s->s;
     r->x = malloc(sizeof(float) * 3 * s2 * n);
     r->m = malloc(sizeof(float) * s2 * n);
@@ -665,10 +665,10 @@ static int prepare(req *r) {
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory for %d crops", n);
     }
     for (int i = 0; i < n; i++)
-        if (srv_plan_input(&r->plan, i, &r->im, r->hole, r->x + (size_t)i * 3 * s2, r->m + (size_t)i * s2))
+        if (img_plan_input(&r->plan, i, &r->im, r->hole, r->x + (size_t)i * 3 * s2, r->m + (size_t)i * s2))
             return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare crop %d", i);
     r->decode_ms = (sp_now() - t0) * 1e3;
-    srv_work *w = &r->work;
+    core_work *w = &r->work;
     w->n = n;
     w->method = r->args.method == SRV_METHOD_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
     w->img = r->x;
@@ -680,7 +680,7 @@ static int prepare(req *r) {
     w->done = inpaint_done;
     w->user = r;
     int ra;
-    if (srv_exec_submit(s->exec, w, &ra)) {
+    if (core_exec_submit(s->exec, w, &ra)) {
         r->retry_after = ra;
         w->n = 0;
         return srv_error_set(&r->err, 503, "overloaded", "%s", sp_err_msg());
@@ -689,7 +689,7 @@ static int prepare(req *r) {
 }
 
 /* The prepare stage (work pool). */
-static void prepare_job(srv_job *job, int cancelled) {
+static void prepare_job(core_job *job, int cancelled) {
     req *r = (req *)((char *)job - offsetof(req, job));
     if (cancelled) {
         r->retry_after = 1;
@@ -718,7 +718,7 @@ static enum MHD_Result inpaint_send(req *r) {
 static enum MHD_Result inpaint_start(req *r) {
     r->job.run = prepare_job;
     r->phase = PH_WAITING;
-    if (srv_pool_submit(r->srv->work, &r->job)) {
+    if (core_pool_submit(r->srv->work, &r->job)) {
         r->phase = PH_BODY;
         r->retry_after = 1;
         refuse(r, "inflight");
@@ -731,19 +731,19 @@ static enum MHD_Result inpaint_start(req *r) {
 
 /* ---- index and reload ---- */
 
-static void index_task(srv_work *w) {
+static void index_task(core_work *w) {
     req *r = w->user;
     srv_server *s = r->srv;
     const char *names[SRV_INDEX_MAX_IMAGES];
     for (int i = 0; i < r->xargs.n; i++) names[i] = r->xargs.images[i].name;
-    r->task_status = srv_engine_index_add(s->engine, r->xargs.n, r->rgb, names, r->new_ids);
+    r->task_status = core_engine_index_add(s->engine, r->xargs.n, r->rgb, names, r->new_ids);
     if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
-    r->db_count = srv_engine_db_count(s->engine);
+    r->db_count = core_engine_db_count(s->engine);
 }
 
 static enum MHD_Result index_start(req *r) {
     srv_server *s = r->srv;
-    if (!srv_engine_has_db(s->engine))
+    if (!core_engine_has_db(s->engine))
         return fail(r, 422, "no_database", "no retrieval.database is configured: there is nothing to add to");
     if (!s->exec || atomic_load(&s->state) != ST_READY) {
         r->retry_after = 1;
@@ -770,7 +770,7 @@ static enum MHD_Result index_start(req *r) {
         img_free(&sq);
         if (!r->xargs.images[i].name[0]) snprintf(r->xargs.images[i].name, sizeof r->xargs.images[i].name, "upload-%s-%d", r->id, i);
     }
-    srv_work *w = &r->work;
+    core_work *w = &r->work;
     memset(w, 0, sizeof *w);
     w->call = index_task;
     w->done = work_done;
@@ -778,7 +778,7 @@ static enum MHD_Result index_start(req *r) {
     w->deadline = r->deadline;
     int ra;
     r->phase = PH_WAITING;
-    if (srv_exec_submit(s->exec, w, &ra)) {
+    if (core_exec_submit(s->exec, w, &ra)) {
         r->phase = PH_BODY;
         r->retry_after = ra;
         return fail(r, 503, "overloaded", "%s", sp_err_msg());
@@ -806,7 +806,7 @@ static enum MHD_Result index_resumed(req *r) {
     for (int i = 0; i < r->xargs.n; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)r->new_ids[i]));
     cJSON_AddNumberToObject(o, "added", r->xargs.n);
     cJSON_AddNumberToObject(o, "count", (double)r->db_count);
-    srv_metric_set(r->srv->m_index, NULL, (double)r->db_count);
+    core_metric_set(r->srv->m_index, NULL, (double)r->db_count);
     return answer_json(r, 200, o);
 }
 
@@ -815,14 +815,14 @@ static void *reload_thread(void *arg) {
     r->task_status = srv_server_reload(r->srv);
     if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
     srv_server *s = r->srv;
-    r->db_count = srv_engine_db_count(s->engine);
+    r->db_count = core_engine_db_count(s->engine);
     MHD_resume_connection(r->conn); /* last touch of r */
     atomic_fetch_sub(&s->reload_threads, 1);
     return NULL;
 }
 
 static enum MHD_Result reload_start(req *r) {
-    if (!srv_engine_has_db(r->srv->engine))
+    if (!core_engine_has_db(r->srv->engine))
         return fail(r, 422, "no_database", "no retrieval.database is configured: there is nothing to reload");
     pthread_t th;
     pthread_attr_t at;
@@ -886,7 +886,7 @@ static int head_error(req *r, int status, const char *code, const char *fmt, ...
 
 /* Records a 503 of load shedding for reason `why` (a semipaint_rejected_total label). */
 static int refuse(req *r, const char *why) {
-    srv_metric_add(r->srv->m_rejected, (const char *[]){why}, 1);
+    core_metric_add(r->srv->m_rejected, (const char *[]){why}, 1);
     if (r->retry_after < 1) r->retry_after = 1;
     return head_error(r, 503, "overloaded", "the server is at capacity (%s): retry after %d s",
                       !strcmp(why, "queue_full")  ? "the queue is full"
@@ -903,7 +903,7 @@ static int refuse(req *r, const char *why) {
  * among the requests being decoded, queued or encoded. 0, or 503 recorded in r->err. */
 static int admit(req *r) {
     srv_server *s = r->srv;
-    const char *why = srv_exec_admissible(s->exec, 1, r->deadline, &r->retry_after);
+    const char *why = core_exec_admissible(s->exec, 1, r->deadline, &r->retry_after);
     if (why) return refuse(r, why);
     if (atomic_fetch_add(&s->admitted, 1) >= s->max_admitted) {
         atomic_fetch_sub(&s->admitted, 1);
@@ -942,14 +942,14 @@ static int on_headers(req *r, const char *url, const char *method) {
     int state = atomic_load(&s->state);
     if (state != ST_READY) {
         r->retry_after = 1;
-        srv_metric_add(s->m_rejected, (const char *[]){state == ST_DRAINING ? "draining" : "not_ready"}, 1);
+        core_metric_add(s->m_rejected, (const char *[]){state == ST_DRAINING ? "draining" : "not_ready"}, 1);
         return head_error(r, 503, state == ST_DRAINING ? "draining" : "not_ready", "%s",
                           state == ST_DRAINING ? "the server is shutting down" : "the server is not ready (loading)");
     }
     if (routes[rt].mutating && check_auth(r)) return r->err.status;
     /* A queue that is already full refuses at once, before the body; the admission slot itself is
      * taken only once the body is in (admit), so that slow uploads hold no slot. */
-    const char *why = rt == R_INPAINT ? srv_exec_admissible(s->exec, 1, r->deadline, &r->retry_after) : NULL;
+    const char *why = rt == R_INPAINT ? core_exec_admissible(s->exec, 1, r->deadline, &r->retry_after) : NULL;
     if (why) return refuse(r, why);
     if (rt == R_RELOAD) return 0; /* any body is read and ignored */
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -1031,7 +1031,7 @@ static enum MHD_Result on_body(req *r, const char *data, size_t n) {
     if (now > r->deadline) {
         /* The whole body must arrive within server.request_timeout_ms: a slow or stalled upload
          * is answered 408 and its connection closed, whatever it had sent. */
-        srv_metric_add(s->m_rejected, (const char *[]){"slow_body"}, 1);
+        core_metric_add(s->m_rejected, (const char *[]){"slow_body"}, 1);
         srv_error_set(&r->err, 408, "body_timeout",
                       "the body did not arrive within %d ms (server.request_timeout_ms): %zu bytes came",
                       s->cfg.server.request_timeout_ms, r->body_len + r->discarded + n);
@@ -1128,7 +1128,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->route = match_route(url);
         r->method = strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "POST") ? "other" : method;
         make_id(s, conn, r->id, sizeof r->id);
-        srv_metric_set(s->m_inflight, NULL, (double)(atomic_fetch_add(&s->inflight, 1) + 1));
+        core_metric_set(s->m_inflight, NULL, (double)(atomic_fetch_add(&s->inflight, 1) + 1));
         /* A client error is answered at once, leaving the body unread (the connection then closes);
          * a 503 reads and drops the body first so that the answer reaches the client on a live
          * connection, ready for its retry. */
@@ -1166,13 +1166,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0) {
         status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499; /* closed before an answer */
         if (status == 408 && r->phase == PH_BODY && !get_route(r->route))
-            srv_metric_add(s->m_rejected, (const char *[]){"slow_body"}, 1); /* a body that stalled */
+            core_metric_add(s->m_rejected, (const char *[]){"slow_body"}, 1); /* a body that stalled */
     }
     snprintf(code, sizeof code, "%d", status);
     const char *label = routes[r->route].label;
-    srv_metric_add(s->m_requests, (const char *[]){label, code}, 1);
-    srv_metric_observe(s->m_duration, (const char *[]){label}, ms / 1e3);
-    srv_metric_set(s->m_inflight, NULL, (double)(atomic_fetch_sub(&s->inflight, 1) - 1));
+    core_metric_add(s->m_requests, (const char *[]){label, code}, 1);
+    core_metric_observe(s->m_duration, (const char *[]){label}, ms / 1e3);
+    core_metric_set(s->m_inflight, NULL, (double)(atomic_fetch_sub(&s->inflight, 1) - 1));
     if (r->admitted) atomic_fetch_sub(&s->admitted, 1);
     char id[96], route[64], meth[16], st[16], bin[32], bout[32], dur[32], err[600], errcode[64];
     json_str(id, sizeof id, r->id);
@@ -1214,9 +1214,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 static void render_hook(void *ctx) {
     srv_server *s = ctx;
     if (atomic_load(&s->state) == ST_READY || atomic_load(&s->state) == ST_DRAINING) {
-        srv_metric_set(s->m_index, NULL, (double)srv_engine_db_count(s->engine));
-        srv_metric_set(s->m_depth, NULL, s->exec ? srv_exec_queue_depth(s->exec) : 0);
-        if (s->m_gpu) srv_metric_set(s->m_gpu, NULL, (double)srv_engine_device_memory(s->engine));
+        core_metric_set(s->m_index, NULL, (double)core_engine_db_count(s->engine));
+        core_metric_set(s->m_depth, NULL, s->exec ? core_exec_queue_depth(s->exec) : 0);
+        if (s->m_gpu) core_metric_set(s->m_gpu, NULL, (double)core_engine_device_memory(s->engine));
     }
 }
 
@@ -1277,35 +1277,35 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
     sp_status st = SP_OK;
     if (cfg->server.auth_token_file[0] && (st = read_token(cfg->server.auth_token_file, s->token, sizeof s->token)))
         goto fail;
-    s->metrics = srv_metrics_new();
+    s->metrics = core_metrics_new();
     if (!s->metrics) {
         st = sp_err(SP_ERR_NOMEM, "server: out of memory");
         goto fail;
     }
     const double batch_buckets[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256};
-    s->m_requests = srv_metrics_counter(s->metrics, "semipaint_http_requests_total", "HTTP requests answered, by route and status code.", "route,code");
-    s->m_duration = srv_metrics_histogram(s->metrics, "semipaint_http_request_duration_seconds", "Time from a request's headers to its completion.", "route", srv_duration_buckets, srv_duration_nbuckets);
-    s->m_stage = srv_metrics_histogram(s->metrics, "semipaint_stage_duration_seconds", "Time of each pipeline stage: decode and encode per request, queue per crop, coarse, descriptor, search and refine per batch.", "stage", srv_duration_buckets, srv_duration_nbuckets);
-    s->m_batch = srv_metrics_histogram(s->metrics, "semipaint_batch_size", "Crops per batched forward pass.", NULL, batch_buckets, sizeof batch_buckets / sizeof batch_buckets[0]);
-    s->m_depth = srv_metrics_gauge(s->metrics, "semipaint_queue_depth", "Crops waiting for the executor.", NULL);
-    s->m_inflight = srv_metrics_gauge(s->metrics, "semipaint_inflight_requests", "Requests being received, processed or answered.", NULL);
-    s->m_rejected = srv_metrics_counter(s->metrics, "semipaint_rejected_total", "Requests refused or dropped by load shedding, by reason.", "reason");
-    s->m_index = srv_metrics_gauge(s->metrics, "semipaint_index_images", "Images in the retrieval database.", NULL);
-    s->m_build = srv_metrics_gauge(s->metrics, "semipaint_build_info", "Version and compute backend of this server.", "version,backend");
-    srv_metrics_add_process(s->metrics);
-    srv_metrics_on_render(s->metrics, render_hook, s);
-    srv_metric_set(s->m_inflight, NULL, 0);
-    srv_metric_set(s->m_depth, NULL, 0);
-    srv_metric_set(s->m_index, NULL, 0);
+    s->m_requests = core_metrics_counter(s->metrics, "semipaint_http_requests_total", "HTTP requests answered, by route and status code.", "route,code");
+    s->m_duration = core_metrics_histogram(s->metrics, "semipaint_http_request_duration_seconds", "Time from a request's headers to its completion.", "route", core_duration_buckets, core_duration_nbuckets);
+    s->m_stage = core_metrics_histogram(s->metrics, "semipaint_stage_duration_seconds", "Time of each pipeline stage: decode and encode per request, queue per crop, coarse, descriptor, search and refine per batch.", "stage", core_duration_buckets, core_duration_nbuckets);
+    s->m_batch = core_metrics_histogram(s->metrics, "semipaint_batch_size", "Crops per batched forward pass.", NULL, batch_buckets, sizeof batch_buckets / sizeof batch_buckets[0]);
+    s->m_depth = core_metrics_gauge(s->metrics, "semipaint_queue_depth", "Crops waiting for the executor.", NULL);
+    s->m_inflight = core_metrics_gauge(s->metrics, "semipaint_inflight_requests", "Requests being received, processed or answered.", NULL);
+    s->m_rejected = core_metrics_counter(s->metrics, "semipaint_rejected_total", "Requests refused or dropped by load shedding, by reason.", "reason");
+    s->m_index = core_metrics_gauge(s->metrics, "semipaint_index_images", "Images in the retrieval database.", NULL);
+    s->m_build = core_metrics_gauge(s->metrics, "semipaint_build_info", "Version and compute backend of this server.", "version,backend");
+    core_metrics_add_process(s->metrics);
+    core_metrics_on_render(s->metrics, render_hook, s);
+    core_metric_set(s->m_inflight, NULL, 0);
+    core_metric_set(s->m_depth, NULL, 0);
+    core_metric_set(s->m_index, NULL, 0);
     const char *reasons[] = {"queue_full", "overload", "inflight", "deadline",  "shutdown",    "not_ready",
                              "draining",   "pixels",   "buffered", "slow_body", "telea_queue"};
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
-        srv_metric_add(s->m_rejected, (const char *[]){reasons[i]}, 0);
+        core_metric_add(s->m_rejected, (const char *[]){reasons[i]}, 0);
 
     /* Telea's queue: as many as its workers can start on within a request's deadline, roughly */
-    if ((st = srv_pool_new(cfg->inpaint.telea_threads, 4 * cfg->inpaint.telea_threads + 4, &s->telea))) goto fail;
+    if ((st = core_pool_new(cfg->inpaint.telea_threads, 4 * cfg->inpaint.telea_threads + 4, &s->telea))) goto fail;
     /* every admitted request can wait in the work pool's queue: it never refuses one of them */
-    if ((st = srv_pool_new(cfg->server.work_threads, s->max_admitted + 16, &s->work))) goto fail;
+    if ((st = core_pool_new(cfg->server.work_threads, s->max_admitted + 16, &s->work))) goto fail;
     char host[256];
     int port;
     if ((st = cfg_parse_listen(cfg->server.listen, host, sizeof host, &port))) goto fail;
@@ -1367,22 +1367,22 @@ int srv_server_port(const srv_server *s) { return s->port; }
 
 sp_status srv_server_load(srv_server *s) {
     double t0 = sp_now();
-    sp_status st = srv_engine_new(&s->cfg, &s->engine);
+    sp_status st = core_engine_new(&s->cfg, &s->engine);
     if (st) goto fail;
-    s->s = srv_engine_size(s->engine);
-    srv_exec_metrics em = {s->m_batch, s->m_stage, s->m_depth, s->m_rejected};
-    srv_runner runner = srv_engine_runner(s->engine);
-    if ((st = srv_exec_new(&runner, s->cfg.batching.max_batch, s->cfg.batching.max_delay_ms,
+    s->s = core_engine_size(s->engine);
+    core_exec_metrics em = {s->m_batch, s->m_stage, s->m_depth, s->m_rejected};
+    core_runner runner = core_engine_runner(s->engine);
+    if ((st = core_exec_new(&runner, s->cfg.batching.max_batch, s->cfg.batching.max_delay_ms,
                            s->cfg.batching.queue_capacity, &em, &s->exec)))
         goto fail;
-    srv_metric_set(s->m_build, (const char *[]){SP_VERSION, srv_engine_backend(s->engine)}, 1);
-    if (!strcmp(srv_engine_backend(s->engine), "cuda"))
-        s->m_gpu = srv_metrics_gauge(s->metrics, "semipaint_gpu_memory_used_bytes", "Device memory held by the backend.", NULL);
-    srv_metric_set(s->m_index, NULL, (double)srv_engine_db_count(s->engine));
+    core_metric_set(s->m_build, (const char *[]){SP_VERSION, core_engine_backend(s->engine)}, 1);
+    if (!strcmp(core_engine_backend(s->engine), "cuda"))
+        s->m_gpu = core_metrics_gauge(s->metrics, "semipaint_gpu_memory_used_bytes", "Device memory held by the backend.", NULL);
+    core_metric_set(s->m_index, NULL, (double)core_engine_db_count(s->engine));
     atomic_store(&s->state, ST_READY);
     SP_INFO("ready in %.1f s: working size %d, %s, %s backend", sp_now() - t0, s->s,
-            srv_engine_k(s->engine) ? "Sim-K with a database" : "Sim-0 (no database configured)",
-            srv_engine_backend(s->engine));
+            core_engine_k(s->engine) ? "Sim-K with a database" : "Sim-0 (no database configured)",
+            core_engine_backend(s->engine));
     return SP_OK;
 fail:
     snprintf(s->load_error, sizeof s->load_error, "%s", sp_err_msg());
@@ -1394,11 +1394,11 @@ sp_status srv_server_reload(srv_server *s) {
     if (atomic_load(&s->state) != ST_READY) return sp_err(SP_ERR_BUSY, "the server is not ready; reload refused");
     if (pthread_mutex_trylock(&s->reload_mu)) return sp_err(SP_ERR_BUSY, "a reload is already running");
     double t0 = sp_now();
-    sp_status st = srv_engine_reload(s->engine);
+    sp_status st = core_engine_reload(s->engine);
     if (st) SP_ERROR("database reload failed, the previous one stays in service: %s", sp_err_msg());
     else {
-        long n = srv_engine_db_count(s->engine);
-        srv_metric_set(s->m_index, NULL, (double)n);
+        long n = core_engine_db_count(s->engine);
+        core_metric_set(s->m_index, NULL, (double)n);
         SP_INFO("database reloaded in %.0f ms: %ld images", (sp_now() - t0) * 1e3, n);
     }
     pthread_mutex_unlock(&s->reload_mu);
@@ -1417,12 +1417,12 @@ int srv_server_shutdown(srv_server *s) {
     /* What is left is answered 503: the work pool stops first (its queued stages are cancelled,
      * later hand-offs to it refused), then the executor and Telea's workers, whose requests then
      * go back to their HTTP threads with the refusal. Give the answers a moment to go out. */
-    srv_pool_stop(s->work);
+    core_pool_stop(s->work);
     if (s->exec) {
-        srv_exec_free(s->exec);
+        core_exec_free(s->exec);
         s->exec = NULL;
     }
-    srv_pool_stop(s->telea);
+    core_pool_stop(s->telea);
     double t1 = sp_now();
     while (atomic_load(&s->inflight) > 0 && sp_now() - t1 < 1.0) usleep(10000);
     /* a reload still opening the database holds a suspended request: let it finish first */
@@ -1436,14 +1436,14 @@ int srv_server_shutdown(srv_server *s) {
 void srv_server_free(srv_server *s) {
     if (!s) return;
     /* cancelled stages resume their connections: before the daemon stops (see shutdown) */
-    srv_pool_stop(s->work);
-    srv_exec_free(s->exec);
-    srv_pool_stop(s->telea);
+    core_pool_stop(s->work);
+    core_exec_free(s->exec);
+    core_pool_stop(s->telea);
     if (s->mhd) MHD_stop_daemon(s->mhd);
-    srv_pool_free(s->work);
-    srv_pool_free(s->telea);
-    srv_engine_free(s->engine);
-    srv_metrics_free(s->metrics);
+    core_pool_free(s->work);
+    core_pool_free(s->telea);
+    core_engine_free(s->engine);
+    core_metrics_free(s->metrics);
     pthread_mutex_destroy(&s->reload_mu);
     free(s);
 }

@@ -1,5 +1,5 @@
 /* srv_multipart.c: streaming multipart/form-data parser: a byte-level state machine that finds "\r\n--boundary" across chunk edges. */
-#include "srv_multipart.h"
+#include "server/srv_multipart.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
 #ifndef SRV_MULTIPART_H
 #define SRV_MULTIPART_H
 
-#include "sp.h"
+#include "common/sp.h"
 
 #define SRV_MP_BOUNDARY_MAX 70     /* RFC 2046 */
 #define SRV_MP_HEADER_BYTES 8192   /* all header lines of one part together */

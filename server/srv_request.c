@@ -1,13 +1,13 @@
 /* srv_request.c: turns multipart and JSON request bodies into checked request fields; base64 both ways; HTTP error records. */
-#include "srv_request.h"
+#include "server/srv_request.h"
 
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "img.h"
-#include "srv_multipart.h"
+#include "imaging/img.h"
+#include "server/srv_multipart.h"
 
 #define TEXT_FIELD_MAX 64
 

@@ -2,7 +2,7 @@
 #ifndef SRV_REQUEST_H
 #define SRV_REQUEST_H
 
-#include "sp.h"
+#include "common/sp.h"
 
 /* An HTTP error answer: status, a stable machine-readable code and a human message. */
 typedef struct {
@@ -25,7 +25,7 @@ typedef struct {
     char name[256]; /* a multipart part's filename or a JSON name; may be empty */
 } srv_blob;
 
-/* The fields of an inpainting request (DESIGN.md section 5). */
+/* The fields of an inpainting request (docs/http-api.md). */
 typedef struct {
     srv_blob image, mask;
     srv_method method; /* default SIM */

@@ -232,9 +232,9 @@ def main():
         with open(a.metrics) as f:
             metric_names = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) gauge$", f.read(), re.M)}
     else:  # no daemon: the names the server registers as gauges in its sources
-        for src in glob.glob(os.path.join(ROOT, "server/*.c")):
+        for src in glob.glob(os.path.join(ROOT, "server/*.c")) + glob.glob(os.path.join(ROOT, "core/*.c")):
             with open(src) as f:
-                metric_names |= set(re.findall(r'srv_metrics_gauge\([^,]+,\s*"([a-z_]+)"', f.read()))
+                metric_names |= set(re.findall(r'core_metrics_gauge\([^,]+,\s*"([a-z_]+)"', f.read()))
 
     cpu_docs = load_all(a.cpu) if a.cpu else base_docs()
     c, env = check_overlay("cpu" if a.cpu else "base", cpu_docs, cfg, printed, routes, a.ready_s, metric_names)

@@ -4,8 +4,8 @@
 
 #include <math.h>
 
-#include "st.h"
-#include "t.h"
+#include "model/st.h"
+#include "tests/t.h"
 
 /* The tolerance of every golden comparison: max |diff| <= GOLDEN_TOL * max |ref|. */
 #define GOLDEN_TOL 1e-4

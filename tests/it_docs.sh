@@ -52,13 +52,13 @@ else
   skip "configuration keys: $D is not built"
 fi
 
-# ---- metric names: every srv_metrics_counter/gauge/histogram registration with a literal name ----
-mapfile -t mfiles < <(src_grep -E 'srv_metrics_(counter|gauge|histogram)[[:space:]]*\(')
+# ---- metric names: every core_metrics_counter/gauge/histogram registration with a literal name ----
+mapfile -t mfiles < <(src_grep -E 'core_metrics_(counter|gauge|histogram)[[:space:]]*\(')
 metrics=()
 if [ ${#mfiles[@]} -gt 0 ]; then
   # newlines folded, so that a call wrapped after its first argument is still found
   mapfile -t metrics < <(cat "${mfiles[@]}" | tr '\n' ' ' |
-    grep -oE 'srv_metrics_(counter|gauge|histogram)[[:space:]]*\([^,;()]*,[[:space:]]*"[a-zA-Z_:][a-zA-Z0-9_:]*"' |
+    grep -oE 'core_metrics_(counter|gauge|histogram)[[:space:]]*\([^,;()]*,[[:space:]]*"[a-zA-Z_:][a-zA-Z0-9_:]*"' |
     sed -E 's/.*"([^"]*)"$/\1/' | sort -u)
 fi
 if [ ${#metrics[@]} -ge 10 ]; then ok "found ${#metrics[@]} metric names in ${#mfiles[@]} source files"

@@ -19,17 +19,17 @@ fi
 out="$BUILD/fuzz"
 mkdir -p "$out"
 flags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE
-       -Wno-macro-redefined -Imodel -Iserver)
-common=(model/sp.c)
+       -Wno-macro-redefined -I.)
+common=(common/sp.c)
 build() { # name sources...
   local name=$1; shift
-  if [ ! -x "$out/$name" ] || [ -n "$(find tests/fuzz/"$name".c "$@" model/sp.c -newer "$out/$name" 2>/dev/null)" ]; then
+  if [ ! -x "$out/$name" ] || [ -n "$(find tests/fuzz/"$name".c "$@" common/sp.c -newer "$out/$name" 2>/dev/null)" ]; then
     "$CLANG" "${flags[@]}" tests/fuzz/"$name".c "$@" "${common[@]}" -lcjson -lturbojpeg -lpng -ldeflate -lz -lm -o "$out/$name"
   fi
 }
-build fuzz_multipart server/srv_multipart.c server/srv_request.c server/img.c
-build fuzz_json server/srv_request.c server/srv_multipart.c server/img.c
-build fuzz_probe server/img.c
+build fuzz_multipart server/srv_multipart.c server/srv_request.c imaging/img.c
+build fuzz_json server/srv_request.c server/srv_multipart.c imaging/img.c
+build fuzz_probe imaging/img.c
 build fuzz_st model/st.c
 
 # seed corpora: well-formed inputs the fuzzer mutates from
@@ -63,7 +63,7 @@ st_seed dtypes '{"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},"b":{"dtyp
 echo '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAYEBQYFBAYGBQYHBwYIChAKCgkJChQODwwQFxQYGBcUFhYaHSUfGhsjHBYWICwgIyYnKSopGR8tMC0oMCUoKSj/2wBDAQcHBwoIChMKChMoGhYaKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCj/wAARCAADAAQDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDzOiiiuE/aT//Z' | base64 -d | seed probe tiny-4x3.jpg
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAYAAACddGYaAAAAE0lEQVR4nGNkZGJmYYACJgYkAAABNAAOEeL7owAAAABJRU5ErkJggg==' | base64 -d | seed probe tiny-3x2-rgba.png
 # RGB with all five row filters and the image data split over two IDAT chunks, and grey: the
-# one-pass decoder of server/img.c takes both
+# one-pass decoder of imaging/img.c takes both
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAIAAAACDbGyAAAALUlEQVR4nAFQAK//AAAFCiUqL0pPVG90eZSZngELEBUwNTpVWl96f4SfpKkCFhsgO0Ae/nKbAAAALklEQVRFYGVqhYqPqq+0AyEmK0ZLUGtwdZCVmrW6vwQsMTZRVlt2e4CboKXAxcr4MR2iJCLKtgAAAABJRU5ErkJggg==' | base64 -d | seed probe rgb-5x5-filters-2idat.png
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAHElEQVR4nGNhUPXKZ+Y2CK1iErNOaGVUdMueAAAmegSL1xciDwAAAABJRU5ErkJggg==' | base64 -d | seed probe grey-4x4.png
 

@@ -71,7 +71,13 @@ EOF
 echo "== widen small -> smallw: Sim-K computes the same, training and export go on at the new width"
 cp -r "$tmp/a" "$tmp/d"
 $T widen --ckpt-dir "$tmp/d" --to smallw --keep "$tmp/d/small.pt" > "$tmp/d.log"
-grep -q "sim1: .* output change max 0.00e+00" "$tmp/d.log" || { echo "FAIL: widening changed Sim-1"; cat "$tmp/d.log"; exit 1; }
+# Sim-1 computes the same function after widening, but not always bit for bit: the wider
+# convolutions take other kernel paths (AVX-512 machines give 5.96e-08), so allow 1e-6.
+"$PY" - "$tmp/d.log" <<'EOF'
+import re, sys
+d = float(re.search(r"sim1: .* output change max (\S+),", open(sys.argv[1]).read()).group(1))
+assert d <= 1e-6, f"widening changed Sim-1 by {d:.2e}"
+EOF
 if $T widen --ckpt-dir "$tmp/d" --to small > /dev/null 2>&1; then echo "FAIL: narrowing accepted"; exit 1; fi
 $T run "${common[@]}" --ckpt-dir "$tmp/d" --steps 1 >> "$tmp/d.log"
 $T export --ckpt-dir "$tmp/d" --out-dir "$tmp/wd"

@@ -3,8 +3,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "t.h"
+#include "core/config.h"
+#include "tests/t.h"
 
 static char tmpdir[] = "/tmp/test_config.XXXXXX";
 

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "golden.h"
+#include "model/backend.h"
+#include "tests/golden.h"
 
 #ifndef SP_CUDA
 

@@ -2,8 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "t.h"
+#include "model/backend.h"
+#include "tests/t.h"
 
 /* ---- nn_buffer_grow with a scripted allocator ---- */
 

@@ -8,8 +8,8 @@
 #include <turbojpeg.h>
 #include <zlib.h>
 
-#include "img.h"
-#include "t.h"
+#include "imaging/img.h"
+#include "tests/t.h"
 
 /* ---- a growable byte buffer and a hand-written PNG builder (independent of libpng's writer) ---- */
 

@@ -2,8 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "golden.h"
-#include "nn.h"
+#include "tests/golden.h"
+#include "model/nn.h"
 
 static nn_backend *be;
 

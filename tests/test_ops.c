@@ -2,8 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "golden.h"
+#include "model/backend.h"
+#include "tests/golden.h"
 
 static nn_backend *be;
 

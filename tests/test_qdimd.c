@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "qdimd.h"
-#include "t.h"
+#include "imaging/qdimd.h"
+#include "tests/t.h"
 
 static void test_log(void) {
     double worst = 0;

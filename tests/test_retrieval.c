@@ -9,9 +9,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include "rt.h"
-#include "rt_index.h"
-#include "t.h"
+#include "retrieval/rt.h"
+#include "retrieval/rt_index.h"
+#include "tests/t.h"
 
 /* FAISS 1.7.3's read_index leaks the half-read index when a truncated file makes it throw (a
  * raw pointer in index_read.cpp); the "truncated index" case below triggers that on purpose. */

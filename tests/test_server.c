@@ -16,10 +16,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "img.h"
-#include "rt.h"
-#include "srv_request.h"
-#include "t.h"
+#include "imaging/img.h"
+#include "retrieval/rt.h"
+#include "server/srv_request.h"
+#include "tests/t.h"
 
 #define FIX "tests/fixtures/small"
 static char tmp[] = "/tmp/test_server.XXXXXX";

@@ -5,10 +5,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "img.h"
-#include "srv_multipart.h"
-#include "srv_request.h"
-#include "t.h"
+#include "imaging/img.h"
+#include "server/srv_multipart.h"
+#include "server/srv_request.h"
+#include "tests/t.h"
 
 /* Collects parts as "name|filename|bytes" records to compare parses. */
 typedef struct {

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sp.h"
-#include "srv_web.h"
-#include "t.h"
+#include "common/sp.h"
+#include "server/srv_web.h"
+#include "tests/t.h"
 
 /* The first occurrence of `needle` in the n bytes at `hay` (which need not be NUL-terminated). */
 static const char *find(const char *hay, size_t n, const char *needle) {

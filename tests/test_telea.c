@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "img.h"
-#include "t.h"
-#include "telea.h"
+#include "imaging/img.h"
+#include "tests/t.h"
+#include "imaging/telea.h"
 
 static uint8_t *disc_hole(int w, int h, int cx, int cy, int r) {
     uint8_t *m = calloc((size_t)w * h, 1);
@@ -212,7 +212,7 @@ static int compare_mode(const char *out, int count) {
             rc = 1;
             goto next;
         }
-        /* Luminance > 127 is hole (DESIGN.md section 5); the mask is written back as 0/255. */
+        /* Luminance > 127 is hole (docs/http-api.md); the mask is written back as 0/255. */
         hole = malloc(256 * 256);
         for (int k = 0; k < 256 * 256; k++) {
             int v = m256.c == 1 ? m256.px[k] : m256.px[k * m256.c];

@@ -4,9 +4,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "nn.h"
-#include "st.h"
-#include "t.h"
+#include "model/nn.h"
+#include "model/st.h"
+#include "tests/t.h"
 
 static char dir[256];
 static nn_backend *be;

@@ -1,4 +1,4 @@
-"""export.py: writes a reference network's weights as a semipaint safetensors file (DESIGN.md section 3).
+"""export.py: writes a reference network's weights as a semipaint safetensors file (docs/weights.md).
 
 Usage:
   export.py --arch pconv_unet|simk_unet|vgg16_features --config paper256|small [--k 1]

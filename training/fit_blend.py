@@ -9,7 +9,7 @@ Usage:
 A small UNet trained for hours on two cores leaves the pixels next to the hole's border worse
 than Telea's fast marching does (it continues the known pixels' values and gradients exactly),
 while deep inside a hole the network wins by far. The service therefore blends, per hole pixel
-at chessboard distance d from the nearest known pixel, b[d]*Telea + (1-b[d])*net (server/telea.c
+at chessboard distance d from the nearest known pixel, b[d]*Telea + (1-b[d])*net (imaging/telea.c
 telea_blend). This script picks the b[d] from a grid of 0, 0.05, ..., 1, non-increasing in d, with the
 least L1 error pooled over `--count` training images (from train.py's cache) with QD-IMD masks (Algorithm 1,
 training/qdimd.py, seed `--seed`; hole ratios outside [0.01, 0.6] skipped, as in the paper's

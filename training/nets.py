@@ -1,4 +1,4 @@
-"""nets.py: the PyTorch reference networks of semipaint (DESIGN.md section 2), the C engine's ground truth.
+"""nets.py: the PyTorch reference networks of semipaint (docs/weights.md), the C engine's ground truth.
 
 - PartialConv2d: NVIDIA partial convolution with a multi-channel mask.
 - PConvUNet: the coarse network (partial-convolution UNet).
@@ -120,7 +120,7 @@ class PConvUNet(nn.Module):
         return h
 
     def forward_full_masks(self, x, m1):
-        """forward() written with PartialConv2d.forward on explicit full masks, DESIGN.md word
+        """forward() written with PartialConv2d.forward on explicit full masks, docs/weights.md word
         for word (slower; the self-check compares the two)."""
         m = m1.expand(-1, self.in_channels, -1, -1)
         h = x * m
@@ -267,7 +267,7 @@ def _np_conv_window(x, n, y0, x0, k):
 
 
 def _np_pconv(x, m, w, b, stride, pad):
-    """Partial convolution straight from DESIGN.md, one output pixel at a time (float64)."""
+    """Partial convolution straight from docs/weights.md, one output pixel at a time (float64)."""
     import numpy as np
     n_, cin, h, wd = x.shape
     cout, _, k, _ = w.shape
@@ -309,7 +309,7 @@ def _np_up(t):
 
 
 def _np_pconv_unet(x, m1, params, enc_kernels):
-    """The PConv UNet as DESIGN.md words it, with numpy ops; params = state_dict as numpy."""
+    """The PConv UNet as docs/weights.md words it, with numpy ops; params = state_dict as numpy."""
     import numpy as np
     L = len(enc_kernels)
     m = np.repeat(m1, 3, axis=1)
@@ -346,7 +346,7 @@ def _np_simk_unet(x, params, enc_kernels):
 
 
 def expected_unet_params(enc_kernels, enc_channels, in_channels, out_channels=3):
-    """Parameter count of the UNet topology, counted from DESIGN.md's description."""
+    """Parameter count of the UNet topology, counted from docs/weights.md's description."""
     L, total = len(enc_kernels), 0
     cin = in_channels
     for k, c in zip(enc_kernels, enc_channels):
@@ -393,7 +393,7 @@ def _self_check():
               f"{int((rm[:, 0] == 0).sum())} empty windows")
     assert [n for n, _ in PartialConv2d(2, 3, 3).named_parameters()] == ["weight", "bias"]
 
-    # 2. Whole UNets at a tiny size against numpy versions of DESIGN.md's wording.
+    # 2. Whole UNets at a tiny size against numpy versions of docs/weights.md's wording.
     kernels, chans = [5, 3, 3, 3], [4, 6, 6, 8]
     net = init_random(PConvUNet(kernels, chans), 11)
     params = {k_: v.double().numpy() for k_, v in net.state_dict().items()}
@@ -447,7 +447,7 @@ def _self_check():
         print(line)
     n_paper = count_params(build("pconv_unet", "paper256"))
     assert abs(n_paper - 18.7e6) < 0.05e6, n_paper
-    print(f"paper256 pconv_unet parameters: {n_paper} ({n_paper / 1e6:.2f} M, DESIGN.md says 18.7 M)")
+    print(f"paper256 pconv_unet parameters: {n_paper} ({n_paper / 1e6:.2f} M, docs/weights.md says 18.7 M)")
     assert count_params(build("vgg16_features", "paper256")) == 14714688  # torchvision vgg16().features
 
     # 4. VGG layout: torchvision's indices, descriptor = pooled conv5_3 (after ReLU), unit norm.

@@ -1,4 +1,4 @@
-"""qdimd.py: QD-IMD hole masks (Iskakov 2018, Algorithm 1), a pixel-exact port of `semipaint masks` (server/qdimd.c).
+"""qdimd.py: QD-IMD hole masks (Iskakov 2018, Algorithm 1), a pixel-exact port of `semipaint masks` (imaging/qdimd.c).
 
 Usage:
   qdimd.py --out DIR [--ndjson DIR] [--count N] [--start I] [--size S] [--seed N]
@@ -57,7 +57,7 @@ class Params:
             raise ValueError(f"seed {self.seed} is not a 64-bit unsigned integer")
 
 
-# ---- random stream (qd_rng_* in server/qdimd.c) ----
+# ---- random stream (qd_rng_* in imaging/qdimd.c) ----
 
 def _splitmix64(x):
     """Returns (new state, output)."""

@@ -1,6 +1,6 @@
 """safetensors_io.py: reads and writes safetensors files with the standard library and numpy only.
 
-Format (DESIGN.md section 3): an 8-byte little-endian unsigned header length N, N bytes of
+Format (docs/weights.md): an 8-byte little-endian unsigned header length N, N bytes of
 JSON header, then the raw little-endian tensor data. The header maps each tensor name to
 {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the start of the data)
 and holds "__metadata__": {str: str}. We pad the header with spaces to a multiple of 8 and

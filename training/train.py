@@ -1,7 +1,8 @@
-"""train.py: trains semipaint's coarse pconv_unet and the Sim-1 / Sim-0 refinement UNets on CelebA-HQ with QD-IMD masks.
+"""train.py: trains semipaint's coarse pconv_unet and the Sim-1 / Sim-0 refinement UNets on CelebA-HQ with QD-IMD masks (or, with --data-kind general, on general photographs).
 
 Subcommands (run with /usr/bin/python3 from the repository root):
-  cache       decode the training JPEGs once into a uint8 memory map (.deps/celebahq/train<S>.u8)
+  cache       decode the training JPEGs once into a uint8 memory map (.deps/celebahq/train<S>.u8;
+              general: .deps/general/images.u8 at native size plus an offset/shape table)
   neighbours  the K most similar other training images of every training image, by the
               database's thumbnail descriptor (retrieval/rt_desc.c, re-implemented in numpy)
   bench       time one training step of candidate configurations
@@ -20,6 +21,13 @@ horizontal flips and QD-IMD mask indices. A checkpoint holds the nets, the Adam 
 RNG state, the step and the whole loss log, so `run` resumes exactly where it stopped. SIGSTOP /
 SIGCONT do no harm (nothing depends on wall time but when checkpoints are written); SIGTERM and
 SIGINT write a checkpoint at the end of the current step, then exit.
+
+--data-kind general (the "general" family, recorded in the checkpoint): photographs of any size
+and aspect. Each sample is a square crop (side log-uniform between min(S, short side) and the
+short side, uniform position) resampled to S x S as the service's `crop` strategy does; masks are
+half QD-IMD, half random brush strokes and blobs; Sim-K's neighbours are the database rows
+(`semipaint index build`: the centred square, resampled to S) of the nearest other images by the
+descriptor on those rows. The stream is again a pure function of (seed, step).
 """
 import argparse
 import json
@@ -42,10 +50,18 @@ import qdimd  # noqa: E402
 DEFAULT_TRAIN = "../shared/data/celebahq256/train"
 DEFAULT_CACHE_DIR = ".deps/celebahq"
 DEFAULT_CKPT_DIR = os.path.join(os.path.dirname(HERE), "weights", "checkpoints")
+DEFAULT_NEIGHBOURS = os.path.join(HERE, "neighbours_thumb16.npy")
+GENERAL_TRAIN = "../shared/data/general/train"
+GENERAL_CACHE_DIR = ".deps/general"
+GENERAL_QD_SHARE = 0.5  # share of QD-IMD masks in the general family's mask stream (the rest: strokes, blobs)
 LICENCE = ("CelebA-HQ terms: non-commercial research use only (weights derived from CelebA-HQ inherit them); "
            "QD-IMD masks from Google Quick, Draw! (CC BY 4.0)")
+LICENCE_GENERAL = ("Non-commercial research use only, inherited from the training photographs: Imagenette (ImageNet "
+                   "terms), Intel scenes (no licence stated), BSDS500 (research use), CamVid (CC BY-NC 4.0); "
+                   "QD-IMD masks from Google Quick, Draw! (CC BY 4.0)")
 W_VALID, W_HOLE, W_TV, W_PERC, W_STYLE = 1.0, 6.0, 0.1, 0.05, 120.0
 NETS = ("pconv", "sim1", "sim0")
+DATA_KINDS = ("faces", "general")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +168,268 @@ def compute_neighbours(images, descriptor, k, chunk=500):
 
 
 # ---------------------------------------------------------------------------------------------
+# general photographs (--data-kind general): native-size cache, the database's rows, resampling
+
+def general_paths(cache_dir):
+    """The general cache's files: flat pixels, the (N,3) int64 table [offset, height, width], names."""
+    return (os.path.join(cache_dir, "images.u8"), os.path.join(cache_dir, "index.npy"),
+            os.path.join(cache_dir, "names.txt"))
+
+
+def _write_atomic(path, write):
+    """Calls write(tmp_path), fsyncs the file, then renames it to `path`."""
+    tmp = path + ".tmp"
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _write_npy(path, a):
+    with open(path, "wb") as f:
+        np.save(f, a)
+
+
+def build_general_cache(folder, cache_dir):
+    """Decodes every image of `folder` (sorted by name) at its native size to RGB (grey replicated)
+    into one flat uint8 file, row-major (h, w, 3) per image, plus a table of offsets and shapes.
+    The old table and the files derived from the old cache (rows, neighbours) are removed first,
+    the pixels renamed into place before the new table, and GeneralImages checks that they agree."""
+    from PIL import Image
+    names = list_images(folder)
+    os.makedirs(cache_dir, exist_ok=True)
+    pix_path, idx_path, names_path = general_paths(cache_dir)
+    table = np.zeros((len(names), 3), np.int64)
+    t0 = time.time()
+    with open(pix_path + ".tmp", "wb") as f:
+        off = 0
+        for i, n in enumerate(names):
+            with Image.open(os.path.join(folder, n)) as im:
+                a = np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            f.write(a.tobytes())
+            table[i] = (off, a.shape[0], a.shape[1])
+            off += a.size
+            if (i + 1) % 2000 == 0:
+                print(f"cache: {i + 1}/{len(names)} images, {time.time() - t0:.0f} s", flush=True)
+        f.flush()
+        os.fsync(f.fileno())
+    for n in os.listdir(cache_dir):
+        if n == "index.npy" or (n.startswith(("rows", "neighbours_")) and not n.endswith(".tmp")):
+            os.remove(os.path.join(cache_dir, n))
+    os.replace(pix_path + ".tmp", pix_path)
+    _write_atomic(names_path, lambda p: _write_text(p, "\n".join(names) + "\n"))
+    _write_atomic(idx_path, lambda p: _write_npy(p, table))
+    print(f"cache: {len(names)} images at native size, {off / 1e6:.0f} MB, in {time.time() - t0:.0f} s")
+
+
+class GeneralImages:
+    """The general cache: images[i] is image i as an (h, w, 3) uint8 view of the memory map."""
+
+    def __init__(self, cache_dir):
+        pix_path, idx_path, _ = general_paths(cache_dir)
+        if not os.path.exists(idx_path) or not os.path.exists(pix_path):
+            raise SystemExit(f"train: no general cache in {cache_dir}; run `train.py cache --data-kind general` first")
+        self.table = np.load(idx_path)
+        self.pix = np.memmap(pix_path, dtype=np.uint8, mode="r")
+        last = self.table[-1]
+        if int(last[0] + last[1] * last[2] * 3) != self.pix.size:
+            raise SystemExit(f"train: {pix_path} and {idx_path} disagree (interrupted cache?); rebuild it")
+
+    def __len__(self):
+        return self.table.shape[0]
+
+    def __getitem__(self, i):
+        off, h, w = (int(v) for v in self.table[i])
+        return self.pix[off:off + h * w * 3].reshape(h, w, 3)
+
+
+def axis_weights(n_in, n_out):
+    """(n_out, n_in) float32 resampling matrix of imaging/img.c rs_axis_plan: area averaging when
+    shrinking, bilinear with pixel centres aligned (edges clamped) when enlarging or keeping."""
+    wm = np.zeros((n_out, n_in), np.float64)
+    s = n_in / n_out
+    for i in range(n_out):
+        if n_out < n_in:
+            lo, hi = i * s, (i + 1) * s
+            j0 = min(int(math.floor(lo)), n_in - 1)
+            for j in range(j0, min(j0 + int(math.ceil(s)) + 1, n_in)):
+                ov = min(hi, j + 1.0) - max(lo, float(j))
+                if ov > 0:
+                    wm[i, j] = ov
+            wm[i] /= wm[i].sum()
+        else:
+            pos = (i + 0.5) * s - 0.5
+            j0 = int(math.floor(pos))
+            f = pos - j0
+            if j0 < 0:
+                j0, f = 0, 0.0
+            if j0 >= n_in - 1:
+                j0, f = n_in - 1, 0.0
+            wm[i, j0] += 1.0 - f
+            if f:
+                wm[i, j0 + 1] += f
+    return wm.astype(np.float32)
+
+
+_AXIS_CACHE = {}
+
+
+def _axis(n_in, n_out):
+    key = (n_in, n_out)
+    if key not in _AXIS_CACHE:
+        if len(_AXIS_CACHE) > 4096:
+            _AXIS_CACHE.clear()
+        _AXIS_CACHE[key] = axis_weights(n_in, n_out)
+    return _AXIS_CACHE[key]
+
+
+def resize_rect(a, x0, y0, cw, ch, w, h):
+    """imaging/img.c img_resize_rect in numpy: the rectangle (x0, y0, cw, ch) of the (H, W, 3) uint8
+    image `a` resampled to (h, w, 3) uint8 (rows first, in float32; clamped, rounded half up)."""
+    if (cw, ch) == (w, h):
+        return np.array(a[y0:y0 + ch, x0:x0 + cw], dtype=np.uint8)
+    src = np.asarray(a[y0:y0 + ch, x0:x0 + cw], dtype=np.float32)
+    tmp = _axis(cw, w) @ src  # (ch, w, 3): every row resampled
+    out = (_axis(ch, h) @ tmp.reshape(ch, w * 3)).reshape(h, w, 3)
+    return np.floor(np.clip(out, 0, 255) + 0.5).astype(np.uint8)
+
+
+def square_row(a, size):
+    """imaging/img.c img_square: the centred square of the short side, resampled to size x size;
+    the row `semipaint index build` stores for an image (an image already at size is kept as is)."""
+    h, w = a.shape[:2]
+    side = min(h, w)
+    return resize_rect(a, (w - side) // 2, (h - side) // 2, side, side, size, size)
+
+
+def rows_path(cache_dir, size):
+    return os.path.join(cache_dir, f"rows{size}.u8")
+
+
+def general_rows(images, cache_dir, size):
+    """(N, size, size, 3) uint8 memory map of every image's database row, built once (atomically)."""
+    p = rows_path(cache_dir, size)
+    if not os.path.exists(p):
+        t0 = time.time()
+        m = np.lib.format.open_memmap(p + ".tmp.npy", mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
+        for i in range(len(images)):
+            m[i] = square_row(images[i], size)
+        m.flush()
+        del m
+        with open(p + ".tmp.npy", "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(p + ".tmp.npy", p)
+        print(f"train: database rows of {len(images)} images at {size}x{size} in {time.time() - t0:.1f} s "
+              f"written to {p}", flush=True)
+    return np.load(p, mmap_mode="r")
+
+
+def general_neighbours_path(cache_dir, size, descriptor="thumb16"):
+    return os.path.join(cache_dir, f"neighbours_{descriptor}_{size}.npy")
+
+
+def general_neighbours(rows, path, k, descriptor="thumb16"):
+    """Top-k other images by `descriptor` on the database rows, (N, k) int32, saved to `path` once."""
+    if os.path.exists(path):
+        ids = np.load(path)
+        if ids.shape[0] == rows.shape[0] and ids.shape[1] >= k:
+            return ids
+    t0 = time.time()
+    ids, scores, _ = compute_neighbours(rows, descriptor, max(k, 4))
+    _write_atomic(path, lambda p: _write_npy(p, ids))
+    print(f"train: neighbours {ids.shape} by {descriptor} on the rows in {time.time() - t0:.1f} s, mean top-1 "
+          f"cosine {scores[:, 0].mean():.4f}; written to {path}", flush=True)
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# random strokes and blobs (the general family's second mask source)
+
+def _ellipse(mask, cx, cy, rx, ry, theta):
+    """Sets to 255 the pixels of `mask` whose centres lie in the rotated ellipse."""
+    s = mask.shape[0]
+    e = max(rx, ry)
+    x0, x1 = max(0, int(cx - e) - 1), min(s, int(cx + e) + 2)
+    y0, y1 = max(0, int(cy - e) - 1), min(s, int(cy + e) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return
+    px = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5 - cx
+    py = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5 - cy
+    c, sn = math.cos(theta), math.sin(theta)
+    u, v = (px * c + py * sn) / rx, (-px * sn + py * c) / ry
+    mask[y0:y1, x0:x1][u * u + v * v <= 1.0] = 255
+
+
+def _brush_stroke(mask, rng):
+    """A thick random brush stroke: a polyline of 2-8 segments turning gently, one width."""
+    s = mask.shape[0]
+    r = s * rng.uniform(0.015, 0.07)
+    x, y = rng.uniform(0, s, 2)
+    ang = rng.uniform(0, 2 * math.pi)
+    for _ in range(int(rng.integers(2, 9))):
+        ang += rng.normal(0.0, 0.7)
+        ln = s * rng.uniform(0.08, 0.35)
+        nx, ny = x + ln * math.cos(ang), y + ln * math.sin(ang)
+        qdimd.draw_segment(mask, x, y, nx, ny, r)
+        x, y = nx, ny
+
+
+def _blob(mask, rng):
+    """A random blob: 1-4 rotated ellipses around one centre."""
+    s = mask.shape[0]
+    cx, cy = rng.uniform(0, s, 2)
+    for _ in range(int(rng.integers(1, 5))):
+        rx, ry = s * rng.uniform(0.03, 0.2, 2)
+        ox, oy = rng.normal(0.0, 0.08 * s, 2)
+        _ellipse(mask, cx + ox, cy + oy, rx, ry, rng.uniform(0, math.pi))
+
+
+def stroke_blob_mask(size, seed, index):
+    """Mask `index` of the strokes-and-blobs source: (size, size) uint8, 255 = hole, a pure
+    function of (size, seed, index). A target hole ratio is drawn uniformly in 5-60%, a style
+    (strokes, blobs or both), and shapes are added until the ratio reaches the target; a shape
+    that would take it above 65% is left out."""
+    rng = np.random.default_rng([seed, 3, index])
+    target = rng.uniform(0.05, 0.60)
+    style = int(rng.integers(0, 3))  # 0 strokes, 1 blobs, 2 both
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(60):
+        trial = mask.copy()
+        if style == 0 or (style == 2 and rng.random() < 0.5):
+            _brush_stroke(trial, rng)
+        else:
+            _blob(trial, rng)
+        ratio = np.count_nonzero(trial) / trial.size
+        if ratio > 0.65:
+            continue
+        mask = trial
+        if ratio >= target:
+            break
+    if not mask.any():
+        _ellipse(mask, size / 2, size / 2, size / 6, size / 8, 0.0)
+    return mask
+
+
+class MixedMasks:
+    """The general family's masks: sample i is QD-IMD mask i (training/qdimd.py) when its draw
+    `u` is below `qd_share`, else strokes-and-blobs mask i, both at the working size."""
+
+    def __init__(self, ndjson, qd_params, seed, qd_share):
+        self.qd = qdimd.QDIMDMasks(ndjson, qd_params)
+        self.size, self.seed, self.qd_share = qd_params.size, seed, qd_share
+
+    def get(self, i, u):
+        if u < self.qd_share:
+            return self.qd[i]
+        return stroke_blob_mask(self.size, self.seed, i)
+
+
+# ---------------------------------------------------------------------------------------------
 # configurations, nets, loss
 
 # Candidate configurations measured by `bench` (weights/README.md records the choice).
@@ -159,6 +437,8 @@ CANDIDATES = {
     "cpu128": dict(size=128, enc_kernels=[7, 5, 5, 3, 3], enc_channels=[32, 64, 128, 128, 128]),
     "cpu128n": dict(size=128, enc_kernels=[5, 5, 3, 3, 3], enc_channels=[24, 48, 96, 96, 96]),
     "cpu128w": dict(size=128, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[48, 96, 192, 192, 192, 192]),
+    # the shipped cpu256 widths at 128 (six levels down to 2x2), a candidate of the general family
+    "cpu128m": dict(size=128, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[16, 32, 64, 128, 128, 128]),
     "cpu256n": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[8, 16, 32, 64, 64, 64]),
     "cpu256s": dict(size=256, enc_kernels=[7, 5, 5, 3, 3, 3], enc_channels=[12, 24, 48, 96, 96, 96]),
     # "small" widened at two levels, for the tests of `widen`.
@@ -302,6 +582,65 @@ class Stream:
         return t_img, t_m, t_nb, ids
 
 
+class GeneralStream:
+    """The general family's stream, a pure function of (seed, step) like Stream: image order (one
+    permutation per epoch), then per sample a square crop of side between min(S, short side) and
+    the short side (log-uniform), at a uniform position, resampled to S x S as the service's
+    `crop` strategy does (imaging/plan.c, img_resize_rect: area averaging when shrinking); a
+    horizontal flip (of the crop and its neighbours); a mask from the mixed source, flipped at
+    random. Neighbours are the database rows (square_row) of the image's nearest other images."""
+
+    def __init__(self, images, rows, nbr_ids, batch, seed, size, masks):
+        self.images, self.rows, self.nbr_ids = images, rows, nbr_ids
+        self.batch, self.seed, self.size, self.masks = batch, seed, size, masks
+        self.n = len(images)
+        self._perm_epoch, self._perm = -1, None
+
+    _perm_for = Stream._perm_for
+
+    def crop_box(self, i, u_side, u_x, u_y):
+        """(x0, y0, side) of the crop of image i for the draws u_side, u_x, u_y in [0, 1)."""
+        _, h, w = (int(v) for v in self.images.table[i])
+        short = min(h, w)
+        lo = min(self.size, short)
+        side = int(math.floor(math.exp(math.log(lo) + u_side * (math.log(short + 1) - math.log(lo)))))
+        side = max(lo, min(side, short))
+        return int(u_x * (w - side + 1)), int(u_y * (h - side + 1)), side
+
+    def batch_at(self, step, kmax):
+        """(img (B,3,S,S), m1 (B,1,S,S), nbrs (B,kmax,3,S,S), ids) for training step `step`."""
+        b, s = self.batch, self.size
+        ids = np.empty(b, np.int64)
+        for j in range(b):
+            pos = step * b + j
+            ids[j] = self._perm_for(pos // self.n)[pos % self.n]
+        rng = np.random.default_rng([self.seed, 2, step])
+        flips = rng.random(b) < 0.5
+        mflip = rng.integers(0, 4, b)  # mask augmentation: none, h, v, both flips
+        u = rng.random((b, 4))  # crop side, crop x, crop y, mask source
+        img = np.empty((b, s, s, 3), np.uint8)
+        nb = np.zeros((b, kmax, s, s, 3), np.uint8)
+        masks = np.empty((b, s, s), np.uint8)
+        for j in range(b):
+            x0, y0, side = self.crop_box(ids[j], u[j, 0], u[j, 1], u[j, 2])
+            img[j] = resize_rect(self.images[ids[j]], x0, y0, side, side, s, s)
+            for q in range(kmax):
+                nb[j, q] = self.rows[self.nbr_ids[ids[j], q]]
+            if flips[j]:
+                img[j] = img[j, :, ::-1]
+                nb[j] = nb[j, :, :, ::-1]
+            m = self.masks.get(step * b + j, u[j, 3])
+            if mflip[j] & 1:
+                m = m[:, ::-1]
+            if mflip[j] & 2:
+                m = m[::-1]
+            masks[j] = m
+        t_img = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        t_nb = torch.from_numpy(nb).permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
+        t_m = torch.from_numpy((masks < 128).astype(np.float32)).unsqueeze(1)
+        return t_img, t_m, t_nb, ids
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -329,6 +668,30 @@ def lr_at(args, step):
     return args["lr"]
 
 
+def general_stream(a, targs, kmax):
+    """The GeneralStream of a --data-kind general run: the native cache, the database rows at the
+    working size and their neighbours (both built on first use); records the image count and a
+    digest of the neighbours in `targs` and refuses to resume on other data."""
+    import hashlib
+    cache_dir = a.cache_dir or GENERAL_CACHE_DIR
+    size = targs["cfg"]["size"]
+    images = GeneralImages(cache_dir)
+    if targs.setdefault("n_images", len(images)) != len(images):
+        raise SystemExit(f"train: the run was on {targs['n_images']} images, the cache {cache_dir} has {len(images)}")
+    rows = general_rows(images, cache_dir, size)
+    nbr_ids = np.zeros((len(images), max(kmax, 1)), np.int32)
+    if kmax > 0:
+        path = a.neighbours or general_neighbours_path(cache_dir, size, targs["descriptor"])
+        nbr_ids = general_neighbours(rows, path, kmax, targs["descriptor"])
+        digest = hashlib.sha256(np.ascontiguousarray(nbr_ids[:, :kmax], dtype="<i4").tobytes()).hexdigest()[:16]
+        if targs.setdefault("neighbours_sha256", digest) != digest:
+            raise SystemExit(f"train: {path} differs from the run's neighbours (sha256 {digest}, "
+                             f"run {targs['neighbours_sha256']})")
+    mp = qdimd.Params(size=size, seed=targs["mask_seed"])
+    masks = MixedMasks(a.ndjson, mp, targs["mask_seed"], targs["mask_qd_share"])
+    return GeneralStream(images, rows, nbr_ids, targs["batch"], targs["seed"], size, masks)
+
+
 def run(a):
     torch.set_num_threads(a.threads)
     ckpt_path = ckpt_file(a.ckpt_dir)
@@ -339,26 +702,38 @@ def run(a):
               flush=True)
     else:
         ck = None
+        kind = a.data_kind or "faces"
         targs = {"config": a.config, "nets": a.nets.split(","), "batch": a.batch, "seed": a.seed, "lr": a.lr,
                  "lr_high": a.lr_high, "lr_high_steps": a.lr_high_steps, "descriptor": a.descriptor,
-                 "mask_seed": a.mask_seed, "vgg16": bool(a.vgg16), "data": os.path.abspath(a.data),
+                 "mask_seed": a.mask_seed, "vgg16": bool(a.vgg16), "data_kind": kind,
+                 "data": os.path.abspath(a.data or (GENERAL_TRAIN if kind == "general" else DEFAULT_TRAIN)),
                  "cfg": config_of(a.config)}
+        if kind == "general":
+            targs["mask_qd_share"] = GENERAL_QD_SHARE
+    kind = targs.get("data_kind", "faces")
+    if a.data_kind is not None and a.data_kind != kind:
+        raise SystemExit(f"train: {ckpt_path} is a --data-kind {kind} run, not {a.data_kind}")
     if a.lr_high_steps is not None and ck is not None:
         targs["lr_high_steps"] = a.lr_high_steps  # the schedule may be changed on resume; logged
     if a.lr_final_from is not None:
         targs["lr_final"], targs["lr_final_from"] = a.lr_final, a.lr_final_from
     cfg = targs["cfg"]
     size = cfg["size"]
-    images = open_cache(a.cache_dir, size)
     kmax = max([net_k(n) for n in targs["nets"]] + [0])
-    nbr_ids = np.zeros((images.shape[0], max(kmax, 1)), np.int32)
-    if kmax > 0:
-        nb = np.load(a.neighbours)
-        if nb.shape[0] != images.shape[0] or nb.shape[1] < kmax:
-            raise SystemExit(f"train: {a.neighbours} has shape {nb.shape}, need ({images.shape[0]}, >={kmax})")
-        nbr_ids = nb
-    mp = qdimd.Params(size=size, seed=targs["mask_seed"])
-    stream = Stream(images, nbr_ids, targs["batch"], targs["seed"], mp, a.ndjson)
+    if kind == "general":
+        stream = general_stream(a, targs, kmax)
+    else:
+        cache_dir = a.cache_dir or DEFAULT_CACHE_DIR
+        neighbours = a.neighbours or DEFAULT_NEIGHBOURS
+        images = open_cache(cache_dir, size)
+        nbr_ids = np.zeros((images.shape[0], max(kmax, 1)), np.int32)
+        if kmax > 0:
+            nb = np.load(neighbours)
+            if nb.shape[0] != images.shape[0] or nb.shape[1] < kmax:
+                raise SystemExit(f"train: {neighbours} has shape {nb.shape}, need ({images.shape[0]}, >={kmax})")
+            nbr_ids = nb
+        mp = qdimd.Params(size=size, seed=targs["mask_seed"])
+        stream = Stream(images, nbr_ids, targs["batch"], targs["seed"], mp, a.ndjson)
     torch.manual_seed(targs["seed"])
     models = build_nets(cfg, targs["nets"])
     opts = {n: torch.optim.Adam(m.parameters(), lr=lr_at(targs, 0)) for n, m in models.items()}
@@ -452,7 +827,10 @@ def model_card(targs, step, log, name):
                 else "")
              + f"; loss {terms}"
              + ("" if targs["vgg16"] else " (perceptual and style terms off: no ImageNet VGG-16 weights here)")
-             + f"; QD-IMD masks (seed {targs['mask_seed']}, Quick Draw simplified, flips)"
+             + (f"; QD-IMD masks (seed {targs['mask_seed']}, Quick Draw simplified, flips)"
+                if targs.get("data_kind", "faces") == "faces" else
+                f"; masks {targs['mask_qd_share']:.0%} QD-IMD, the rest random strokes and blobs (seed "
+                f"{targs['mask_seed']}, flips); multi-scale square crops resampled to the working size")
              + (f"; neighbours: top-{net_k(name)} by {targs['descriptor']} over the unmasked training images, "
                 f"excluding the image itself" if net_k(name) > 0 else "")
              + "; mean loss terms over the last logged steps: "
@@ -469,12 +847,19 @@ def export(a):
         model = build_nets(targs["cfg"], [n])[n]
         model.load_state_dict(ck["models"][n])
         arch = "pconv_unet" if n == "pconv" else "simk_unet"
-        trained_on = (f"CelebA-HQ 256 train (12,000 images, 00001-12000) at {targs['cfg']['size']}x"
-                      f"{targs['cfg']['size']}, {step * targs['batch']} samples")
+        if targs.get("data_kind", "faces") == "general":
+            trained_on = (f"general photographs train ({targs['n_images']:,} images: Imagenette, Intel scenes, "
+                          f"BSDS500, CamVid), crops at {targs['cfg']['size']}x{targs['cfg']['size']}, "
+                          f"{step * targs['batch']} samples")
+            licence = LICENCE_GENERAL
+        else:
+            trained_on = (f"CelebA-HQ 256 train (12,000 images, 00001-12000) at {targs['cfg']['size']}x"
+                          f"{targs['cfg']['size']}, {step * targs['batch']} samples")
+            licence = LICENCE
         path = os.path.join(a.out_dir, f"{n}.safetensors")
-        ex.export_module(model, arch, targs["cfg"], path, trained_on=trained_on[:255], licence=LICENCE[:255],
-                         notes=model_card(targs, step, ck["log"], n))
-        print(f"export: {path} ({arch}, step {step}, {nets.count_params(model):,} params)")
+        ex.export_module(model, arch, targs["cfg"], path, trained_on=trained_on[:255], licence=licence[:255],
+                         notes=model_card(targs, step, ck["log"], n), dtype=a.dtype)
+        print(f"export: {path} ({arch}, step {step}, {nets.count_params(model):,} params, {a.dtype})")
     return 0
 
 
@@ -606,7 +991,27 @@ def bench(a):
     for i in range(20):
         src[i]
     print(f"qdimd python masks at {a.mask_size}: {(time.process_time() - t0) / 20 * 1e3:.1f} cpu-ms each")
+    if os.path.exists(general_paths(a.general_cache_dir)[1]):
+        bench_general_stream(a)
     return 0
+
+
+def bench_general_stream(a):
+    """Times GeneralStream.batch_at (crops, mixed masks, one neighbour) at each configuration's size."""
+    images = GeneralImages(a.general_cache_dir)
+    for size in sorted({config_of(c)["size"] for c in a.configs.split(",")}):
+        rows = general_rows(images, a.general_cache_dir, size)
+        masks = MixedMasks(a.ndjson, qdimd.Params(size=size, seed=1000), 1000, GENERAL_QD_SHARE)
+        stream = GeneralStream(images, rows, np.zeros((len(images), 1), np.int32), a.batch, 1, size, masks)
+        t0 = time.process_time()
+        for step in range(10):
+            stream.batch_at(step, 1)
+        t_sb = time.process_time()
+        for i in range(40):
+            stroke_blob_mask(size, 1000, i)
+        t1 = time.process_time()
+        print(f"general stream at {size}, batch {a.batch}: {(t_sb - t0) / 10:.3f} cpu-s per batch "
+              f"(strokes-and-blobs masks {(t1 - t_sb) / 40 * 1e3:.1f} cpu-ms each)", flush=True)
 
 
 def check_thumb(a):
@@ -675,15 +1080,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache")
-    c.add_argument("--data", default=DEFAULT_TRAIN)
-    c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
-    c.add_argument("--sizes", default="256,128")
+    c.add_argument("--data-kind", default="faces", choices=DATA_KINDS,
+                   help="faces: 256x256 CelebA-HQ, one map per size; general: photographs at native size")
+    c.add_argument("--data", default=None, help=f"default {DEFAULT_TRAIN} (faces), {GENERAL_TRAIN} (general)")
+    c.add_argument("--cache-dir", default=None, help=f"default {DEFAULT_CACHE_DIR}, {GENERAL_CACHE_DIR}")
+    c.add_argument("--sizes", default="256,128", help="faces only")
     c = sub.add_parser("neighbours")
-    c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    c.add_argument("--data-kind", default="faces", choices=DATA_KINDS)
+    c.add_argument("--cache-dir", default=None, help=f"default {DEFAULT_CACHE_DIR}, {GENERAL_CACHE_DIR}")
     c.add_argument("--descriptor", default="thumb16", choices=sorted(THUMBS))
     c.add_argument("--k", type=int, default=4)
-    c.add_argument("--size", type=int, default=256, help="cache size to compute them on (256: as the database)")
-    c.add_argument("--out", required=True)
+    c.add_argument("--size", type=int, default=256,
+                   help="cache size (faces) or database row size (general) to compute them on")
+    c.add_argument("--out", default=None, help="required for faces; general: default <cache-dir>/"
+                                              "neighbours_<descriptor>_<size>.npy, where `run` looks")
     c = sub.add_parser("check-thumb")
     c.add_argument("--data", default=DEFAULT_TRAIN)
     c.add_argument("--semipaint", default="build/semipaint")
@@ -700,12 +1110,20 @@ def main(argv=None):
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--mask-size", type=int, default=256)
     c.add_argument("--ndjson", default=qdimd.DEFAULT_NDJSON)
+    c.add_argument("--general-cache-dir", default=GENERAL_CACHE_DIR,
+                   help="also time the general stream's batches (crops, mixed masks) from this cache when it exists")
     c = sub.add_parser("run")
+    c.add_argument("--data-kind", default=None, choices=DATA_KINDS,
+                   help="faces (default for a new run) or general; recorded in the checkpoint, so a resume needs "
+                        "no flag")
     c.add_argument("--config", default="cpu256", help="network configuration of a new run")
     c.add_argument("--nets", default=",".join(NETS))
-    c.add_argument("--data", default=DEFAULT_TRAIN)
-    c.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
-    c.add_argument("--neighbours", default=os.path.join(HERE, "neighbours_thumb16.npy"))
+    c.add_argument("--data", default=None, help=f"training images (recorded only; default {DEFAULT_TRAIN} or "
+                                                f"{GENERAL_TRAIN})")
+    c.add_argument("--cache-dir", default=None, help=f"default {DEFAULT_CACHE_DIR} or {GENERAL_CACHE_DIR}")
+    c.add_argument("--neighbours", default=None,
+                   help=f"default {DEFAULT_NEIGHBOURS}; general: <cache-dir>/neighbours_<descriptor>_<size>.npy "
+                        f"(computed on first use)")
     c.add_argument("--descriptor", default="thumb16")
     c.add_argument("--ndjson", default=qdimd.DEFAULT_NDJSON)
     c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
@@ -734,12 +1152,24 @@ def main(argv=None):
     c = sub.add_parser("export")
     c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
     c.add_argument("--out-dir", default="weights")
+    c.add_argument("--dtype", choices=("f32", "f16"), default="f32",
+                   help="tensor type in the files (f16 halves them; the engine widens to f32 at load)")
     a = ap.parse_args(argv)
     if a.cmd == "cache":
-        build_cache(a.data, a.cache_dir, [int(s) for s in a.sizes.split(",")])
+        if a.data_kind == "general":
+            build_general_cache(a.data or GENERAL_TRAIN, a.cache_dir or GENERAL_CACHE_DIR)
+        else:
+            build_cache(a.data or DEFAULT_TRAIN, a.cache_dir or DEFAULT_CACHE_DIR, [int(s) for s in a.sizes.split(",")])
+        return 0
+    if a.cmd == "neighbours" and a.data_kind == "general":
+        cache_dir = a.cache_dir or GENERAL_CACHE_DIR
+        rows = general_rows(GeneralImages(cache_dir), cache_dir, a.size)
+        general_neighbours(rows, a.out or general_neighbours_path(cache_dir, a.size, a.descriptor), a.k, a.descriptor)
         return 0
     if a.cmd == "neighbours":
-        imgs = open_cache(a.cache_dir, a.size)
+        if not a.out:
+            raise SystemExit("neighbours: --out is required for faces")
+        imgs = open_cache(a.cache_dir or DEFAULT_CACHE_DIR, a.size)
         t0 = time.time()
         ids, scores, _ = compute_neighbours(imgs, a.descriptor, a.k)
         np.save(a.out, ids)

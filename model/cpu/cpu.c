@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "wino.h"
+#include "model/backend.h"
+#include "model/cpu/wino.h"
 
 /* Layout: activations are nChw8c: element (n,c,y,x) at ((n*CB + c/8)*H*W + y*W + x)*8 + c%8,
  * CB = ceil(C/8); padding channels are zero. A network input with fewer than 8 channels is plain

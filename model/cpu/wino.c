@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wino.h"
+#include "model/cpu/wino.h"
 
 /* Each output tile of m x m pixels reads an (m+2) x (m+2) input patch d; with the transforms
  *   V = B^T d B,  U = G g G^T,  Y = A^T (U .* V) A

@@ -2,7 +2,7 @@
 #ifndef SP_CPU_WINO_H
 #define SP_CPU_WINO_H
 
-#include "backend.h"
+#include "model/backend.h"
 
 /* Channel block of the CPU backend's nChw8c layout. */
 #define CPU_BLK 8

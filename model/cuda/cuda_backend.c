@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "kernels.h"
+#include "model/backend.h"
+#include "model/cuda/kernels.h"
 
 /* Design.
  *

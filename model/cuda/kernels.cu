@@ -2,7 +2,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "kernels.h"
+#include "model/cuda/kernels.h"
 
 /* All kernels are grid-stride loops over the elements they write, in the memory order of their
  * output so that neighbouring threads store to neighbouring addresses. Arithmetic is fp32 for

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "srv_request.h"
+#include "server/srv_request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     srv_error e;

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "srv_multipart.h"
-#include "srv_request.h"
+#include "server/srv_multipart.h"
+#include "server/srv_request.h"
 
 /* The parse as one string: part headers, data and ends, and the final status. */
 typedef struct {

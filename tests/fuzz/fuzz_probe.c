@@ -2,7 +2,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "img.h"
+#include "imaging/img.h"
 
 #define MAX_PIXELS (1L << 20)
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "st.h"
+#include "model/st.h"
 
 static const int dtype_size[] = {4, 2, 2, 8, 8, 4, 2, 1, 1, 1}; /* in st_dtype order */
 

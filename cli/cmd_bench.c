@@ -1,0 +1,384 @@
+/* cmd_bench.c: `semipaint bench`: times each network and the whole pipeline, the machine's FMA peak, and optionally PyTorch side by side. */
+#include <getopt.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli/cli.h"
+#include "model/nn.h"
+
+/* ---- fp32 FMA peak ---- */
+
+/* Runs `iters` rounds of 12 independent 8-wide FMA chains (enough to fill two FMA pipes of
+ * latency 4-5); returns a value that depends on every result so nothing is optimised away. */
+__attribute__((target("avx2,fma"))) static float fma_kernel(long iters, float seed) {
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    __m256 a0 = _mm256_set1_ps(seed), a1 = _mm256_set1_ps(seed + 1), a2 = _mm256_set1_ps(seed + 2),
+           a3 = _mm256_set1_ps(seed + 3), a4 = _mm256_set1_ps(seed + 4), a5 = _mm256_set1_ps(seed + 5),
+           a6 = _mm256_set1_ps(seed + 6), a7 = _mm256_set1_ps(seed + 7), a8 = _mm256_set1_ps(seed + 8),
+           a9 = _mm256_set1_ps(seed + 9), a10 = _mm256_set1_ps(seed + 10), a11 = _mm256_set1_ps(seed + 11);
+    for (long it = 0; it < iters; it++) {
+        a0 = _mm256_fmadd_ps(a0, m, c), a1 = _mm256_fmadd_ps(a1, m, c), a2 = _mm256_fmadd_ps(a2, m, c);
+        a3 = _mm256_fmadd_ps(a3, m, c), a4 = _mm256_fmadd_ps(a4, m, c), a5 = _mm256_fmadd_ps(a5, m, c);
+        a6 = _mm256_fmadd_ps(a6, m, c), a7 = _mm256_fmadd_ps(a7, m, c), a8 = _mm256_fmadd_ps(a8, m, c);
+        a9 = _mm256_fmadd_ps(a9, m, c), a10 = _mm256_fmadd_ps(a10, m, c), a11 = _mm256_fmadd_ps(a11, m, c);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+
+/* Measured fp32 peak in GFLOP/s over `threads` threads (FMA = 2 flops), best of 5 rounds. */
+static double measure_peak(int threads) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    const long iters = 20000000;
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = sp_now();
+        float acc = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : acc)
+        acc += fma_kernel(iters, (float)omp_get_thread_num());
+        double dt = sp_now() - t0;
+        sink += acc;
+        double gf = (double)threads * iters * 12 * 8 * 2 / dt / 1e9;
+        if (gf > best) best = gf;
+    }
+    (void)sink;
+    return best;
+}
+
+/* ---- timing ---- */
+
+typedef struct {
+    double mean_ms, min_ms; /* per image */
+} timing;
+
+typedef struct {
+    nn_net *pconv, *vgg, *simk;
+    nn_pipeline *pipe;
+    int n, s;
+    float *img, *mask, *out, *feat_desc;
+    float *db;     /* synthetic database descriptors for the bench retriever, (db_n, dim) */
+    int db_n, dim;
+} bench_ctx;
+
+/* Bench retriever: real vgg16_features descriptors, exact search over db_n synthetic vectors,
+ * and the composite itself handed back as the neighbour image. */
+static sp_status bench_query(void *ctx, int n, int s, const float *comp, int64_t *ids, float *scores, float *nb,
+                             double *dms, double *sms) {
+    bench_ctx *b = ctx;
+    double t0 = sp_now();
+    sp_status st = nn_vgg_forward(b->vgg, n, s, s, comp, NN_POOL_AVG, NULL, b->feat_desc);
+    if (st) return st;
+    double t1 = sp_now();
+    for (int i = 0; i < n; i++) {
+        float best = -2;
+        int64_t bi = 0;
+        for (int j = 0; j < b->db_n; j++) {
+            float d = 0;
+            for (int c = 0; c < b->dim; c++) d += b->feat_desc[(size_t)i * b->dim + c] * b->db[(size_t)j * b->dim + c];
+            if (d > best) best = d, bi = j;
+        }
+        ids[i] = bi;
+        scores[i] = best;
+    }
+    memcpy(nb, comp, (size_t)n * 3 * s * s * sizeof(float));
+    *dms = (t1 - t0) * 1e3;
+    *sms = (sp_now() - t1) * 1e3;
+    return SP_OK;
+}
+
+typedef enum { B_PCONV, B_VGG, B_SIMK, B_PIPE } bench_which;
+static const char *bench_names[] = {"pconv", "vgg", "simk1", "pipeline"};
+
+static sp_status run_once(bench_ctx *b, bench_which w) {
+    switch (w) {
+    case B_PCONV: return nn_unet_forward(b->pconv, b->n, b->s, b->s, b->img, b->mask, b->out);
+    case B_VGG: return nn_vgg_forward(b->vgg, b->n, b->s, b->s, b->img, NN_POOL_AVG, NULL, b->feat_desc);
+    case B_SIMK: {
+        /* the refine input (n,7,s,s): reuse img for the three image parts */
+        return nn_unet_forward(b->simk, b->n, b->s, b->s, b->out, NULL, b->img);
+    }
+    case B_PIPE: return nn_pipeline_run(b->pipe, b->n, b->img, b->mask, NN_METHOD_SIM, b->out, NULL, NULL, NULL);
+    }
+    return SP_OK;
+}
+
+static sp_status time_it(bench_ctx *b, bench_which w, int iters, int warmup, timing *t) {
+    sp_status st;
+    for (int i = 0; i < warmup; i++)
+        if ((st = run_once(b, w))) return st;
+    double sum = 0, mn = 1e30;
+    for (int i = 0; i < iters; i++) {
+        double t0 = sp_now();
+        if ((st = run_once(b, w))) return st;
+        double dt = (sp_now() - t0) * 1e3 / b->n;
+        sum += dt;
+        if (dt < mn) mn = dt;
+    }
+    t->mean_ms = sum / iters;
+    t->min_ms = mn;
+    return SP_OK;
+}
+
+/* Runs training/bench_torch.py for one batch size and parses its JSON lines into tt[4]. */
+static int torch_bench(const char *py, const char *wdir, int s, int n, int threads, int iters, int warmup, timing *tt) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s training/bench_torch.py --weights-dir '%s' --size %d --batch %d --threads %d --iters %d --warmup %d",
+             py, wdir, s, n, threads, iters, warmup);
+    FILE *p = popen(cmd, "r");
+    if (!p) return 0;
+    char line[1024];
+    int got = 0;
+    while (fgets(line, sizeof line, p)) {
+        for (int w = 0; w < 4; w++) {
+            char key[64];
+            snprintf(key, sizeof key, "\"net\": \"%s\"", bench_names[w]);
+            if (!strstr(line, key)) continue;
+            char *a = strstr(line, "\"ms_per_image\": "), *m = strstr(line, "\"min_ms_per_image\": ");
+            if (a && m) {
+                tt[w].mean_ms = atof(a + 16);
+                tt[w].min_ms = atof(m + 20);
+                got |= 1 << w;
+            }
+        }
+    }
+    int rc = pclose(p);
+    return rc == 0 && got == 15;
+}
+
+static long peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: semipaint bench [--weights-dir DIR] [--batch 1,4] [--threads N] [--iters N] [--warmup N]\n"
+            "                       [--vs-torch] [--python PATH] [--device cpu|cuda|auto] [--gpu N]\n"
+            "                       [--precision fp32|tf32|fp16] [--peak-gflops X]\n"
+            "                       [--conv-algo auto|direct|winograd|winograd4]\n"
+            "Times pconv_unet, vgg16_features, simk_unet (K=1) and the whole pipeline on the device at the\n"
+            "weights' working size, prints ms per image, images/s and GFLOP/s against the peak (on the CPU\n"
+            "the measured fp32 FMA peak, on a GPU the --peak-gflops given, e.g. the data sheet's dense\n"
+            "figure for the precision), and on a GPU the device memory held; --vs-torch runs\n"
+            "training/bench_torch.py with the same weights and threads and\n"
+            "prints the ratio C/PyTorch. DIR holds pconv_unet.safetensors, vgg16_features.safetensors and\n"
+            "simk_unet_k1.safetensors (default build/fixtures/paper256, made by `make fixtures`).\n"
+            "On the CPU the layer table also times each layer with oneDNN's direct kernels and with\n"
+            "Winograd F(2x2,3x3) and F(4x4,3x3); --conv-algo fixes the choice for the networks (default\n"
+            "auto: the backend's rule).\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *wdir = "build/fixtures/paper256", *py = "/usr/bin/python3", *batches = "1,4";
+    int threads = 2, iters = 5, warmup = 1, vs_torch = 0, gpu = 0;
+    const char *device = "cpu", *precision = "fp32", *algo = "auto";
+    double peak_arg = 0;
+    static const struct option opts[] = {{"weights-dir", 1, 0, 'w'}, {"batch", 1, 0, 'b'},     {"threads", 1, 0, 't'},
+                                         {"iters", 1, 0, 'i'},       {"warmup", 1, 0, 'u'},    {"vs-torch", 0, 0, 'v'},
+                                         {"python", 1, 0, 'p'},      {"device", 1, 0, 'd'},    {"gpu", 1, 0, 'g'},
+                                         {"precision", 1, 0, 'P'},   {"peak-gflops", 1, 0, 'K'}, {"help", 0, 0, 'h'},
+                                         {"conv-algo", 1, 0, 'A'},   {0, 0, 0, 0}};
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "w:b:t:i:u:vp:h", opts, NULL)) != -1;) {
+        switch (c) {
+        case 'w': wdir = optarg; break;
+        case 'b': batches = optarg; break;
+        case 't': threads = atoi(optarg); break;
+        case 'i': iters = atoi(optarg); break;
+        case 'u': warmup = atoi(optarg); break;
+        case 'v': vs_torch = 1; break;
+        case 'p': py = optarg; break;
+        case 'd': device = optarg; break;
+        case 'g': gpu = atoi(optarg); break;
+        case 'P': precision = optarg; break;
+        case 'K': peak_arg = atof(optarg); break;
+        case 'A': algo = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (threads < 1 || iters < 1 || warmup < 0) {
+        fprintf(stderr, "semipaint bench: --threads and --iters must be >= 1, --warmup >= 0\n");
+        return 2;
+    }
+    nn_backend_opts bo = {.device = NN_DEVICE_CPU, .gpu = gpu, .precision = NN_PREC_FP32, .threads = threads};
+    if (!strcmp(device, "cuda"))
+        bo.device = NN_DEVICE_CUDA;
+    else if (!strcmp(device, "auto"))
+        bo.device = NN_DEVICE_AUTO;
+    else if (strcmp(device, "cpu")) {
+        fprintf(stderr, "semipaint bench: --device must be cpu, cuda or auto, not '%s'\n", device);
+        return 2;
+    }
+    if (!strcmp(precision, "tf32"))
+        bo.precision = NN_PREC_TF32;
+    else if (!strcmp(precision, "fp16"))
+        bo.precision = NN_PREC_FP16;
+    else if (strcmp(precision, "fp32")) {
+        fprintf(stderr, "semipaint bench: --precision must be fp32, tf32 or fp16, not '%s'\n", precision);
+        return 2;
+    }
+    if (nn_conv_algo_parse(algo, &bo.conv_algo)) {
+        fprintf(stderr, "semipaint bench: --conv-algo must be auto, direct, winograd or winograd4, not '%s'\n", algo);
+        return 2;
+    }
+    nn_backend *be = NULL, *alt[3] = {NULL, NULL, NULL};
+    bench_ctx b = {0};
+    int rc = 1;
+    sp_status st = nn_backend_new(&bo, &be);
+    char p[1100];
+    if (st) goto fail;
+    snprintf(p, sizeof p, "%s/pconv_unet.safetensors", wdir);
+    if ((st = nn_net_load(be, p, &b.pconv))) goto fail;
+    snprintf(p, sizeof p, "%s/vgg16_features.safetensors", wdir);
+    if ((st = nn_net_load(be, p, &b.vgg))) goto fail;
+    snprintf(p, sizeof p, "%s/simk_unet_k1.safetensors", wdir);
+    if ((st = nn_net_load(be, p, &b.simk))) goto fail;
+    b.s = nn_net_get_info(b.pconv)->size;
+    b.dim = nn_net_get_info(b.vgg)->out_channels;
+    b.db_n = 1000;
+    b.db = malloc((size_t)b.db_n * b.dim * sizeof(float));
+    if (!b.db) goto fail;
+    uint64_t rs = 88172645463325252ull;
+    for (int i = 0; i < b.db_n * b.dim; i++) {
+        rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+        b.db[i] = (float)((double)(rs >> 11) / 9007199254740992.0 - 0.5);
+    }
+    nn_retriever r = {.k = 1, .query = bench_query, .ctx = &b};
+    if ((st = nn_pipeline_new(b.pconv, b.simk, &r, &b.pipe))) goto fail;
+
+    const int on_gpu = strcmp(nn_backend_name(be), "cpu") != 0;
+    printf("semipaint bench: %s, weights %s, %dx%d\n", nn_backend_device(be), wdir, b.s, b.s);
+    double peak = peak_arg;
+    if (peak > 0)
+        printf("peak: %.1f GFLOP/s (--peak-gflops)\n", peak);
+    else if (!on_gpu)
+        printf("measured fp32 FMA peak: %.1f GFLOP/s (%d threads)\n", peak = measure_peak(threads), threads);
+    else
+        printf("peak: unknown (give --peak-gflops for %%peak)\n");
+    double flops[4] = {nn_net_flops(b.pconv, b.s, b.s), nn_net_flops(b.vgg, b.s, b.s), nn_net_flops(b.simk, b.s, b.s), 0};
+    flops[3] = flops[0] + flops[1] + flops[2];
+    printf("GFLOP per image: pconv %.2f, vgg %.2f, simk1 %.2f, pipeline %.2f\n", flops[0] / 1e9, flops[1] / 1e9,
+           flops[2] / 1e9, flops[3] / 1e9);
+    /* Convolution layers alone: the shapes that carry most of the pipeline's work. */
+    static const int layers[][6] = {/* cin, cout, k, stride, h(=w) input */
+                                    {64, 64, 3, 1, 256, 0},    {128, 128, 3, 1, 128, 0}, {256, 256, 3, 1, 64, 0},
+                                    {512, 512, 3, 1, 32, 0},   {512, 512, 3, 1, 16, 0},  {64, 128, 5, 2, 128, 0},
+                                    {1024, 512, 3, 1, 16, 0},  {768, 256, 3, 1, 32, 0},  {384, 128, 3, 1, 64, 0},
+                                    {192, 64, 3, 1, 128, 0},   {67, 3, 3, 1, 256, 0}};
+    if (!on_gpu) { /* the same layers with each algorithm forced, to show what auto chose */
+        nn_backend_opts ao = bo;
+        ao.conv_algo = NN_CONV_DIRECT;
+        if ((st = nn_backend_new(&ao, &alt[0]))) goto fail;
+        ao.conv_algo = NN_CONV_WINOGRAD;
+        if ((st = nn_backend_new(&ao, &alt[1]))) goto fail;
+        ao.conv_algo = NN_CONV_WINOGRAD4;
+        if ((st = nn_backend_new(&ao, &alt[2]))) goto fail;
+    }
+    printf("\nconvolution layers (batch 1, best of %d; GFLOP/s counts direct-convolution work):\n", iters);
+    if (!on_gpu)
+        printf("  %-38s %8s %9s %8s %10s %10s %10s\n", "layer", "ms", "GFLOP/s", "%peak", "direct ms", "F(2x2) ms",
+               "F(4x4) ms");
+    double lf = 0, lt = 0;
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        const int *L = layers[i];
+        double ms, alt_ms[3] = {0, 0, 0};
+        if ((st = nn_conv_bench(be, 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &ms))) goto fail;
+        for (int a = 0; a < 3 && alt[a]; a++)
+            if ((a == 0 || (L[2] == 3 && L[3] == 1)) &&
+                (st = nn_conv_bench(alt[a], 1, L[0], L[1], L[2], L[3], L[4], L[4], iters, &alt_ms[a]))) goto fail;
+        int o = (L[4] + 2 * ((L[2] - 1) / 2) - L[2]) / L[3] + 1;
+        double f = 2.0 * L[0] * L[1] * L[2] * L[2] * o * o;
+        lf += f;
+        lt += ms;
+        char what[64];
+        snprintf(what, sizeof what, "%4d->%-4d %dx%d stride %d at %3dx%-3d", L[0], L[1], L[2], L[2], L[3], L[4], L[4]);
+        printf("  %-38s %8.2f %9.1f %7.0f%%", what, ms, f / ms / 1e6, peak > 0 ? 100 * f / ms / 1e6 / peak : 0);
+        if (alt[0]) {
+            printf(" %10.2f", alt_ms[0]);
+            if (L[2] == 3 && L[3] == 1)
+                printf(" %10.2f %10.2f", alt_ms[1], alt_ms[2]);
+            else
+                printf(" %10s %10s", "-", "-");
+        }
+        printf("\n");
+    }
+    printf("  all layers above: %.1f GFLOP/s, %.0f%% of peak\n", lf / lt / 1e6, peak > 0 ? 100 * lf / lt / 1e6 / peak : 0);
+    for (int a = 0; a < 3; a++) {
+        nn_backend_free(alt[a]);
+        alt[a] = NULL;
+    }
+    printf("\n%-9s %5s %12s %12s %9s %9s %7s", "net", "batch", "ms/img mean", "ms/img min", "img/s", "GFLOP/s", "%peak");
+    if (vs_torch) printf(" %14s %14s %9s", "torch ms mean", "torch ms min", "C/torch");
+    printf("\n");
+    for (const char *bp = batches; *bp;) {
+        int n = atoi(bp);
+        if (n < 1) {
+            fprintf(stderr, "semipaint bench: bad --batch list '%s'\n", batches);
+            rc = 2;
+            goto out;
+        }
+        b.n = n;
+        size_t isz = (size_t)n * 7 * b.s * b.s;
+        b.img = malloc(isz * sizeof(float));
+        b.mask = malloc((size_t)n * b.s * b.s * sizeof(float));
+        b.out = malloc(isz * sizeof(float));
+        b.feat_desc = malloc((size_t)n * b.dim * sizeof(float));
+        if (!b.img || !b.mask || !b.out || !b.feat_desc) goto fail;
+        for (size_t i = 0; i < isz; i++) b.img[i] = b.out[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
+        for (int i = 0; i < n; i++)
+            for (int y = 0; y < b.s; y++)
+                for (int x = 0; x < b.s; x++)
+                    b.mask[((size_t)i * b.s + y) * b.s + x] = !(x > b.s / 4 && x < b.s / 2 && y > b.s / 3 && y < 3 * b.s / 4);
+        timing tc[4], tt[4];
+        int have_torch = 0;
+        for (int w = 0; w < 4; w++)
+            if ((st = time_it(&b, (bench_which)w, iters, warmup, &tc[w]))) goto fail;
+        if (vs_torch) {
+            fflush(stdout);
+            have_torch = torch_bench(py, wdir, b.s, n, threads, iters, warmup, tt);
+            if (!have_torch) fprintf(stderr, "semipaint bench: %s training/bench_torch.py failed; no PyTorch figures\n", py);
+        }
+        for (int w = 0; w < 4; w++) {
+            double gf = flops[w] / (tc[w].min_ms * 1e-3) / 1e9;
+            printf("%-9s %5d %12.2f %12.2f %9.1f %9.1f %6.0f%%", bench_names[w], n, tc[w].mean_ms, tc[w].min_ms,
+                   1e3 / tc[w].mean_ms, gf, peak > 0 ? 100 * gf / peak : 0);
+            if (have_torch)
+                printf(" %14.1f %14.1f %5.2f/%.2f", tt[w].mean_ms, tt[w].min_ms, tc[w].mean_ms / tt[w].mean_ms,
+                       tc[w].min_ms / tt[w].min_ms);
+            printf("\n");
+        }
+        printf("peak resident memory after batch %d: %ld MB\n", n, peak_rss_mb());
+        if (on_gpu)
+            printf("GPU memory held after batch %d: %.1f MiB\n", n, (double)nn_backend_device_memory(be) / (1 << 20));
+        free(b.img), free(b.mask), free(b.out), free(b.feat_desc);
+        b.img = b.mask = b.out = b.feat_desc = NULL;
+        bp = strchr(bp, ',');
+        if (!bp) break;
+        bp++;
+    }
+    printf("(GFLOP/s and %%peak from the fastest run; C/torch as mean/min ratios; pipeline = coarse + vgg descriptor +\n"
+           " exact search over %d synthetic vectors + refine + composites)\n", b.db_n);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "semipaint bench: %s\n", st ? sp_err_msg() : "out of memory");
+out:
+    free(b.img), free(b.mask), free(b.out), free(b.feat_desc), free(b.db);
+    nn_pipeline_free(b.pipe);
+    nn_net_free(b.pconv);
+    nn_net_free(b.vgg);
+    nn_net_free(b.simk);
+    for (int a = 0; a < 3; a++) nn_backend_free(alt[a]);
+    nn_backend_free(be);
+    return rc;
+}

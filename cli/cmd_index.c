@@ -1,0 +1,1118 @@
+/* cmd_index.c: `semipaint index`: build, inspect, query, append to and benchmark the retrieval database; measure descriptors. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "imaging/img.h"
+#include "model/nn.h"
+#include "retrieval/rt.h"
+#include "retrieval/rt_index.h"
+#include "imaging/telea.h"
+
+#define IDX_SIZE 256                    /* working size of the stored images */
+#define IDX_MAX_PIXELS (100L * 1000 * 1000) /* refuse larger inputs before decoding */
+#define IDX_DEFAULT_DESC "thumb16"
+
+/* ---- argument helpers ---- */
+
+/* Options shared by the subcommands; each subcommand reads the ones it documents. */
+typedef struct {
+    const char *images, *out, *descriptor, *weights, *factory, *device, *queries, *masks, *coarse, *descs, *fill;
+    long batch, limit, k, nq, n, dim, clusters, train, threads, seed;
+    const char *nprobe, *ef;
+    double spread;
+    double lock_wait; /* --lock-wait seconds; < 0: the library's default */
+    int force;
+    const char *pos[4096];
+    int npos;
+} idx_opts;
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Parses argv[1..] into `o`. Returns 0, or 2 after printing a usage error. */
+static int parse_opts(int argc, char **argv, idx_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 32;
+    o->k = 5;
+    o->nq = 1000;
+    o->n = 1000000;
+    o->dim = 512;
+    o->clusters = -1; /* bench-synthetic: n / 100 */
+    o->train = 65536;
+    o->seed = 1;
+    o->spread = 1.5;
+    o->lock_wait = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || !a[1]) {
+            if (o->npos == (int)(sizeof o->pos / sizeof o->pos[0])) {
+                fprintf(stderr, "semipaint index: too many arguments\n");
+                return 2;
+            }
+            o->pos[o->npos++] = a;
+            continue;
+        }
+        if (!strcmp(a, "--force")) {
+            o->force = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "semipaint index: %s needs a value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        const char **sv = NULL;
+        long *lv = NULL, lo = 1, hi = 1L << 40;
+        if (!strcmp(a, "--spread")) {
+            char *end;
+            o->spread = strtod(v, &end);
+            if (end == v || *end || !(o->spread >= 0)) {
+                fprintf(stderr, "semipaint index: --spread %s: expected a number >= 0\n", v);
+                return 2;
+            }
+            continue;
+        }
+        if (!strcmp(a, "--lock-wait")) {
+            char *end;
+            o->lock_wait = strtod(v, &end);
+            if (end == v || *end || !(o->lock_wait >= 0 && o->lock_wait <= 86400)) {
+                fprintf(stderr, "semipaint index: --lock-wait %s: expected seconds in [0, 86400]\n", v);
+                return 2;
+            }
+            continue;
+        }
+        if (!strcmp(a, "--images")) sv = &o->images;
+        else if (!strcmp(a, "--out")) sv = &o->out;
+        else if (!strcmp(a, "--descriptor")) sv = &o->descriptor;
+        else if (!strcmp(a, "--descriptors")) sv = &o->descs;
+        else if (!strcmp(a, "--weights")) sv = &o->weights;
+        else if (!strcmp(a, "--factory")) sv = &o->factory;
+        else if (!strcmp(a, "--device")) sv = &o->device;
+        else if (!strcmp(a, "--queries")) sv = &o->queries;
+        else if (!strcmp(a, "--masks")) sv = &o->masks;
+        else if (!strcmp(a, "--coarse")) sv = &o->coarse;
+        else if (!strcmp(a, "--fill")) sv = &o->fill;
+        else if (!strcmp(a, "--db")) sv = &o->out;
+        else if (!strcmp(a, "--nprobe")) sv = &o->nprobe;
+        else if (!strcmp(a, "--ef")) sv = &o->ef;
+        else if (!strcmp(a, "--batch")) lv = &o->batch, hi = 4096;
+        else if (!strcmp(a, "--limit")) lv = &o->limit;
+        else if (!strcmp(a, "-k") || !strcmp(a, "--k")) lv = &o->k, hi = 4096;
+        else if (!strcmp(a, "--nq")) lv = &o->nq;
+        else if (!strcmp(a, "--n")) lv = &o->n;
+        else if (!strcmp(a, "--dim")) lv = &o->dim, hi = 65536;
+        else if (!strcmp(a, "--clusters")) lv = &o->clusters, lo = 0;
+        else if (!strcmp(a, "--train")) lv = &o->train;
+        else if (!strcmp(a, "--threads")) lv = &o->threads, lo = 0, hi = 1024;
+        else if (!strcmp(a, "--seed")) lv = &o->seed, lo = 0;
+        else {
+            fprintf(stderr, "semipaint index: unknown option %s\n", a);
+            return 2;
+        }
+        if (sv) *sv = v;
+        else if (parse_long(v, lo, hi, lv)) {
+            fprintf(stderr, "semipaint index: %s %s: expected an integer in [%ld, %ld]\n", a, v, lo, hi);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "semipaint index %s: %s\n", what, sp_err_msg());
+    return 1;
+}
+
+/* ---- models: backend, VGG-16, descriptor ---- */
+
+typedef struct {
+    nn_backend *be;
+    nn_net *vgg, *coarse;
+    rt_descriptor *desc;
+} idx_models;
+
+static void models_free(idx_models *m) {
+    rt_descriptor_free(m->desc);
+    nn_net_free(m->vgg);
+    nn_net_free(m->coarse);
+    nn_backend_free(m->be);
+    memset(m, 0, sizeof *m);
+}
+
+static sp_status models_backend(idx_models *m, const idx_opts *o) {
+    if (m->be) return SP_OK;
+    nn_backend_opts bo = {0};
+    bo.device = NN_DEVICE_AUTO;
+    if (o->device && !strcmp(o->device, "cpu")) bo.device = NN_DEVICE_CPU;
+    else if (o->device && !strcmp(o->device, "cuda")) bo.device = NN_DEVICE_CUDA;
+    else if (o->device && strcmp(o->device, "auto"))
+        return sp_err(SP_ERR_INVALID, "--device %s: expected auto, cpu or cuda", o->device);
+    bo.threads = (int)o->threads;
+    return nn_backend_new(&bo, &m->be);
+}
+
+/* Creates descriptor `name`, loading the VGG-16 weights when it needs them. */
+static sp_status models_descriptor(idx_models *m, const idx_opts *o, const char *name) {
+    sp_status st;
+    if (!strncmp(name, "vgg16_features", 14) && !m->vgg) {
+        if (!o->weights) return sp_err(SP_ERR_INVALID, "descriptor %s needs --weights VGG16.safetensors", name);
+        if ((st = models_backend(m, o))) return st;
+        if ((st = nn_net_load(m->be, o->weights, &m->vgg))) return st;
+    }
+    rt_descriptor_free(m->desc);
+    m->desc = NULL;
+    return rt_descriptor_new(name, m->vgg, &m->desc);
+}
+
+/* ---- image loading ---- */
+
+/* Loads, centre-crops and resizes one image to IDX_SIZE: rgb (s*s*3) and chw (3,s,s). */
+static sp_status load_square(const char *path, uint8_t *rgb, float *chw) {
+    img_u8 im = {0}, sq = {0};
+    sp_status st = img_load(path, IDX_MAX_PIXELS, &im);
+    /* An RGB image already at the working size is its own centre crop. */
+    const int as_is = st == SP_OK && im.w == IDX_SIZE && im.h == IDX_SIZE && im.c == 3;
+    if (st == SP_OK && !as_is) st = img_square(&im, IDX_SIZE, &sq);
+    if (st == SP_OK) {
+        const img_u8 *src = as_is ? &im : &sq;
+        memcpy(rgb, src->px, (size_t)IDX_SIZE * IDX_SIZE * 3);
+        if (chw) img_to_chw(src, chw);
+    }
+    img_free(&im);
+    img_free(&sq);
+    return st;
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* Loads paths[0..n) in parallel into rgb/chw slots; ok[i] = 1 on success, else msgs[i] says why. */
+static void load_batch(char *const *paths, int n, uint8_t *rgb, float *chw, int *ok, char (*msgs)[512]) {
+    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < n; i++) {
+        sp_status st = load_square(paths[i], rgb + i * row, chw ? chw + i * row : NULL);
+        ok[i] = st == SP_OK;
+        if (!ok[i]) snprintf(msgs[i], sizeof msgs[i], "%s", sp_err_msg());
+    }
+}
+
+/* ---- index build ---- */
+
+static void build_usage(FILE *f) {
+    fprintf(f,
+            "usage: semipaint index build --images DIR --out DB [options]\n"
+            "Decodes the JPEG and PNG files of DIR (sorted by name), centre-crops and resizes them to\n"
+            "%dx%d, computes their descriptors in batches and writes the database directory DB.\n\n"
+            "  --descriptor NAME  one of: %s [%s]\n"
+            "  --weights FILE     vgg16_features weights (for vgg16_features:*)\n"
+            "  --factory F        FAISS index factory string: Flat (exact), IVF1024,Flat, HNSW32, ... [Flat]\n"
+            "  --batch N          images per descriptor batch [32]\n"
+            "  --limit N          use only the first N images\n"
+            "  --device D         auto, cpu or cuda, for the VGG descriptor [auto]\n"
+            "  --threads N        CPU threads for the network (0 = all) [0]\n"
+            "  --force            replace DB if it exists, as a whole, once the new one is complete\n"
+            "  --lock-wait S      with --force: how long to wait for an append to DB (by the daemon or\n"
+            "                     `index add`) to finish before replacing it; the build fails, leaving DB\n"
+            "                     as it was, when the wait runs out [%.0f]\n",
+            IDX_SIZE, IDX_SIZE, rt_descriptor_names(), IDX_DEFAULT_DESC, RT_DB_BUILD_LOCK_WAIT_S);
+}
+
+/* One batch handed to the store writer: written by a thread of its own while the next batch
+ * decodes (the store's writes wait on the disk, decoding on the CPU). */
+typedef struct {
+    rt_db_builder *b;
+    int n;
+    uint8_t *rgb;
+    float *desc;
+    const char **names;
+    sp_status st;
+    char msg[512];
+    double seconds;
+} store_job;
+
+static void *store_job_run(void *arg) {
+    store_job *j = arg;
+    double t0 = sp_now();
+    j->st = rt_db_builder_add(j->b, j->n, j->rgb, j->desc, j->names);
+    if (j->st) snprintf(j->msg, sizeof j->msg, "%s", sp_err_msg());
+    j->seconds = sp_now() - t0;
+    return NULL;
+}
+
+static int idx_build(const idx_opts *o) {
+    if (!o->images || !o->out || o->npos) {
+        build_usage(stderr);
+        return 2;
+    }
+    idx_models m = {0};
+    rt_db_builder *b = NULL;
+    char **files = NULL, **paths = NULL;
+    long nfiles = 0, nlisted = 0;
+    uint8_t *rgb[2] = {NULL, NULL};
+    float *chw = NULL, *desc[2] = {NULL, NULL};
+    const char **names[2] = {NULL, NULL};
+    int *ok = NULL;
+    char(*msgs)[512] = NULL;
+    store_job job[2];
+    pthread_t writer;
+    int writing = -1; /* the buffer set the writer thread holds, or -1 */
+    int rc = 1;
+    sp_status st;
+    const char *dname = o->descriptor ? o->descriptor : IDX_DEFAULT_DESC;
+    if ((st = models_descriptor(&m, o, dname))) goto done;
+    if ((st = cli_list_images(o->images, &files, &nlisted))) goto done;
+    nfiles = o->limit && nlisted > o->limit ? o->limit : nlisted;
+    if (nfiles == 0) {
+        st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", o->images);
+        goto done;
+    }
+    if ((st = rt_db_builder_new(o->out, m.desc, o->factory ? o->factory : "Flat", IDX_SIZE, o->force, &b))) goto done;
+    if (o->lock_wait >= 0) rt_db_builder_set_lock_wait(b, o->lock_wait);
+    const int bs = (int)o->batch, dim = rt_descriptor_dim(m.desc);
+    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
+    chw = malloc(bs * row * sizeof *chw);
+    ok = calloc(bs, sizeof *ok);
+    msgs = calloc(bs, sizeof *msgs);
+    paths = calloc(bs, sizeof *paths);
+    int nomem = !chw || !ok || !msgs || !paths;
+    for (int k = 0; k < 2; k++) {
+        rgb[k] = malloc(bs * row);
+        desc[k] = malloc((size_t)bs * dim * sizeof *desc[k]);
+        names[k] = malloc(bs * sizeof *names[k]);
+        nomem |= !rgb[k] || !desc[k] || !names[k];
+    }
+    for (int i = 0; !nomem && i < bs; i++) nomem |= !(paths[i] = malloc(4096));
+    if (nomem) {
+        st = sp_err(SP_ERR_NOMEM, "batch of %d images", bs);
+        goto done;
+    }
+    fprintf(stderr, "index build: %ld images from %s, descriptor %s (dim %d), factory %s\n", nfiles, o->images, dname,
+            dim, o->factory ? o->factory : "Flat");
+    sp_progress pr;
+    sp_progress_init(&pr, "index build", nfiles);
+    double t_load = 0, t_desc = 0, t_wait = 0, t_write = 0, t0 = sp_now();
+    long skipped = 0;
+    for (long at = 0, k = 0; at < nfiles; at += bs, k ^= 1) {
+        int n = (int)(nfiles - at < bs ? nfiles - at : bs);
+        for (int i = 0; i < n; i++) snprintf(paths[i], 4096, "%s/%s", o->images, files[at + i]);
+        double t1 = sp_now();
+        load_batch(paths, n, rgb[k], chw, ok, msgs);
+        /* Compact the batch to the images that decoded. */
+        int good = 0;
+        for (int i = 0; i < n; i++) {
+            if (!ok[i]) {
+                fprintf(stderr, "%sindex build: skipping %s\n", pr.tty ? "\n" : "", msgs[i]);
+                skipped++;
+                continue;
+            }
+            if (good != i) {
+                memcpy(rgb[k] + good * row, rgb[k] + i * row, row);
+                memcpy(chw + good * row, chw + i * row, row * sizeof *chw);
+            }
+            names[k][good++] = files[at + i];
+        }
+        double t2 = sp_now();
+        if ((st = rt_descriptor_compute(m.desc, good, IDX_SIZE, chw, desc[k]))) goto done;
+        double t3 = sp_now();
+        if (writing >= 0) { /* the previous batch's writer, on the other buffer set */
+            pthread_join(writer, NULL);
+            t_write += job[writing].seconds;
+            int w = writing;
+            writing = -1;
+            if ((st = job[w].st)) {
+                st = sp_err(st, "%s", job[w].msg);
+                goto done;
+            }
+        }
+        double t4 = sp_now();
+        job[k] = (store_job){b, good, rgb[k], desc[k], names[k], SP_OK, "", 0};
+        if (pthread_create(&writer, NULL, store_job_run, &job[k]) != 0) {
+            store_job_run(&job[k]); /* no thread to be had: write it here */
+            if ((st = job[k].st)) {
+                st = sp_err(st, "%s", job[k].msg);
+                goto done;
+            }
+        } else {
+            writing = (int)k;
+        }
+        t_load += t2 - t1;
+        t_desc += t3 - t2;
+        t_wait += t4 - t3;
+        sp_progress_update(&pr, at + n);
+    }
+    if (writing >= 0) {
+        double t4 = sp_now();
+        pthread_join(writer, NULL);
+        t_wait += sp_now() - t4;
+        t_write += job[writing].seconds;
+        int w = writing;
+        writing = -1;
+        if ((st = job[w].st)) {
+            st = sp_err(st, "%s", job[w].msg);
+            goto done;
+        }
+    }
+    sp_progress_finish(&pr);
+    double t5 = sp_now();
+    if ((st = rt_db_builder_finish(b))) goto done;
+    double t_index = sp_now() - t5, total = sp_now() - t0;
+    long count = rt_db_builder_count(b);
+    printf("built %s: %ld images (%ld skipped), descriptor %s, dim %d, factory %s\n", o->out, count, skipped, dname,
+           dim, o->factory ? o->factory : "Flat");
+    printf("time %.1f s: decode+resize %.1f s, descriptor %.1f s (%.2f ms/image), store writes %.1f s (overlapped; "
+           "waited %.1f s), index+commit %.1f s\n",
+           total, t_load, t_desc, count ? t_desc * 1e3 / count : 0, t_write, t_wait, t_index);
+    rc = 0;
+done:
+    if (writing >= 0) pthread_join(writer, NULL);
+    if (rc) fail("build");
+    rt_db_builder_free(b);
+    if (paths)
+        for (int i = 0; i < o->batch; i++) free(paths[i]);
+    free(paths);
+    cli_free_names(files, nlisted);
+    for (int k = 0; k < 2; k++) {
+        free(rgb[k]);
+        free(desc[k]);
+        free(names[k]);
+    }
+    free(chw);
+    free(ok);
+    free(msgs);
+    models_free(&m);
+    return rc;
+}
+
+/* ---- index info / query / add ---- */
+
+static int cmd_info(const idx_opts *o) {
+    if (o->npos != 1) {
+        fprintf(stderr, "usage: semipaint index info DB\n");
+        return 2;
+    }
+    rt_db *db = NULL;
+    if (rt_db_open(o->pos[0], NULL, 0, &db)) return fail("info");
+    long n = rt_db_count(db);
+    printf("database    %s\n", o->pos[0]);
+    printf("images      %ld (%dx%d RGB, %.1f MiB in the store)\n", n, rt_db_size(db), rt_db_size(db),
+           (double)n * rt_db_size(db) * rt_db_size(db) * 3 / (1 << 20));
+    printf("descriptor  %s (dim %d)\n", rt_db_descriptor(db), rt_db_dim(db));
+    printf("weights     %s\n", rt_db_weights_sha256(db)[0] ? rt_db_weights_sha256(db) : "(none)");
+    printf("index       %s, inner product, generation %ld\n", rt_db_factory(db), rt_db_generation(db));
+    if (n > 0) printf("first/last  %s .. %s\n", rt_db_source_name(db, 0), rt_db_source_name(db, n - 1));
+    rt_db_close(db);
+    return 0;
+}
+
+/* Opens DB with the descriptor its manifest names (loading --weights when it is VGG). */
+static sp_status open_db_with_descriptor(const idx_opts *o, const char *dir, int writable, idx_models *m, rt_db **db) {
+    char name[64];
+    sp_status st = rt_db_peek_descriptor(dir, name, sizeof name);
+    if (st) return st;
+    if ((st = models_descriptor(m, o, name))) return st;
+    if ((st = rt_db_open(dir, m->desc, writable, db))) return st;
+    if (rt_db_size(*db) != IDX_SIZE)
+        return sp_err(SP_ERR_UNSUPPORTED, "%s stores %dx%d images; this command works at %dx%d", dir, rt_db_size(*db),
+                      rt_db_size(*db), IDX_SIZE, IDX_SIZE);
+    if (o->nprobe && (st = rt_db_set_search_param(*db, "nprobe", atof(o->nprobe)))) return st;
+    if (o->ef && (st = rt_db_set_search_param(*db, "efSearch", atof(o->ef)))) return st;
+    return SP_OK;
+}
+
+static int cmd_query(const idx_opts *o) {
+    if (o->npos != 2) {
+        fprintf(stderr, "usage: semipaint index query DB IMAGE [-k N] [--weights VGG] [--nprobe N] [--ef N]\n");
+        return 2;
+    }
+    idx_models m = {0};
+    rt_db *db = NULL;
+    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
+    uint8_t *rgb = malloc(row);
+    float *chw = malloc(row * sizeof *chw), *desc = NULL, *sc = malloc(o->k * sizeof *sc);
+    int64_t *ids = malloc(o->k * sizeof *ids);
+    int rc = 1;
+    sp_status st = SP_OK;
+    if (!rgb || !chw || !sc || !ids) {
+        st = sp_err(SP_ERR_NOMEM, "query");
+        goto done;
+    }
+    if ((st = open_db_with_descriptor(o, o->pos[0], 0, &m, &db))) goto done;
+    if ((st = load_square(o->pos[1], rgb, chw))) goto done;
+    if (!(desc = malloc((size_t)rt_descriptor_dim(m.desc) * sizeof *desc))) {
+        st = sp_err(SP_ERR_NOMEM, "query");
+        goto done;
+    }
+    double t0 = sp_now();
+    if ((st = rt_descriptor_compute(m.desc, 1, IDX_SIZE, chw, desc))) goto done;
+    double t1 = sp_now();
+    if ((st = rt_db_search(db, 1, desc, (int)o->k, ids, sc))) goto done;
+    double t2 = sp_now();
+    printf("%-5s %-8s %-9s %s\n", "rank", "id", "score", "name");
+    for (int i = 0; i < o->k; i++) {
+        if (ids[i] < 0) break;
+        printf("%-5d %-8lld %-9.6f %s\n", i + 1, (long long)ids[i], sc[i], rt_db_source_name(db, ids[i]));
+    }
+    fprintf(stderr, "descriptor %.2f ms, search %.3f ms over %ld images\n", (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+            rt_db_count(db));
+    rc = 0;
+done:
+    if (rc) fail("query");
+    rt_db_close(db);
+    models_free(&m);
+    free(rgb);
+    free(chw);
+    free(desc);
+    free(sc);
+    free(ids);
+    return rc;
+}
+
+static int cmd_add(const idx_opts *o) {
+    if (o->npos < 2) {
+        fprintf(stderr, "usage: semipaint index add DB IMAGE... [--weights VGG] [--lock-wait S]\n"
+                        "Appends the images durably, in one commit: after a crash the database holds all or none of them.\n"
+                        "Waits up to S seconds [%.0f] for another process writing DB to finish.\n",
+                RT_DB_LOCK_WAIT_S);
+        return 2;
+    }
+    idx_models m = {0};
+    rt_db *db = NULL;
+    const int n = o->npos - 1;
+    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
+    uint8_t *rgb = malloc(n * row);
+    float *chw = malloc(row * sizeof *chw), *desc = NULL;
+    int64_t *ids = malloc(n * sizeof *ids);
+    const char **names = malloc(n * sizeof *names);
+    int rc = 1;
+    sp_status st = SP_OK;
+    if (!rgb || !chw || !ids || !names) {
+        st = sp_err(SP_ERR_NOMEM, "%d images", n);
+        goto done;
+    }
+    if ((st = open_db_with_descriptor(o, o->pos[0], 1, &m, &db))) goto done;
+    if (o->lock_wait >= 0) rt_db_set_lock_wait(db, o->lock_wait);
+    const int dim = rt_descriptor_dim(m.desc);
+    if (!(desc = malloc((size_t)n * dim * sizeof *desc))) {
+        st = sp_err(SP_ERR_NOMEM, "%d descriptors", n);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((st = load_square(o->pos[1 + i], rgb + i * row, chw))) goto done;
+        if ((st = rt_descriptor_compute(m.desc, 1, IDX_SIZE, chw, desc + (size_t)i * dim))) goto done;
+        names[i] = base_name(o->pos[1 + i]);
+    }
+    double t0 = sp_now();
+    if ((st = rt_db_add(db, n, rgb, desc, names, ids))) goto done;
+    for (int i = 0; i < n; i++) printf("%lld %s\n", (long long)ids[i], names[i]);
+    fprintf(stderr, "added %d images in %.1f ms; the database holds %ld\n", n, (sp_now() - t0) * 1e3, rt_db_count(db));
+    rc = 0;
+done:
+    if (rc) fail("add");
+    rt_db_close(db);
+    models_free(&m);
+    free(rgb);
+    free(chw);
+    free(desc);
+    free(ids);
+    free(names);
+    return rc;
+}
+
+/* ---- benchmarks ---- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Resident memory of this process in bytes (from /proc/self/statm; 0 when unknown). */
+static size_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+typedef sp_status (*search_fn)(void *ctx, int n, const float *q, int k, int64_t *ids, float *sc);
+
+/* Times nq queries at batch size `batch`: prints median, p90 and p99 per batch and per query. */
+static sp_status time_search(const char *label, search_fn fn, void *ctx, long nq, int dim, const float *q, int k,
+                             int batch) {
+    long nb = nq / batch;
+    if (nb <= 0) return SP_OK;
+    double *t = malloc(nb * sizeof *t);
+    int64_t *ids = malloc((size_t)batch * k * sizeof *ids);
+    float *sc = malloc((size_t)batch * k * sizeof *sc);
+    sp_status st = SP_OK;
+    if (!t || !ids || !sc) st = sp_err(SP_ERR_NOMEM, "bench");
+    for (long i = 0; i < nb && st == SP_OK; i++) {
+        double t0 = sp_now();
+        st = fn(ctx, batch, q + (size_t)i * batch * dim, k, ids, sc);
+        t[i] = (sp_now() - t0) * 1e3;
+    }
+    if (st == SP_OK) {
+        qsort(t, nb, sizeof *t, cmp_double);
+        double sum = 0;
+        for (long i = 0; i < nb; i++) sum += t[i];
+        printf("%-28s batch %-2d  median %8.3f ms  p90 %8.3f  p99 %8.3f  mean %8.3f  (%.3f ms/query, %ld batches)\n",
+               label, batch, t[nb / 2], t[nb * 9 / 10], t[nb * 99 / 100], sum / nb, t[nb / 2] / batch, nb);
+    }
+    free(t);
+    free(ids);
+    free(sc);
+    return st;
+}
+
+static sp_status db_search_fn(void *ctx, int n, const float *q, int k, int64_t *ids, float *sc) {
+    return rt_db_search(ctx, n, q, k, ids, sc);
+}
+static sp_status ix_search_fn(void *ctx, int n, const float *q, int k, int64_t *ids, float *sc) {
+    return rt_index_search(ctx, n, q, k, sc, ids);
+}
+
+/* Query latency over a built database: the queries are the descriptors of stored images. */
+static int cmd_bench_db(const idx_opts *o) {
+    if (o->npos != 1) {
+        fprintf(stderr, "usage: semipaint index bench DB [--nq N] [-k K] [--weights VGG] [--nprobe N] [--ef N]\n");
+        return 2;
+    }
+    idx_models m = {0};
+    rt_db *db = NULL;
+    float *q = NULL, *chw = NULL;
+    int rc = 1;
+    sp_status st;
+    if ((st = open_db_with_descriptor(o, o->pos[0], 0, &m, &db))) goto done;
+    long count = rt_db_count(db), nq = o->nq;
+    const int dim = rt_db_dim(db), s = rt_db_size(db);
+    if (count == 0) {
+        st = sp_err(SP_ERR_INVALID, "%s is empty", o->pos[0]);
+        goto done;
+    }
+    q = malloc((size_t)nq * dim * sizeof *q);
+    chw = malloc((size_t)3 * s * s * sizeof *chw);
+    if (!q || !chw) {
+        st = sp_err(SP_ERR_NOMEM, "queries");
+        goto done;
+    }
+    uint64_t r = (uint64_t)o->seed * 0x9E3779B97F4A7C15ull + 1;
+    double t0 = sp_now();
+    for (long i = 0; i < nq; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        if ((st = rt_db_image(db, (int64_t)(r % (uint64_t)count), chw))) goto done;
+        if ((st = rt_descriptor_compute(m.desc, 1, s, chw, q + (size_t)i * dim))) goto done;
+    }
+    printf("%s: %ld images, %s dim %d, %s; %ld queries (stored images), k = %ld; descriptor %.3f ms/image\n",
+           o->pos[0], count, rt_db_descriptor(db), dim, rt_db_factory(db), nq, o->k, (sp_now() - t0) * 1e3 / nq);
+    for (int pass = 0; pass < 2; pass++) /* the first pass warms caches and is not printed */
+        for (int b = 1; b <= 8; b *= 8) {
+            if (pass == 0) {
+                int64_t id;
+                float sc;
+                for (int i = 0; i < 20; i++) rt_db_search(db, 1, q, 1, &id, &sc);
+                continue;
+            }
+            if ((st = time_search("search", db_search_fn, db, nq, dim, q, (int)o->k, b))) goto done;
+        }
+    rc = 0;
+done:
+    if (rc) fail("bench");
+    free(q);
+    free(chw);
+    rt_db_close(db);
+    models_free(&m);
+    return rc;
+}
+
+/* Deterministic normal deviates: xorshift64* and Box-Muller. */
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+static double rng_unit(uint64_t *s) { return ((rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static void rng_normal(uint64_t *s, float *out, int n) {
+    for (int i = 0; i < n; i += 2) {
+        double u = rng_unit(s), v = rng_unit(s), r = sqrt(-2 * log(u));
+        out[i] = (float)(r * cos(2 * M_PI * v));
+        if (i + 1 < n) out[i + 1] = (float)(r * sin(2 * M_PI * v));
+    }
+}
+static void normalise(float *v, int d) {
+    double ss = 0;
+    for (int i = 0; i < d; i++) ss += (double)v[i] * v[i];
+    float inv = ss > 0 ? (float)(1 / sqrt(ss)) : 0;
+    for (int i = 0; i < d; i++) v[i] *= inv;
+}
+
+/* Row i of the synthetic set: a unit vector near one of `clusters` random unit centres (the
+ * centre plus isotropic noise of norm `spread`: at 1.5 a vector keeps cosine 0.55 with its centre
+ * and about 0.3 with the others of its cluster; the larger the spread, the closer to uniform),
+ * or uniform on the sphere when clusters = 0. */
+static void synth_rows(long first, long n, int d, long clusters, const float *centres, uint64_t seed, float spread,
+                       float *out) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        uint64_t s = (seed + (uint64_t)(first + i)) * 0x9E3779B97F4A7C15ull | 1;
+        float *v = out + (size_t)i * d;
+        rng_normal(&s, v, d);
+        normalise(v, d);
+        if (clusters > 0) {
+            const float *c = centres + (size_t)(rng_next(&s) % (uint64_t)clusters) * d;
+            for (int j = 0; j < d; j++) v[j] = c[j] + spread * v[j];
+            normalise(v, d);
+        }
+    }
+}
+
+/* The 1M synthetic-vector benchmark: build time, memory, latency at batch 1 and 8, and recall of
+ * an approximate index against exact search. */
+static int cmd_bench_synthetic(const idx_opts *o) {
+    const long n = o->n, nq = o->nq, clusters = o->clusters >= 0 ? o->clusters : (o->n / 100 > 0 ? o->n / 100 : 1);
+    const int d = (int)o->dim, k = 10;
+    const char *factory = o->factory ? o->factory : "IVF1024,Flat";
+    const float spread = (float)o->spread;
+    float *x = NULL, *q = NULL, *centres = NULL, *gts = NULL, *as = NULL;
+    int64_t *gt = NULL, *ai = NULL;
+    rt_index *exact = NULL, *ix = NULL;
+    int rc = 1;
+    sp_status st = SP_OK;
+    printf("synthetic: %ld vectors + %ld queries, dim %d, %s %ld clusters (noise %.2f); approximate index %s\n", n, nq,
+           d, clusters ? "around" : "uniform on the sphere, no", clusters, spread, factory);
+    x = malloc((size_t)n * d * sizeof *x);
+    q = malloc((size_t)nq * d * sizeof *q);
+    centres = malloc((size_t)(clusters ? clusters : 1) * d * sizeof *centres);
+    gt = malloc((size_t)nq * k * sizeof *gt);
+    gts = malloc((size_t)nq * k * sizeof *gts);
+    ai = malloc((size_t)nq * k * sizeof *ai);
+    as = malloc((size_t)nq * k * sizeof *as);
+    if (!x || !q || !centres || !gt || !gts || !ai || !as) {
+        st = sp_err(SP_ERR_NOMEM, "%ld x %d vectors", n, d);
+        goto done;
+    }
+    double t0 = sp_now();
+    synth_rows(0, clusters, d, 0, NULL, (uint64_t)o->seed * 7919, 0, centres);
+    synth_rows(0, n, d, clusters, centres, (uint64_t)o->seed, spread, x);
+    synth_rows(n, nq, d, clusters, centres, (uint64_t)o->seed, spread, q);
+    printf("generated in %.1f s\n", sp_now() - t0);
+
+    /* Exact search: the ground truth, and the baseline latency. */
+    size_t m0 = rss_bytes();
+    t0 = sp_now();
+    if ((st = rt_index_new("Flat", d, &exact))) goto done;
+    if ((st = rt_index_add(exact, n, x))) goto done;
+    printf("%-28s build %7.1f s  memory +%.0f MiB (%.0f B/vector)\n", "Flat (exact)", sp_now() - t0,
+           (double)(rss_bytes() - m0) / (1 << 20), (double)(rss_bytes() - m0) / n);
+    t0 = sp_now();
+    if ((st = rt_index_search(exact, nq, q, k, gts, gt))) goto done;
+    printf("%-28s ground truth for %ld queries in %.1f s (batched)\n", "Flat (exact)", nq, sp_now() - t0);
+    long nq_exact = nq < 64 ? nq : 64; /* exact search is slow at 1M: time fewer queries */
+    if ((st = time_search("Flat (exact)", ix_search_fn, exact, nq_exact, d, q, k, 1))) goto done;
+    if ((st = time_search("Flat (exact)", ix_search_fn, exact, nq_exact, d, q, k, 8))) goto done;
+    rt_index_free(exact);
+    exact = NULL;
+
+    /* Approximate: train on a sample, add all, then sweep nprobe / efSearch. */
+    m0 = rss_bytes();
+    t0 = sp_now();
+    if ((st = rt_index_new(factory, d, &ix))) goto done;
+    long ntrain = o->train < n ? o->train : n;
+    if (!rt_index_is_trained(ix) && (st = rt_index_train(ix, ntrain, x))) goto done;
+    double t_train = sp_now() - t0;
+    if ((st = rt_index_add(ix, n, x))) goto done;
+    size_t mem = rss_bytes() - m0;
+    printf("%-28s build %7.1f s (train on %ld: %.1f s)  memory +%.0f MiB (%.0f B/vector)\n", factory, sp_now() - t0,
+           ntrain, t_train, (double)mem / (1 << 20), (double)mem / n);
+    free(x);
+    x = NULL;
+    const char *pname = strstr(factory, "HNSW") ? "efSearch" : "nprobe";
+    const char *sweep = o->nprobe ? o->nprobe : (strstr(factory, "HNSW") ? "16,32,64,128" : "1,4,16,64");
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", sweep);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (strstr(factory, "IVF") || strstr(factory, "HNSW"))
+            if ((st = rt_index_set_param(ix, pname, atof(tok)))) goto done;
+        if ((st = rt_index_search(ix, nq, q, k, as, ai))) goto done;
+        long hit1 = 0, hit10 = 0;
+        for (long i = 0; i < nq; i++) {
+            hit1 += ai[i * k] == gt[i * k];
+            for (int a = 0; a < k; a++)
+                for (int b = 0; b < k; b++)
+                    if (ai[i * k + a] == gt[i * k + b] && ai[i * k + a] >= 0) {
+                        hit10++;
+                        break;
+                    }
+        }
+        char label[64];
+        snprintf(label, sizeof label, "%s %s=%s", factory, pname, tok);
+        printf("%-28s recall@1 %.4f  recall@10 %.4f\n", label, (double)hit1 / nq, (double)hit10 / (nq * k));
+        const long nq_time = nq < 256 ? nq : 256;
+        if ((st = time_search(label, ix_search_fn, ix, nq_time, d, q, k, 1))) goto done;
+        if ((st = time_search(label, ix_search_fn, ix, nq_time, d, q, k, 8))) goto done;
+    }
+    printf("(recall@1: share of queries whose first result is the exact first; recall@10: share of the exact\n"
+           " top 10 found in the approximate top 10. Latency: wall time per search call.)\n");
+    rc = 0;
+done:
+    if (rc) fail("bench-synthetic");
+    rt_index_free(exact);
+    rt_index_free(ix);
+    free(x);
+    free(q);
+    free(centres);
+    free(gt);
+    free(gts);
+    free(ai);
+    free(as);
+    return rc;
+}
+
+/* ---- descriptor measurement ---- */
+
+/* A cheap fill without a network (--fill pushpull): push-pull over a mask-weighted pyramid (each hole pixel takes
+ * the average of the known pixels at the finest scale that has any), then a few Jacobi passes of
+ * the Laplace equation inside the hole at every scale. img (3,s,s), keep (s,s) 1 = known. */
+static void fill_pushpull(int s, const float *img, const float *keep, float *out) {
+    if (s == 1) {
+        for (int c = 0; c < 3; c++) out[c] = keep[0] > 0 ? img[c] : 0.5f;
+        return;
+    }
+    const int h = (s + 1) / 2;
+    float *ci = calloc((size_t)3 * h * h, sizeof *ci), *ck = calloc((size_t)h * h, sizeof *ck),
+          *co = malloc((size_t)3 * h * h * sizeof *co);
+    for (int y = 0; y < s; y++)
+        for (int x = 0; x < s; x++) {
+            float w = keep[y * s + x];
+            int j = (y / 2) * h + x / 2;
+            ck[j] += w;
+            for (int c = 0; c < 3; c++) ci[c * h * h + j] += w * img[c * s * s + y * s + x];
+        }
+    for (int j = 0; j < h * h; j++) {
+        for (int c = 0; c < 3; c++) ci[c * h * h + j] = ck[j] > 0 ? ci[c * h * h + j] / ck[j] : 0;
+        ck[j] = ck[j] > 0;
+    }
+    fill_pushpull(h, ci, ck, co);
+    for (int y = 0; y < s; y++)
+        for (int x = 0; x < s; x++)
+            for (int c = 0; c < 3; c++) {
+                size_t i = (size_t)c * s * s + y * s + x;
+                out[i] = keep[y * s + x] > 0 ? img[i] : co[c * h * h + (y / 2) * h + x / 2];
+            }
+    for (int it = 0; it < 4; it++)
+        for (int y = 0; y < s; y++)
+            for (int x = 0; x < s; x++) {
+                if (keep[y * s + x] > 0) continue;
+                for (int c = 0; c < 3; c++) {
+                    const float *p = out + (size_t)c * s * s;
+                    float a = 0;
+                    int m = 0;
+                    if (y > 0) a += p[(y - 1) * s + x], m++;
+                    if (y + 1 < s) a += p[(y + 1) * s + x], m++;
+                    if (x > 0) a += p[y * s + x - 1], m++;
+                    if (x + 1 < s) a += p[y * s + x + 1], m++;
+                    out[(size_t)c * s * s + y * s + x] = a / m;
+                }
+            }
+    free(ci);
+    free(ck);
+    free(co);
+}
+
+/* Mask file -> keep (s,s): 1 where the mask's luminance is <= 127 (known), 0 in the hole. */
+static sp_status load_mask(const char *path, float *keep) {
+    img_u8 im = {0}, r = {0};
+    sp_status st = img_load(path, IDX_MAX_PIXELS, &im);
+    if (st == SP_OK) st = img_resize_rect(&im, 0, 0, im.w, im.h, IDX_SIZE, IDX_SIZE, &r);
+    if (st == SP_OK)
+        for (int i = 0; i < IDX_SIZE * IDX_SIZE; i++) {
+            const uint8_t *p = r.px + (size_t)i * r.c;
+            int lum = r.c >= 3 ? (299 * p[0] + 587 * p[1] + 114 * p[2]) / 1000 : p[0];
+            keep[i] = lum > 127 ? 0.0f : 1.0f;
+        }
+    img_free(&im);
+    img_free(&r);
+    return st;
+}
+
+static int cmd_eval_descriptors(const idx_opts *o) {
+    if (!o->out || !o->queries || !o->masks) {
+        fprintf(stderr,
+                "usage: semipaint index eval-descriptors --db DB --queries DIR --masks DIR [options]\n"
+                "For each descriptor: the share of queries whose top-1 neighbour found from the filled masked\n"
+                "image equals the top-1 found from the ground truth, and the mean hole-region L1 of the\n"
+                "neighbours (found from the fill, from the ground truth, and a random one) to the ground truth.\n\n"
+                "  --db DB              the database (its stored images are the candidates)\n"
+                "  --queries DIR        query images (e.g. celebahq256/val)\n"
+                "  --masks DIR          hole masks (white = hole); query i gets mask i*M/N of the sorted M\n"
+                "  --descriptors LIST   comma-separated [thumb8,thumb16,thumb16_zm,thumb32]\n"
+                "  --coarse FILE        pconv_unet weights: the fill is the coarse network's, composited\n"
+                "  --fill METHOD        without --coarse: telea (fast marching, radius 5) or pushpull [telea]\n"
+                "  --weights FILE       vgg16_features weights (for vgg16_features:* in LIST)\n"
+                "  --limit N            first N queries\n"
+                "  --device D, --threads N, --seed N\n");
+        return 2;
+    }
+    idx_models m = {0};
+    rt_db *db = NULL;
+    char **qf = NULL, **mf = NULL;
+    long nqf = 0, nmf = 0;
+    float *gt = NULL, *keep = NULL, *fill = NULL, *dbdesc = NULL, *qd = NULL, *fd = NULL, *nb = NULL;
+    uint8_t *tmp = NULL;
+    rt_index *ix = NULL;
+    int64_t *rid = NULL;
+    int rc = 1;
+    sp_status st;
+    const size_t plane = (size_t)IDX_SIZE * IDX_SIZE, img = 3 * plane;
+    if ((st = rt_db_open(o->out, NULL, 0, &db))) goto done;
+    if (rt_db_size(db) != IDX_SIZE) {
+        st = sp_err(SP_ERR_INVALID, "%s stores %d px images, expected %d", o->out, rt_db_size(db), IDX_SIZE);
+        goto done;
+    }
+    const long count = rt_db_count(db);
+    if ((st = cli_list_images(o->queries, &qf, &nqf))) goto done;
+    if ((st = cli_list_images(o->masks, &mf, &nmf))) goto done;
+    const long nq = o->limit && nqf > o->limit ? o->limit : nqf;
+    if (nq == 0 || nmf == 0 || count == 0) {
+        st = sp_err(SP_ERR_INVALID, "need queries (%ld), masks (%ld) and database images (%ld)", nq, nmf, count);
+        goto done;
+    }
+    gt = malloc(nq * img * sizeof *gt);
+    fill = malloc(nq * img * sizeof *fill);
+    keep = malloc(nq * plane * sizeof *keep);
+    tmp = malloc(img);
+    nb = malloc(img * sizeof *nb);
+    rid = malloc(nq * sizeof *rid);
+    if (!gt || !fill || !keep || !tmp || !nb || !rid) {
+        st = sp_err(SP_ERR_NOMEM, "%ld queries", nq);
+        goto done;
+    }
+    /* Queries, masks, fills. */
+    double t0 = sp_now(), hole = 0;
+    for (long i = 0; i < nq; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", o->queries, qf[i]);
+        if ((st = load_square(p, tmp, gt + i * img))) goto done;
+        snprintf(p, sizeof p, "%s/%s", o->masks, mf[i * nmf / nq]);
+        if ((st = load_mask(p, keep + i * plane))) goto done;
+        for (size_t j = 0; j < plane; j++) hole += 1 - keep[i * plane + j];
+    }
+    const char *fill_name = o->coarse ? o->coarse : o->fill ? o->fill : "telea";
+    if (!o->coarse && strcmp(fill_name, "telea") && strcmp(fill_name, "pushpull")) {
+        st = sp_err(SP_ERR_INVALID, "--fill %s: expected telea or pushpull", fill_name);
+        goto done;
+    }
+    if (o->coarse) {
+        if ((st = models_backend(&m, o))) goto done;
+        if ((st = nn_net_load(m.be, o->coarse, &m.coarse))) goto done;
+        for (long i = 0; i < nq; i += 8) {
+            int n = (int)(nq - i < 8 ? nq - i : 8);
+            if ((st = nn_unet_forward(m.coarse, n, IDX_SIZE, IDX_SIZE, gt + i * img, keep + i * plane, fill + i * img)))
+                goto done;
+            for (int j = 0; j < n; j++)
+                for (size_t t = 0; t < img; t++) {
+                    float v = fill[(i + j) * img + t];
+                    fill[(i + j) * img + t] = v < 0 ? 0 : v > 1 ? 1 : v;
+                }
+        }
+        nn_composite((int)nq, 3, IDX_SIZE, IDX_SIZE, gt, fill, keep, fill);
+    } else if (!strcmp(fill_name, "pushpull")) {
+#pragma omp parallel for schedule(dynamic)
+        for (long i = 0; i < nq; i++) fill_pushpull(IDX_SIZE, gt + i * img, keep + i * plane, fill + i * img);
+    } else {
+        int bad = 0;
+#pragma omp parallel for schedule(dynamic) reduction(+ : bad)
+        for (long i = 0; i < nq; i++) {
+            img_u8 im = {0};
+            uint8_t *hole = malloc(plane);
+            if (!hole || img_alloc(&im, IDX_SIZE, IDX_SIZE, 3) != SP_OK) {
+                bad++;
+            } else {
+                img_from_chw(gt + i * img, &im);
+                for (size_t j = 0; j < plane; j++) hole[j] = keep[i * plane + j] == 0;
+                if (telea_inpaint(&im, hole, TELEA_DEFAULT_RADIUS) != SP_OK) bad++;
+                else img_to_chw(&im, fill + i * img);
+            }
+            img_free(&im);
+            free(hole);
+        }
+        if (bad) {
+            st = sp_err(SP_ERR_INVALID, "telea fill failed on %d queries (e.g. a mask that is all hole)", bad);
+            goto done;
+        }
+    }
+    /* How good is the fill itself (hole L1 to the ground truth)? */
+    double fill_l1 = 0;
+    for (long i = 0; i < nq; i++)
+        for (size_t j = 0; j < plane; j++)
+            if (keep[i * plane + j] == 0)
+                for (int c = 0; c < 3; c++) fill_l1 += fabsf(fill[i * img + c * plane + j] - gt[i * img + c * plane + j]);
+    const double holepx = hole > 0 ? hole : 1;
+    printf("database %s: %ld images; %ld queries from %s; masks from %s (mean hole %.1f%%)\n", o->out, count, nq,
+           o->queries, o->masks, 100 * hole / (nq * plane));
+    printf("fill: %s, hole L1 of the fill itself %.4f; prepared in %.1f s\n\n", fill_name, fill_l1 / (3 * holepx),
+           sp_now() - t0);
+    uint64_t r = (uint64_t)o->seed * 0x9E3779B97F4A7C15ull | 1;
+    for (long i = 0; i < nq; i++) rid[i] = (int64_t)(rng_next(&r) % (uint64_t)count);
+
+    printf("| descriptor | dim | top-1 agreement (fill vs truth) | hole L1, neighbour from fill | from truth | random "
+           "| descriptor ms/image |\n|---|---|---|---|---|---|---|\n");
+    char list[512];
+    snprintf(list, sizeof list, "%s", o->descs ? o->descs : "thumb8,thumb16,thumb16_zm,thumb32");
+    char *save = NULL;
+    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        if ((st = models_descriptor(&m, o, name))) goto done;
+        const int dim = rt_descriptor_dim(m.desc);
+        const int bs = 16;
+        free(dbdesc);
+        free(qd);
+        free(fd);
+        dbdesc = malloc((size_t)count * dim * sizeof *dbdesc);
+        qd = malloc((size_t)nq * dim * sizeof *qd);
+        fd = malloc((size_t)nq * dim * sizeof *fd);
+        float *batch = malloc(bs * img * sizeof *batch);
+        if (!dbdesc || !qd || !fd || !batch) {
+            free(batch);
+            st = sp_err(SP_ERR_NOMEM, "descriptors of %ld images", count);
+            goto done;
+        }
+        sp_progress pr;
+        sp_progress_init(&pr, name, count);
+        double td = 0;
+        for (long i = 0; i < count && st == SP_OK; i += bs) {
+            int n = (int)(count - i < bs ? count - i : bs);
+            for (int j = 0; j < n && st == SP_OK; j++) st = rt_db_image(db, i + j, batch + j * img);
+            double a = sp_now();
+            if (st == SP_OK) st = rt_descriptor_compute(m.desc, n, IDX_SIZE, batch, dbdesc + (size_t)i * dim);
+            td += sp_now() - a;
+            sp_progress_update(&pr, i + n);
+        }
+        sp_progress_finish(&pr);
+        free(batch);
+        if (st) goto done;
+        for (long i = 0; i < nq && st == SP_OK; i += bs) {
+            int n = (int)(nq - i < bs ? nq - i : bs);
+            st = rt_descriptor_compute(m.desc, n, IDX_SIZE, gt + i * img, qd + (size_t)i * dim);
+            if (st == SP_OK) st = rt_descriptor_compute(m.desc, n, IDX_SIZE, fill + i * img, fd + (size_t)i * dim);
+        }
+        if (st) goto done;
+        rt_index_free(ix);
+        ix = NULL;
+        if ((st = rt_index_new("Flat", dim, &ix))) goto done;
+        if ((st = rt_index_add(ix, count, dbdesc))) goto done;
+        int64_t *ig = malloc(nq * sizeof *ig), *ifl = malloc(nq * sizeof *ifl);
+        float *sg = malloc(nq * sizeof *sg), *sf = malloc(nq * sizeof *sf);
+        if (!ig || !ifl || !sg || !sf) st = sp_err(SP_ERR_NOMEM, "search");
+        if (st == SP_OK) st = rt_index_search(ix, nq, qd, 1, sg, ig);
+        if (st == SP_OK) st = rt_index_search(ix, nq, fd, 1, sf, ifl);
+        long agree = 0;
+        double l1f = 0, l1g = 0, l1r = 0;
+        for (long i = 0; i < nq && st == SP_OK; i++) {
+            agree += ig[i] == ifl[i];
+            const int64_t which[3] = {ifl[i], ig[i], rid[i]};
+            double *acc[3] = {&l1f, &l1g, &l1r};
+            for (int w = 0; w < 3 && st == SP_OK; w++) {
+                if ((st = rt_db_image(db, which[w], nb))) break;
+                double a = 0;
+                for (size_t j = 0; j < plane; j++)
+                    if (keep[i * plane + j] == 0)
+                        for (int c = 0; c < 3; c++) a += fabsf(nb[c * plane + j] - gt[i * img + c * plane + j]);
+                *acc[w] += a;
+            }
+        }
+        free(ig);
+        free(ifl);
+        free(sg);
+        free(sf);
+        if (st) goto done;
+        printf("| %s | %d | %.3f | %.4f | %.4f | %.4f | %.3f |\n", name, dim, (double)agree / nq, l1f / (3 * holepx),
+               l1g / (3 * holepx), l1r / (3 * holepx), td * 1e3 / count);
+        fflush(stdout);
+    }
+    printf("\n(hole L1: mean absolute difference over hole pixels and channels, images in [0,1].)\n");
+    rc = 0;
+done:
+    if (rc) fail("eval-descriptors");
+    rt_index_free(ix);
+    rt_db_close(db);
+    models_free(&m);
+    cli_free_names(qf, nqf);
+    cli_free_names(mf, nmf);
+    free(gt);
+    free(keep);
+    free(fill);
+    free(dbdesc);
+    free(qd);
+    free(fd);
+    free(nb);
+    free(tmp);
+    free(rid);
+    return rc;
+}
+
+/* ---- dispatch ---- */
+
+static void index_usage(FILE *f) {
+    fprintf(f, "usage: semipaint index SUBCOMMAND ...\n\n"
+               "  build --images DIR --out DB [--descriptor NAME] [--weights VGG] [--factory F] [--batch N] [--limit N] [--force]\n"
+               "        [--lock-wait S]\n"
+               "  info DB                             manifest, count, descriptor and index of a database\n"
+               "  query DB IMAGE [-k N]               the k nearest database images (id, cosine, source name)\n"
+               "  add DB IMAGE... [--lock-wait S]     append images durably (all or none)\n"
+               "  bench DB [--nq N] [-k K]            search latency at batch 1 and 8 over the database\n"
+               "  bench-synthetic [--n N] [--dim D] [--factory F] [--nprobe LIST] [--nq N] [--clusters C (N/100)]\n"
+               "                  [--spread S (1.5)] [--train N (65536)] [--seed N]\n"
+               "                                      build time, memory, latency and recall on synthetic vectors\n"
+               "  eval-descriptors --db DB --queries DIR --masks DIR [--descriptors LIST] [--coarse PCONV]\n"
+               "                                      measure descriptors for retrieval from masked images\n\n"
+               "descriptors: %s\n'semipaint index build --help' describes the build options.\n",
+            rt_descriptor_names());
+}
+
+int cmd_index(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        index_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            if (!strcmp(sub, "build")) build_usage(stdout);
+            else index_usage(stdout);
+            return 0;
+        }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* long benchmarks: show each line as it comes */
+    idx_opts o;
+    int prc = parse_opts(argc - 1, argv + 1, &o);
+    if (prc) return prc;
+    if (!strcmp(sub, "build")) return idx_build(&o);
+    if (!strcmp(sub, "info")) return cmd_info(&o);
+    if (!strcmp(sub, "query")) return cmd_query(&o);
+    if (!strcmp(sub, "add")) return cmd_add(&o);
+    if (!strcmp(sub, "bench")) return cmd_bench_db(&o);
+    if (!strcmp(sub, "bench-synthetic")) return cmd_bench_synthetic(&o);
+    if (!strcmp(sub, "eval-descriptors")) return cmd_eval_descriptors(&o);
+    fprintf(stderr, "semipaint index: unknown subcommand '%s'\n", sub);
+    index_usage(stderr);
+    return 2;
+}
