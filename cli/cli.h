@@ -2,6 +2,9 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <stdint.h>
+#include <stdio.h>
+
 #include "common/sp.h"
 
 /* Each subcommand takes the arguments after its own name (argv[0] is the subcommand's name),
@@ -18,6 +21,61 @@ int cmd_inpaint(int argc, char **argv); /* inpaint --image FILE|DIR --mask FILE|
 
 /* Parses a base-10 integer in [lo, hi] into *out; 0 on success, -1 otherwise. */
 int cli_parse_int(const char *s, int lo, int hi, int *out);
+/* The same for a long. */
+int cli_parse_long(const char *s, long lo, long hi, long *out);
+/* Parses a base-10 unsigned 64-bit integer (no sign) into *out; 0 on success, -1 otherwise. */
+int cli_parse_u64(const char *s, uint64_t *out);
+/* Parses a number (strtod's forms) in [lo, hi] into *out; 0 on success, -1 otherwise (NaN too). */
+int cli_parse_double(const char *s, double lo, double hi, double *out);
+
+/* ---- options: each command declares its own, so that no command takes another's ---- */
+
+/* How an option's value is stored in the command's options struct, at `off`. */
+typedef enum {
+    CLI_FLAG,   /* no value: sets an int to 1 */
+    CLI_STR,    /* const char *, pointing into argv */
+    CLI_INT,    /* int in [lo, hi] (cli_parse_int) */
+    CLI_LONG,   /* long in [lo, hi] (cli_parse_long) */
+    CLI_U64,    /* uint64_t in [lo, hi] (cli_parse_u64) */
+    CLI_DOUBLE, /* double in [lo, hi] (cli_parse_double) */
+    CLI_FN,     /* fn(value, field): 0, or -1 for a bad value */
+} cli_kind;
+
+/* One option of a command. */
+typedef struct {
+    const char *name;  /* "--images" */
+    const char *alias; /* another spelling ("-k"), or NULL */
+    cli_kind kind;
+    size_t off;        /* offsetof its field in the command's options struct */
+    double lo, hi;     /* CLI_INT, CLI_LONG, CLI_U64, CLI_DOUBLE: the accepted range */
+    int (*fn)(const char *value, void *field); /* CLI_FN */
+    const char *expect; /* CLI_FN: the values it takes, for the error message ("on or off") */
+} cli_opt;
+
+/* A command's options, positional arguments and usage. */
+typedef struct {
+    const char *cmd;      /* "semipaint index build": how messages name the command */
+    const cli_opt *opts;  /* its options */
+    int nopts;
+    int min_pos, max_pos; /* how many positional arguments it takes */
+    void (*usage)(FILE *f); /* prints its usage */
+} cli_spec;
+
+/* Parses argv[1..argc) (argv[0] is the command's name) into the options struct `dst` and the
+ * positional arguments into pos[0..*npos) (pos holds spec->max_pos; NULL when it is 0). An option
+ * takes its value from the next argument or after '=' ("--count=10"); options and positional
+ * arguments may come in any order; "-h" or "--help" prints the usage on stdout. Fields of options
+ * not given keep what `dst` held. Returns -1 to go on, otherwise the exit status the command is
+ * to return: 0 after --help, 2 after a usage error (an option the command does not take, a
+ * missing or bad value, too few or too many positional arguments), printed on stderr as
+ * "CMD: what", followed by the command's usage. */
+int cli_parse(const cli_spec *spec, int argc, char **argv, void *dst, const char **pos, int *npos);
+
+/* mkdir -p: creates `dir` and its missing parents; fails, naming the folder, when it cannot or
+ * when `dir` exists and is not a folder. */
+sp_status cli_make_dirs(const char *dir);
+/* The part of `path` after its last '/'. */
+const char *cli_base_name(const char *path);
 /* 1 when `name` ends in .jpg, .jpeg or .png (any case). */
 int cli_is_image_name(const char *name);
 /* The JPEG and PNG files directly in `dir` (names starting with '.' skipped), sorted by name:

@@ -9,12 +9,10 @@
 #include "core/config.h"
 #include "imaging/img.h"
 #include "core/engine.h"
-#include "imaging/plan.h"
-#include "imaging/telea.h"
+#include "core/exec.h"
+#include "core/request.h"
 
 extern char **environ;
-
-#define IP_MAX_CROPS 256 /* crops of one image; beyond, one crop around all holes (as the daemon does) */
 
 typedef enum { IP_SIM = 0, IP_COARSE, IP_TELEA } ip_method;
 typedef enum { IP_FMT_INPUT = 0, IP_FMT_PNG, IP_FMT_JPEG } ip_format;
@@ -26,16 +24,13 @@ typedef struct {
     int quality, threads;
 } ip_opts;
 
-/* What one run needs: the engine (NULL for telea) and the crop buffers. */
+/* What one run needs: the engine and its executor (NULL for telea), as semipaintd has them. */
 typedef struct {
     const ip_opts *o;
     cfg_config cfg;
     core_engine *engine;
-    core_runner runner;
-    int s, k, max_batch;
-    float *x, *m, *y;
-    int64_t *ids;
-    float *scores;
+    core_exec *exec;
+    int s, k;
     long crops;
 } ip_ctx;
 
@@ -76,79 +71,37 @@ static void stem_of(const char *path, char *out, size_t n) {
     if (dot && dot != out) *dot = 0;
 }
 
-/* Runs crops [0, n) of x/m through the engine in batches of at most max_batch, each padded to a
- * power of two (or max_batch) by repeating its last crop, as the daemon's executor does. */
-static sp_status run_crops(ip_ctx *c, int n) {
-    const size_t s2 = (size_t)c->s * c->s;
-    nn_method meth = c->o->method == IP_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
-    for (int b0 = 0; b0 < n; b0 += c->max_batch) {
-        int nb = n - b0 < c->max_batch ? n - b0 : c->max_batch, padded = 1;
-        while (padded < nb) padded *= 2;
-        if (padded > c->max_batch) padded = c->max_batch;
-        for (int i = nb; i < padded; i++) { /* the buffers hold IP_MAX_CROPS + max_batch crops */
-            memcpy(c->x + (size_t)(b0 + i) * 3 * s2, c->x + (size_t)(b0 + nb - 1) * 3 * s2, 3 * s2 * sizeof(float));
-            memcpy(c->m + (size_t)(b0 + i) * s2, c->m + (size_t)(b0 + nb - 1) * s2, s2 * sizeof(float));
-        }
-        sp_status st = c->runner.run(c->runner.ctx, padded, c->x + (size_t)b0 * 3 * s2, c->m + (size_t)b0 * s2, meth,
-                                     c->y + (size_t)b0 * 3 * s2, c->k ? c->ids + (size_t)b0 * c->k : NULL,
-                                     c->k ? c->scores + (size_t)b0 * c->k : NULL, NULL);
-        if (st) return st;
-    }
-    return SP_OK;
-}
-
-/* Inpaints one image file with its mask file into `out_path`. Errors name the file at fault. */
+/* Inpaints one image file with its mask file into `out_path`, through the request path the daemon
+ * uses (core/request.h: the same hole map, plan, executor batches and paste-back). Errors name the
+ * file at fault. */
 static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_path, const char *out_path) {
     img_u8 im = {0}, mask = {0};
-    uint8_t *hole = NULL;
-    img_plan plan = {0};
+    core_request r = {0};
     long max_px = c->cfg.server.max_image_pixels;
     sp_status st = img_load(img_path, max_px, &im);
     if (st) return st;
     if ((st = img_load(mask_path, max_px, &mask))) goto done;
-    if (mask.w != im.w || mask.h != im.h) {
-        st = sp_err(SP_ERR_INVALID, "%s is %dx%d but its image %s is %dx%d", mask_path, mask.w, mask.h, img_path, im.w,
-                    im.h);
+    core_method m = c->o->method == IP_TELEA ? CORE_METHOD_TELEA : c->o->method == IP_COARSE ? CORE_METHOD_COARSE
+                                                                                             : CORE_METHOD_SIM;
+    core_fault fault;
+    int iw = im.w, ih = im.h;
+    char why[512];
+    if ((st = core_request_prepare(&r, &c->cfg, c->s, c->k, m, &im, &mask, &fault))) {
+        snprintf(why, sizeof why, "%s", sp_err_msg()); /* sp_err writes the buffer sp_err_msg reads */
+        if (fault == CORE_FAULT_MASK_SIZE)
+            sp_err(st, "%s is %dx%d but its image %s is %dx%d", mask_path, mask.w, mask.h, img_path, iw, ih);
+        else sp_err(st, "%s: %s", fault == CORE_FAULT_NONE ? img_path : mask_path, why);
         goto done;
     }
-    if (!(hole = malloc((size_t)im.w * im.h))) {
-        st = sp_err(SP_ERR_NOMEM, "%s: hole map", img_path);
+    if ((st = core_request_run(&r, c->exec, 0))) {
+        snprintf(why, sizeof why, "%s", sp_err_msg());
+        sp_err(st, "%s: %s", img_path, why);
         goto done;
     }
-    if (img_hole_map(&mask, hole) == 0) {
-        st = sp_err(SP_ERR_INVALID, "%s marks no pixel as hole (white, luminance > 127, is the hole)", mask_path);
-        goto done;
-    }
-    if (im.c == 1) {
-        img_u8 rgb;
-        if ((st = img_convert(&im, 3, &rgb))) goto done;
-        img_free(&im);
-        im = rgb;
-    }
-    if (c->o->method == IP_TELEA) {
-        if ((st = telea_inpaint(&im, hole, TELEA_DEFAULT_RADIUS))) {
-            sp_err(st, "%s: %s", img_path, sp_err_msg());
-            goto done;
-        }
-    } else {
-        if ((st = img_plan_make(hole, im.w, im.h, c->s, cfg_plan_strategy(&c->cfg),
-                                c->cfg.inpaint.crop_margin, IP_MAX_CROPS, &plan)))
-            goto done;
-        const size_t s2 = (size_t)c->s * c->s;
-        for (int i = 0; i < plan.n; i++)
-            if ((st = img_plan_input(&plan, i, &im, hole, c->x + (size_t)i * 3 * s2, c->m + (size_t)i * s2))) goto done;
-        if ((st = run_crops(c, plan.n))) {
-            sp_err(st, "%s: %s", img_path, sp_err_msg());
-            goto done;
-        }
-        for (int i = 0; i < plan.n; i++)
-            if ((st = img_plan_paste(&plan, i, c->y + (size_t)i * 3 * s2, &im, hole))) goto done;
-        c->crops += plan.n;
-    }
-    st = img_save(&im, out_path, c->o->quality ? c->o->quality : c->cfg.inpaint.jpeg_quality);
+    c->crops += r.plan.n;
+    st = img_save(&r.im, out_path, c->o->quality ? c->o->quality : c->cfg.inpaint.jpeg_quality);
 done:
-    img_plan_free(&plan);
-    free(hole);
+    core_request_free(&r);
     img_free(&im);
     img_free(&mask);
     return st;
@@ -179,7 +132,6 @@ static int ip_setup(ip_ctx *c) {
     if (o->db)
         snprintf(c->cfg.retrieval.database, sizeof c->cfg.retrieval.database, "%s", strcmp(o->db, "none") ? o->db : "");
     if (o->threads >= 0) c->cfg.model.cpu_threads = o->threads;
-    c->max_batch = c->cfg.batching.max_batch;
     if (o->method == IP_TELEA) return 0;
     if (core_engine_new(&c->cfg, &c->engine)) {
         fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
@@ -188,17 +140,13 @@ static int ip_setup(ip_ctx *c) {
                             "none runs Sim-0 without one\n", c->cfg.retrieval.database);
         return 1;
     }
-    c->runner = core_engine_runner(c->engine);
+    core_runner runner = core_engine_runner(c->engine);
     c->s = core_engine_size(c->engine);
     c->k = core_engine_k(c->engine);
-    const size_t s2 = (size_t)c->s * c->s, cap = (size_t)IP_MAX_CROPS + (size_t)c->max_batch;
-    c->x = malloc(cap * 3 * s2 * sizeof(float));
-    c->m = malloc(cap * s2 * sizeof(float));
-    c->y = malloc(cap * 3 * s2 * sizeof(float));
-    c->ids = c->k ? malloc(cap * (size_t)c->k * sizeof *c->ids) : NULL;
-    c->scores = c->k ? malloc(cap * (size_t)c->k * sizeof *c->scores) : NULL;
-    if (!c->x || !c->m || !c->y || (c->k && (!c->ids || !c->scores))) {
-        fprintf(stderr, "semipaint inpaint: out of memory for %zu crops of %dx%d\n", cap, c->s, c->s);
+    /* the daemon's executor, batching and crop budget, so that the pixels are the daemon's */
+    if (core_exec_new(&runner, c->cfg.batching.max_batch, c->cfg.batching.max_delay_ms, c->cfg.batching.queue_capacity,
+                      NULL, &c->exec)) {
+        fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
         return 1;
     }
     fprintf(stderr, "semipaint inpaint: %s backend, working size %d, %s\n", core_engine_backend(c->engine), c->s,
@@ -207,12 +155,8 @@ static int ip_setup(ip_ctx *c) {
 }
 
 static void ip_teardown(ip_ctx *c) {
+    core_exec_free(c->exec);
     core_engine_free(c->engine);
-    free(c->x);
-    free(c->m);
-    free(c->y);
-    free(c->ids);
-    free(c->scores);
 }
 
 /* Every image of folder o->image with its mask from folder o->mask into folder o->out. */

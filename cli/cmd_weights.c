@@ -1,5 +1,6 @@
 /* cmd_weights.c: `semipaint weights info FILE`: architecture, tensor shapes, parameter count and sha256 of a weights file. */
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "model/nn.h"
@@ -16,7 +17,8 @@ static int info(const char *path) {
     nn_net *net = NULL;
     st_file *f = NULL;
     nn_backend_opts o = {.device = NN_DEVICE_CPU, .threads = 1};
-    sp_status st = nn_backend_new(&o, &be);
+    sp_status st = nn_backend_opts_from_env(&o, environ);
+    if (!st) st = nn_backend_new(&o, &be);
     if (!st) st = nn_net_load(be, path, &net);
     if (!st) st = st_open(path, &f);
     if (st) {
@@ -64,12 +66,17 @@ static int info(const char *path) {
     return 0;
 }
 
+static void weights_usage(FILE *f) { fprintf(f, "usage: semipaint weights info FILE\n"); }
+
 int cmd_weights(int argc, char **argv) {
-    if (argc == 3 && !strcmp(argv[1], "info")) return info(argv[2]);
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: semipaint weights info FILE\n");
-        return 0;
+    const cli_spec spec = {"semipaint weights", NULL, 0, 2, 2, weights_usage};
+    const char *pos[2];
+    int npos, rc = cli_parse(&spec, argc, argv, NULL, pos, &npos);
+    if (rc >= 0) return rc;
+    if (strcmp(pos[0], "info")) {
+        fprintf(stderr, "semipaint weights: unknown subcommand '%s'\n\n", pos[0]);
+        weights_usage(stderr);
+        return 2;
     }
-    fprintf(stderr, "usage: semipaint weights info FILE\n");
-    return 2;
+    return info(pos[1]);
 }

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "model/nn.h" /* model.device and model.precision take the engine's names (nn_device_names) */
+
 typedef enum { CFG_T_INT, CFG_T_SIZE, CFG_T_BOOL, CFG_T_STR, CFG_T_ENUM } cfg_type;
 
 /* One key: where it lives in cfg_config, how its text is checked, and its default. */
@@ -23,8 +25,6 @@ typedef struct {
     const char *help;
 } cfg_entry;
 
-static const char *const devices[] = {"auto", "cpu", "cuda", NULL};
-static const char *const precisions[] = {"fp32", "tf32", "fp16", NULL};
 static const char *const strategies[] = {"crop", "resize", NULL};
 static const char *const formats[] = {"input", "png", "jpeg", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
@@ -70,10 +70,10 @@ static const cfg_entry table[] = {
     {"batching", "queue_capacity", CFG_T_INT, F(batching, queue_capacity), 0, 1, 1000000, NULL, "64",
      "most crops waiting for the executor; beyond it requests are answered 503 with Retry-After"},
 
-    {"model", "device", CFG_T_ENUM, F(model, device), 0, 0, 0, devices, "auto",
+    {"model", "device", CFG_T_ENUM, F(model, device), 0, 0, 0, nn_device_names, "auto",
      "compute device; auto uses a GPU when this build has CUDA and one answers"},
     {"model", "gpu", CFG_T_INT, F(model, gpu), 0, 0, 63, NULL, "0", "CUDA device ordinal"},
-    {"model", "precision", CFG_T_ENUM, F(model, precision), 0, 0, 0, precisions, "fp32",
+    {"model", "precision", CFG_T_ENUM, F(model, precision), 0, 0, 0, nn_precision_names, "fp32",
      "arithmetic on the GPU (the CPU always computes in fp32)"},
     {"model", "cpu_threads", CFG_T_INT, F(model, cpu_threads), 0, 0, 1024, NULL, "0",
      "threads of the CPU backend; 0 = every online core"},
@@ -104,6 +104,9 @@ static const cfg_entry table[] = {
      "format of answers when the request names none; input = the format of the uploaded image"},
     {"inpaint", "jpeg_quality", CFG_T_INT, F(inpaint, jpeg_quality), 0, 1, 100, NULL, "92",
      "JPEG quality of answers when the request gives none"},
+    {"inpaint", "max_work_pixels", CFG_T_SIZE, F(inpaint, max_work_pixels), 0, 1, 1L << 40, NULL, "4194304",
+     "working pixels (crops x working size squared) one request may send to the networks, at most "
+     "batching.queue_capacity crops; more hole regions are grouped on a grid into fewer, larger crops"},
     {"inpaint", "telea_threads", CFG_T_INT, F(inpaint, telea_threads), 0, 1, 64, NULL, "1",
      "threads that run method=telea requests, off the HTTP threads (each holds about 45 bytes per pixel of its image)"},
 

@@ -65,6 +65,7 @@ typedef struct {
         int default_format; /* cfg_format */
         int jpeg_quality; /* JPEG quality of answers when the request gives none */
         int telea_threads; /* threads running method=telea requests (off the HTTP threads) */
+        long max_work_pixels; /* working pixels (crops x working size^2) one request may send to the nets */
     } inpaint;
     struct {
         int level;  /* sp_log_level */

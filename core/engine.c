@@ -32,11 +32,6 @@ struct core_engine {
      * images. A handle left stale by `semipaint index build --force` is reopened once. */
     pthread_mutex_t write_mu; /* one append or reload at a time */
     rt_db *writer;
-    /* The border blend's Telea fill and hole distances for up to blend_cap crops, reused from
-     * batch to batch (only the executor thread runs batches). */
-    uint8_t *blend_fill;
-    int *blend_dist;
-    int blend_cap;
 };
 
 static void world_free(world *w) {
@@ -89,6 +84,9 @@ static sp_status world_new(core_engine *e, world **out) {
         st = nn_pipeline_new(e->coarse, e->refine, NULL, &w->pipe);
     }
     if (st) goto fail;
+    nn_pipeline_opts po = {.blend = e->cfg.model.telea_blend, .blend_threads = e->cfg.model.cpu_threads,
+                           .overlap = !strcmp(nn_backend_name(e->be), "cuda")};
+    nn_pipeline_set_opts(w->pipe, &po);
     w->refs = 1;
     *out = w;
     return SP_OK;
@@ -233,8 +231,6 @@ void core_engine_free(core_engine *e) {
     nn_net_free(e->refine);
     nn_net_free(e->coarse);
     nn_backend_free(e->be);
-    free(e->blend_fill);
-    free(e->blend_dist);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->write_mu);
     free(e);
@@ -254,57 +250,12 @@ long core_engine_db_count(core_engine *e) {
     return n;
 }
 
-/* Telea's fill of a batch for the border blend. It reads only the input's known pixels, so on a
- * GPU it runs on its own thread while the networks do, and costs no time of its own up to theirs.
- * On the CPU it runs after them: there the two compete for the same cores, and overlapping them
- * measured 8-13% fewer requests per second (scripts/bench_server.sh, shipped models, two cores). */
-typedef struct {
-    int n, s, threads;
-    const float *img, *mask;
-    uint8_t *fill;
-    int *dist;
-    sp_status st;
-    char err[512];
-} blend_job;
-
-static void *blend_fill_main(void *arg) {
-    blend_job *j = arg;
-    j->st = telea_blend_fill(j->n, j->s, j->img, j->mask, TELEA_DEFAULT_RADIUS, j->threads, j->fill, j->dist);
-    if (j->st) snprintf(j->err, sizeof j->err, "%s", sp_err_msg());
-    return NULL;
-}
-
 static sp_status engine_run(void *ctx, int n, const float *img, const float *mask, nn_method method, float *out,
                             int64_t *ids, float *scores, nn_timings *t) {
     core_engine *e = ctx;
-    /* The border blend with Telea of the net that paints the output (its weights' telea_blend). */
-    const nn_net_info *in = nn_net_get_info(method == NN_METHOD_COARSE ? e->coarse : e->refine);
-    const int blend = e->cfg.model.telea_blend && in->blend_n > 0 && n > 0;
-    const size_t hw = (size_t)e->s * e->s;
-    pthread_t th;
-    int threaded = 0;
-    if (blend && n > e->blend_cap) {
-        free(e->blend_fill);
-        free(e->blend_dist);
-        e->blend_fill = malloc((size_t)n * 3 * hw);
-        e->blend_dist = malloc((size_t)n * hw * sizeof *e->blend_dist);
-        e->blend_cap = e->blend_fill && e->blend_dist ? n : 0;
-        if (!e->blend_cap) return sp_err(SP_ERR_NOMEM, "telea blend buffers for %d crops", n);
-    }
-    blend_job job = {n, e->s, e->cfg.model.cpu_threads, img, mask, e->blend_fill, e->blend_dist, SP_OK, ""};
-    if (blend && !strcmp(nn_backend_name(e->be), "cuda")) threaded = pthread_create(&th, NULL, blend_fill_main, &job) == 0;
     world *w = acquire(e);
     sp_status st = nn_pipeline_run(w->pipe, n, img, mask, method, out, ids, scores, t);
     release(e, w);
-    if (!blend) return st;
-    double t0 = sp_now(); /* the wait for the fill and the mixing, timed as part of the net's stage */
-    if (threaded) pthread_join(th, NULL);
-    else blend_fill_main(&job);
-    if (!st && job.st) st = sp_err(job.st, "%s", job.err);
-    if (!st) {
-        telea_blend_apply(n, e->s, in->blend, in->blend_n, job.fill, job.dist, out);
-        if (t) *(method == NN_METHOD_COARSE ? &t->coarse : &t->refine) += (sp_now() - t0) * 1e3;
-    }
     return st;
 }
 

@@ -18,6 +18,20 @@ long img_hole_map(const img_u8 *mask, uint8_t *hole) {
     return holes;
 }
 
+sp_status img_hole_map_scaled(const img_u8 *mask, int w, int h, uint8_t *hole, long *holes) {
+    img_u8 r = {0};
+    const img_u8 *m = mask;
+    if (mask->w != w || mask->h != h) { /* at its own size the resampling is the identity */
+        sp_status st = img_resize_rect(mask, 0, 0, mask->w, mask->h, w, h, &r);
+        if (st) return st;
+        m = &r;
+    }
+    long n = img_hole_map(m, hole);
+    if (holes) *holes = n;
+    img_free(&r);
+    return SP_OK;
+}
+
 /* ---- connected regions ---- */
 
 typedef struct {
@@ -134,15 +148,25 @@ fail:
     return st;
 }
 
-/* Merges boxes whose margin-expanded extents meet, until none do. Returns the new count. */
-static int cluster(box *b, int n, int margin) {
+static int imin(int a, int b);
+static int imax(int a, int b);
+
+/* Merges boxes until no two of them overlap, nor have margin-expanded extents that meet while
+ * their union with its margins still fits one working crop of s x s at scale 1 (merging those is
+ * free; merging farther ones would scale the crop down, and chains of nearby defects would grow
+ * into one blurry crop over the whole photo). Returns the new count. */
+static int cluster(box *b, int n, int margin, int s) {
     int changed = 1;
     while (changed) {
         changed = 0;
         for (int i = 0; i < n; i++)
             for (int j = i + 1; j < n; j++) {
-                if (b[i].x0 - margin < b[j].x1 + margin && b[j].x0 - margin < b[i].x1 + margin &&
-                    b[i].y0 - margin < b[j].y1 + margin && b[j].y0 - margin < b[i].y1 + margin) {
+                int overlap = b[i].x0 < b[j].x1 && b[j].x0 < b[i].x1 && b[i].y0 < b[j].y1 && b[j].y0 < b[i].y1;
+                int near = b[i].x0 - margin < b[j].x1 + margin && b[j].x0 - margin < b[i].x1 + margin &&
+                           b[i].y0 - margin < b[j].y1 + margin && b[j].y0 - margin < b[i].y1 + margin;
+                int uw = imax(b[i].x1, b[j].x1) - imin(b[i].x0, b[j].x0) + 2 * margin;
+                int uh = imax(b[i].y1, b[j].y1) - imin(b[i].y0, b[j].y0) + 2 * margin;
+                if (overlap || (near && uw <= s && uh <= s)) {
                     if (b[j].x0 < b[i].x0) b[i].x0 = b[j].x0;
                     if (b[j].y0 < b[i].y0) b[i].y0 = b[j].y0;
                     if (b[j].x1 > b[i].x1) b[i].x1 = b[j].x1;
@@ -185,8 +209,45 @@ static img_crop place(box o, int w, int h, int s, int margin) {
     return c;
 }
 
-sp_status img_plan_make(const uint8_t *hole, int w, int h, int s, img_plan_strategy strategy, int margin, int max_crops,
-                        img_plan *out) {
+/* The holes of `all` on a grid of cells of side `cell` (first s - 2*margin, at least s/2, then
+ * doubled until the cells that hold a hole number at most max_crops): one box per such cell, the
+ * box of the hole pixels inside it. */
+static sp_status grid_boxes(const uint8_t *hole, int w, int h, box all, int s, int margin, long max_crops, box **out,
+                            int *nout, int *cell_out) {
+    int cell = imax(s - 2 * margin, imax(s / 2, 1));
+    for (;;) {
+        int gx = (all.x1 - all.x0 + cell - 1) / cell, gy = (all.y1 - all.y0 + cell - 1) / cell;
+        box *b = malloc((size_t)gx * gy * sizeof *b);
+        if (!b) return sp_err(SP_ERR_NOMEM, "plan: out of memory");
+        for (int i = 0; i < gx * gy; i++) b[i] = (box){w, h, 0, 0};
+        for (int y = all.y0; y < all.y1; y++) {
+            const uint8_t *row = hole + (size_t)y * w;
+            box *brow = b + (size_t)((y - all.y0) / cell) * gx;
+            for (int x = all.x0; x < all.x1; x++)
+                if (row[x]) {
+                    box *c = brow + (x - all.x0) / cell;
+                    if (x < c->x0) c->x0 = x;
+                    if (x + 1 > c->x1) c->x1 = x + 1;
+                    if (y < c->y0) c->y0 = y;
+                    if (y + 1 > c->y1) c->y1 = y + 1;
+                }
+        }
+        int n = 0;
+        for (int i = 0; i < gx * gy; i++)
+            if (b[i].x1 > 0) b[n++] = b[i];
+        if (n <= max_crops || cell >= imax(w, h)) {
+            *out = b;
+            *nout = n;
+            *cell_out = cell;
+            return SP_OK;
+        }
+        free(b);
+        cell *= 2;
+    }
+}
+
+sp_status img_plan_make(const uint8_t *hole, int w, int h, int s, img_plan_strategy strategy, int margin,
+                        long max_work_pixels, img_plan *out) {
     memset(out, 0, sizeof *out);
     out->s = s;
     if (w <= 0 || h <= 0 || s <= 0) return sp_err(SP_ERR_INVALID, "plan: invalid sizes %dx%d, working %d", w, h, s);
@@ -220,14 +281,13 @@ sp_status img_plan_make(const uint8_t *hole, int w, int h, int s, img_plan_strat
     sp_status st = hole_regions(hole, w, h, IMG_PLAN_MAX_REGIONS, &boxes, &nb);
     if (st) return st;
     out->regions = nb;
-    if (nb > 0) nb = cluster(boxes, nb, margin);
+    if (nb > 0) nb = cluster(boxes, nb, margin, s);
+    long max_crops = max_work_pixels / ((long)s * s);
+    if (max_crops < 1) max_crops = 1;
     if (nb < 0 || nb > max_crops) {
-        out->fallback = 1;
-        nb = 1;
         free(boxes);
-        boxes = malloc(sizeof *boxes);
-        if (!boxes) goto nomem;
-        boxes[0] = all;
+        boxes = NULL;
+        if ((st = grid_boxes(hole, w, h, all, s, margin, max_crops, &boxes, &nb, &out->tile))) return st;
     }
     out->crops = malloc((size_t)nb * sizeof *out->crops);
     if (!out->crops) goto nomem;

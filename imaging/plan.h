@@ -18,26 +18,37 @@ typedef struct {
     img_crop *crops; /* malloc'ed */
     int regions;     /* connected hole regions found (8-connectivity); -1 when not counted (resize,
                       * an image at the working size, or more than IMG_PLAN_MAX_REGIONS) */
-    int fallback;    /* 1 when too many regions made it one crop around all holes */
+    int tile;        /* 0 when the crops follow the hole regions; else the side, in image pixels,
+                      * of the grid cells whose holes each crop owns (too many regions for the budget) */
 } img_plan;
 
-#define IMG_PLAN_MAX_REGIONS 4096 /* beyond, regions are not clustered: one crop around all holes */
+#define IMG_PLAN_MAX_REGIONS 4096 /* beyond, the holes are planned on a grid rather than by region */
 
 /* Builds a hole map from a decoded mask: 1 where the luminance (times alpha, for RGBA) is above
  * 127, else 0. `hole` has mask->w * mask->h bytes. Returns the number of hole pixels. */
 long img_hole_map(const img_u8 *mask, uint8_t *hole);
 
-/* Plans the crops for a w x h image whose hole map is `hole` (w*h bytes, nonzero = hole; at least
- * one hole pixel). A s x s image is one crop as it is. Otherwise `resize` makes one crop of the
- * whole image; `crop` groups the 8-connected hole regions whose boxes come within 2*margin of
- * each other and gives each group a square of at least s (when the image allows) around its box
- * plus `margin`, non-square only where the image is too narrow; more than `max_crops` groups
- * become one crop around all holes. `out` owns malloc'ed crops (img_plan_free). */
+/* The hole map of a mask of any size scaled to w x h: the mask is resampled as img_resize_rect
+ * does (area averaging when shrinking), then thresholded as img_hole_map does. `hole` has w * h
+ * bytes; *holes (when non-NULL) gets the number of hole pixels. */
+sp_status img_hole_map_scaled(const img_u8 *mask, int w, int h, uint8_t *hole, long *holes);
+
 /* How an image larger than the working size is fitted (inpaint.strategy of the configuration). */
 typedef enum { IMG_PLAN_CROP = 0, IMG_PLAN_RESIZE } img_plan_strategy;
 
-sp_status img_plan_make(const uint8_t *hole, int w, int h, int s, img_plan_strategy strategy, int margin, int max_crops,
-                        img_plan *out);
+/* Plans the crops for a w x h image whose hole map is `hole` (w*h bytes, nonzero = hole; at least
+ * one hole pixel). A s x s image is one crop as it is. Otherwise `resize` makes one crop of the
+ * whole image; `crop` groups the 8-connected hole regions whose boxes overlap, or come within
+ * 2*margin of each other while the group with its margins still fits s x s, and gives each group
+ * a square of at least s (when the image allows) around its box plus `margin`, non-square only
+ * where the image is too narrow. The crops, each s x s pixels for
+ * the networks, may take at most `max_work_pixels` working pixels together (at least one crop):
+ * when the regions need more (or there are over IMG_PLAN_MAX_REGIONS of them), the holes are
+ * planned on a grid instead, each cell's holes owned by one crop, with cells of s - 2*margin
+ * pixels (crops at scale 1) doubled until the crops fit the budget; a many-small-defects photo
+ * thus keeps crops near full resolution. `out` owns malloc'ed crops (img_plan_free). */
+sp_status img_plan_make(const uint8_t *hole, int w, int h, int s, img_plan_strategy strategy, int margin,
+                        long max_work_pixels, img_plan *out);
 void img_plan_free(img_plan *p);
 
 /* The networks' input for crop `i`: `chw` (3,s,s) in [0,1] and `mask` (1,s,s), 1 = keep,

@@ -1,4 +1,4 @@
-/* backend.c: backend selection (auto/cpu/cuda) and the shape helpers shared by every backend. */
+/* backend.c: backend selection (auto/cpu/cuda), the names of devices, precisions and convolution algorithms, the environment's overrides of the options, capabilities, and the shape helpers shared by every backend. */
 #include "model/backend.h"
 
 #include <string.h>
@@ -110,12 +110,57 @@ sp_status nn_buffer_grow(const nn_allocator *a, void **buf, size_t *size, size_t
     return sp_err(st, "%s (and the old %zu bytes could not be allocated again)", why, old);
 }
 
-int nn_conv_algo_parse(const char *name, nn_conv_algo *out) {
-    static const char *names[] = {"auto", "direct", "winograd", "winograd4"};
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(name, names[i])) {
-            *out = (nn_conv_algo)i;
-            return 0;
-        }
+/* The index of `name` in the NULL-terminated `names`; -1 when absent. */
+static int name_index(const char *const *names, const char *name) {
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(name, names[i])) return i;
     return -1;
+}
+
+const char *const nn_device_names[] = {"auto", "cpu", "cuda", NULL};
+const char *const nn_precision_names[] = {"fp32", "tf32", "fp16", NULL};
+static const char *const conv_algo_names[] = {"auto", "direct", "winograd", "winograd4", NULL};
+
+int nn_device_parse(const char *name, nn_device *out) {
+    int i = name_index(nn_device_names, name);
+    if (i < 0) return -1;
+    *out = (nn_device)i;
+    return 0;
+}
+
+int nn_precision_parse(const char *name, nn_precision *out) {
+    int i = name_index(nn_precision_names, name);
+    if (i < 0) return -1;
+    *out = (nn_precision)i;
+    return 0;
+}
+
+int nn_conv_algo_parse(const char *name, nn_conv_algo *out) {
+    int i = name_index(conv_algo_names, name);
+    if (i < 0) return -1;
+    *out = (nn_conv_algo)i;
+    return 0;
+}
+
+/* The value of variable `name` in `envp`, or NULL. */
+static const char *env_value(char *const *envp, const char *name) {
+    const size_t n = strlen(name);
+    for (size_t i = 0; envp && envp[i]; i++)
+        if (!strncmp(envp[i], name, n) && envp[i][n] == '=') return envp[i] + n + 1;
+    return NULL;
+}
+
+sp_status nn_backend_opts_from_env(nn_backend_opts *o, char *const *envp) {
+    const char *conv = env_value(envp, "SEMIPAINT_CONV");
+    if (o->conv_algo == NN_CONV_AUTO && conv && *conv && nn_conv_algo_parse(conv, &o->conv_algo))
+        return sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected auto, direct, winograd or winograd4", conv);
+    return SP_OK;
+}
+
+int nn_backend_has(const nn_backend *be, nn_cap cap) {
+    unsigned caps = be->ops->caps;
+    /* A backend with memory of its own device computes there: its ops queue work on the device
+     * and leave the host's cores free. */
+    if (be->ops->device_memory) caps |= NN_CAP_DEVICE_MEMORY | NN_CAP_ASYNC_HOST_OVERLAP;
+    return (caps & (unsigned)cap) != 0;
 }

@@ -40,8 +40,12 @@ typedef struct {
 
 typedef struct nn_backend_ops {
     const char *name;
+    /* The nn_cap bits the backend declares. A backend with device_memory computes on a device of
+     * its own, so NN_CAP_DEVICE_MEMORY and NN_CAP_ASYNC_HOST_OVERLAP follow from it (nn_backend_has)
+     * and need not be declared. */
+    unsigned caps;
     void (*destroy)(nn_backend *be);
-    size_t (*device_memory)(nn_backend *be); /* optional: NULL means 0 */
+    size_t (*device_memory)(nn_backend *be); /* optional: NULL means 0 (and no device of its own) */
 
     /* Memory. Allocation fills data/bytes from the shape fields already set. */
     sp_status (*tensor_alloc)(nn_backend *be, nn_tensor *t);

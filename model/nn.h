@@ -9,10 +9,21 @@
 typedef enum { NN_DEVICE_AUTO = 0, NN_DEVICE_CPU, NN_DEVICE_CUDA } nn_device;
 typedef enum { NN_PREC_FP32 = 0, NN_PREC_TF32, NN_PREC_FP16 } nn_precision;
 
+/* The device names in nn_device order ("auto", "cpu", "cuda") and the precision names in
+ * nn_precision order ("fp32", "tf32", "fp16"), each NULL-terminated: the one spelling of each,
+ * for tables of choices such as the configuration's model.device and model.precision. */
+extern const char *const nn_device_names[];
+extern const char *const nn_precision_names[];
+/* Parses a device name ("auto", "cpu", "cuda") into *out; 0 on success, -1 otherwise. */
+int nn_device_parse(const char *name, nn_device *out);
+/* Parses a precision name ("fp32", "tf32", "fp16") into *out; 0 on success, -1 otherwise. */
+int nn_precision_parse(const char *name, nn_precision *out);
+
 /* How the CPU backend computes 3x3 stride-1 convolutions. AUTO picks Winograd F(2x2,3x3) or
  * F(4x4,3x3) where the layer is large enough for it to win and oneDNN's direct kernels elsewhere;
- * the environment variable SEMIPAINT_CONV=auto|direct|winograd|winograd4 overrides AUTO.
- * WINOGRAD (F(2x2)) and WINOGRAD4 (F(4x4)) force it on every layer whose shape allows it. */
+ * the environment variable SEMIPAINT_CONV=auto|direct|winograd|winograd4 overrides AUTO where the
+ * options are built (nn_backend_opts_from_env). WINOGRAD (F(2x2)) and WINOGRAD4 (F(4x4)) force it
+ * on every layer whose shape allows it. */
 typedef enum { NN_CONV_AUTO = 0, NN_CONV_DIRECT, NN_CONV_WINOGRAD, NN_CONV_WINOGRAD4 } nn_conv_algo;
 
 /* Parses "auto", "direct", "winograd" or "winograd4" into *out; 0 on success, -1 otherwise. */
@@ -25,6 +36,13 @@ typedef struct {
     int threads;            /* CPU threads; 0 = all online cores */
     nn_conv_algo conv_algo; /* CPU only */
 } nn_backend_opts;
+
+/* Applies the environment's overrides to backend options being built, from `envp`
+ * (NULL-terminated "NAME=value" strings, e.g. `environ`; NULL = none): SEMIPAINT_CONV (an
+ * nn_conv_algo name) sets conv_algo when it is NN_CONV_AUTO, so an explicit choice wins. The
+ * backends read no environment themselves: whoever builds nn_backend_opts calls this before
+ * nn_backend_new. SP_ERR_INVALID, naming the variable, for a value it cannot parse (o unchanged). */
+sp_status nn_backend_opts_from_env(nn_backend_opts *o, char *const *envp);
 
 typedef struct nn_backend nn_backend;
 
@@ -39,6 +57,18 @@ const char *nn_backend_name(const nn_backend *be);
 const char *nn_backend_device(const nn_backend *be);
 /* Bytes of device memory the backend holds now (weights and activation arenas); 0 on the CPU. */
 size_t nn_backend_device_memory(const nn_backend *be);
+
+/* What a backend can do, asked instead of comparing its name. */
+typedef enum {
+    NN_CAP_DEVICE_MEMORY = 1 << 0,      /* holds memory of a device of its own, which
+                                         * nn_backend_device_memory reports (a GPU) */
+    NN_CAP_ASYNC_HOST_OVERLAP = 1 << 1, /* computes off the host's cores (a GPU): host work on another
+                                         * thread, such as Telea's fill, runs while the networks do
+                                         * instead of competing with them for the same cores */
+    NN_CAP_CONV_ALGO = 1 << 2,          /* honours nn_backend_opts.conv_algo (the CPU) */
+} nn_cap;
+/* 1 when `be` has capability `cap`, else 0. */
+int nn_backend_has(const nn_backend *be, nn_cap cap);
 
 /* ---- networks ---- */
 
@@ -120,7 +150,8 @@ typedef struct {
 
 typedef enum { NN_METHOD_SIM = 0, NN_METHOD_COARSE } nn_method;
 
-/* Milliseconds spent in each batched stage of one nn_pipeline_run. */
+/* Milliseconds spent in each batched stage of one nn_pipeline_run. The Telea border blend's time
+ * beyond the networks' (its wait and its mixing) counts in the stage of the net it blends. */
 typedef struct {
     double coarse, descriptor, search, refine;
 } nn_timings;
@@ -137,12 +168,26 @@ void nn_pipeline_free(nn_pipeline *p);
 /* Inpaints n working crops of s x s (s = the nets' size): img (n,3,s,s) in [0,1], mask
  * (n,1,s,s) with 1 = keep. METHOD_COARSE stops after the coarse pass; METHOD_SIM runs coarse,
  * composite, retrieval, refine. Writes out (n,3,s,s) with known pixels copied bit-exact from
- * img, and for SIM with K >= 1 the neighbours' ids and scores (n,K) when non-NULL. One thread
+ * img, and for SIM with K >= 1 the neighbours' ids and scores (n,K) when non-NULL. With the
+ * blend option the hole pixels are then mixed with Telea's fill (nn_pipeline_opts). One thread
  * at a time per pipeline. */
 sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
                           int64_t *ids, float *scores, nn_timings *t);
 /* Refine's K (0 for Sim-0). */
 int nn_pipeline_k(const nn_pipeline *p);
+
+/* What a pipeline does besides the networks. The default (all 0) is the networks alone. */
+typedef struct {
+    int blend;         /* 1: mix the output net's fill with Telea's near the hole border, as that net's
+                        * weights' telea_blend table says (docs/weights.md); nets without a table are
+                        * left as they are */
+    int blend_threads; /* OpenMP threads of the Telea fill; 0 = OpenMP's default */
+    int overlap;       /* 1: compute the Telea fill on a thread of its own while the networks run;
+                        * worth it only where the networks do not use the host's cores (a GPU) */
+} nn_pipeline_opts;
+
+/* Sets the pipeline's options for the following runs (not while one runs). */
+void nn_pipeline_set_opts(nn_pipeline *p, const nn_pipeline_opts *o);
 
 /* out = mask ? known : fill, per pixel, over n images of c channels: mask (n,1,h,w), 1 = keep. */
 void nn_composite(int n, int c, int h, int w, const float *known, const float *fill, const float *mask, float *out);

@@ -1,7 +1,9 @@
 /* pipeline.c: the batched inpainting pipeline: coarse -> composite -> retrieval -> refine -> composite. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imaging/telea.h"
 #include "model/backend.h"
 
 struct nn_pipeline {
@@ -15,6 +17,9 @@ struct nn_pipeline {
     float *neighbors; /* (cap,k,3,s,s) */
     int64_t *ids;     /* (cap,k) when the caller wants none */
     float *scores;
+    nn_pipeline_opts opts;
+    uint8_t *tfill;   /* (cap,s,s,3) Telea's fill for the border blend */
+    int *tdist;       /* (cap,s,s) hole distances */
 };
 
 void nn_composite(int n, int c, int h, int w, const float *known, const float *fill, const float *mask, float *out) {
@@ -59,6 +64,10 @@ static void free_buffers(nn_pipeline *p) {
     free(p->neighbors);
     free(p->ids);
     free(p->scores);
+    free(p->tfill);
+    free(p->tdist);
+    p->tfill = NULL;
+    p->tdist = NULL;
     p->fill = p->comp = p->rin = p->neighbors = p->scores = NULL;
     p->ids = NULL;
     p->cap = 0;
@@ -72,6 +81,28 @@ void nn_pipeline_free(nn_pipeline *p) {
 
 int nn_pipeline_k(const nn_pipeline *p) { return p->k; }
 
+void nn_pipeline_set_opts(nn_pipeline *p, const nn_pipeline_opts *o) { p->opts = *o; }
+
+/* Telea's fill of a batch for the border blend. It reads only the input's known pixels, so it
+ * can run while the networks do (opts.overlap): on a GPU it then costs no time of its own up to
+ * theirs. On the CPU the two compete for the same cores (overlapping measured 8-13% fewer
+ * requests per second with the shipped models on two cores), so it runs after them. */
+typedef struct {
+    int n, s, threads;
+    const float *img, *mask;
+    uint8_t *fill;
+    int *dist;
+    sp_status st;
+    char err[512];
+} blend_job;
+
+static void *blend_fill_main(void *arg) {
+    blend_job *j = arg;
+    j->st = telea_blend_fill(j->n, j->s, j->img, j->mask, TELEA_DEFAULT_RADIUS, j->threads, j->fill, j->dist);
+    if (j->st) snprintf(j->err, sizeof j->err, "%s", sp_err_msg());
+    return NULL;
+}
+
 /* Grows the host buffers to hold batches of n (allocated once per larger batch size). */
 static sp_status reserve(nn_pipeline *p, int n) {
     if (n <= p->cap) return SP_OK;
@@ -83,7 +114,10 @@ static sp_status reserve(nn_pipeline *p, int n) {
     p->neighbors = p->k ? sp_aligned_alloc((size_t)n * p->k * img * sizeof(float)) : NULL;
     p->ids = p->k ? malloc((size_t)n * p->k * sizeof(int64_t)) : NULL;
     p->scores = p->k ? malloc((size_t)n * p->k * sizeof(float)) : NULL;
-    if (!p->fill || !p->comp || !p->rin || (p->k && (!p->neighbors || !p->ids || !p->scores))) {
+    p->tfill = malloc((size_t)n * img);
+    p->tdist = malloc((size_t)n * p->s * p->s * sizeof(int));
+    if (!p->fill || !p->comp || !p->rin || (p->k && (!p->neighbors || !p->ids || !p->scores)) || !p->tfill ||
+        !p->tdist) {
         free_buffers(p);
         return sp_err(SP_ERR_NOMEM, "pipeline buffers for a batch of %d", n);
     }
@@ -91,13 +125,13 @@ static sp_status reserve(nn_pipeline *p, int n) {
     return SP_OK;
 }
 
-sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
+/* The networks' part of nn_pipeline_run. */
+static sp_status run_nets(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
                           int64_t *ids, float *scores, nn_timings *t) {
     nn_timings tm = {0};
     const int s = p->s;
     const size_t hw = (size_t)s * s, img_sz = 3 * hw;
-    sp_status st = reserve(p, n);
-    if (st) return st;
+    sp_status st;
     double t0 = sp_now();
     if ((st = nn_unet_forward(p->coarse, n, s, s, img, mask, p->fill))) return st;
     tm.coarse = (sp_now() - t0) * 1e3;
@@ -128,4 +162,29 @@ sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *
     nn_composite(n, 3, s, s, img, p->fill, mask, out);
     if (t) *t = tm;
     return SP_OK;
+}
+
+sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
+                          int64_t *ids, float *scores, nn_timings *t) {
+    sp_status st = reserve(p, n);
+    if (st) return st;
+    const nn_net_info *in = nn_net_get_info(method == NN_METHOD_COARSE ? p->coarse : p->refine);
+    const int blend = p->opts.blend && in->blend_n > 0 && n > 0;
+    blend_job job = {n, p->s, p->opts.blend_threads, img, mask, p->tfill, p->tdist, SP_OK, ""};
+    pthread_t th;
+    int threaded = blend && p->opts.overlap && pthread_create(&th, NULL, blend_fill_main, &job) == 0;
+    nn_timings tm = {0};
+    st = run_nets(p, n, img, mask, method, out, ids, scores, &tm);
+    if (blend) {
+        double t0 = sp_now(); /* the wait for the fill and the mixing, timed as part of the net's stage */
+        if (threaded) pthread_join(th, NULL);
+        else if (!st) blend_fill_main(&job);
+        if (!st && job.st) st = sp_err(job.st, "%s", job.err);
+        if (!st) {
+            telea_blend_apply(n, p->s, in->blend, in->blend_n, job.fill, job.dist, out);
+            *(method == NN_METHOD_COARSE ? &tm.coarse : &tm.refine) += (sp_now() - t0) * 1e3;
+        }
+    }
+    if (t) *t = tm;
+    return st;
 }

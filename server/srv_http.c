@@ -24,11 +24,11 @@
 #include "core/metrics.h"
 #include "imaging/plan.h"
 #include "core/pool.h"
+#include "core/request.h"
 #include "server/srv_request.h"
 #include "server/srv_web.h"
 #include "imaging/telea.h"
 
-#define MAX_CROPS_PER_REQUEST 32
 #define DISCARD_FACTOR 2 /* after an error, read at most this many times max_body_bytes more before closing */
 
 /* ---- routes ---- */
@@ -144,14 +144,10 @@ typedef struct {
     int retry_after; /* seconds, for 503 */
     /* inpaint */
     srv_inpaint_args args;
-    img_u8 im;
     img_format in_fmt;
-    uint8_t *hole;
-    img_plan plan;
-    float *x, *m, *y, *scores;
-    int64_t *ids;
-    core_work work;
-    double decode_ms, encode_ms, telea_ms;
+    core_request cr; /* the image, hole map, crops and executor work (core/request.h) */
+    core_work work;  /* an index task */
+    double decode_ms, encode_ms;
     /* index */
     srv_index_args xargs;
     uint8_t *rgb;
@@ -172,15 +168,8 @@ static void req_free(req *r) {
     free(r->body);
     srv_form_free(r->form);
     srv_inpaint_args_free(&r->args);
-    img_free(&r->im);
-    free(r->hole);
-    img_plan_free(&r->plan);
+    core_request_free(&r->cr);
     free(r->out);
-    free(r->x);
-    free(r->m);
-    free(r->y);
-    free(r->ids);
-    free(r->scores);
     srv_index_args_free(&r->xargs);
     free(r->rgb);
     free(r->new_ids);
@@ -406,7 +395,7 @@ static void work_done(core_work *w) {
 }
 
 static void format_timings(req *r, double total_ms, char *server_timing, size_t cap, cJSON *json) {
-    int queued = r->work.n > 0, sim = queued && r->work.method == NN_METHOD_SIM;
+    int queued = r->cr.work.n > 0, sim = queued && r->cr.work.method == NN_METHOD_SIM;
     int retrieval = sim && core_engine_k(r->srv->engine) > 0;
     struct {
         const char *name;
@@ -414,12 +403,12 @@ static void format_timings(req *r, double total_ms, char *server_timing, size_t 
         int used;
     } st[] = {
         {"decode", r->decode_ms, 1},
-        {"queue", r->work.queue_ms, queued},
-        {"coarse", r->work.t.coarse, queued},
-        {"descriptor", r->work.t.descriptor, retrieval},
-        {"search", r->work.t.search, retrieval},
-        {"refine", r->work.t.refine, sim},
-        {"telea", r->telea_ms, r->args.method == SRV_METHOD_TELEA},
+        {"queue", r->cr.work.queue_ms, queued},
+        {"coarse", r->cr.work.t.coarse, queued},
+        {"descriptor", r->cr.work.t.descriptor, retrieval},
+        {"search", r->cr.work.t.search, retrieval},
+        {"refine", r->cr.work.t.refine, sim},
+        {"telea", r->cr.telea_ms, r->args.method == SRV_METHOD_TELEA},
         {"encode", r->encode_ms, 1},
         {"total", total_ms, 1},
     };
@@ -474,10 +463,9 @@ static int finish_build(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
     int k = core_engine_k(s->engine);
-    int n = r->work.n;
-    for (int i = 0; i < n; i++)
-        if (img_plan_paste(&r->plan, i, r->y + (size_t)i * 3 * s->s * s->s, &r->im, r->hole))
-            return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
+    int n = r->cr.work.n;
+    if (n > 0 && core_request_finish(&r->cr))
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
     img_format fmt = (img_format)r->args.format;
     if (fmt == IMG_FMT_UNKNOWN) {
         int df = s->cfg.inpaint.default_format;
@@ -486,7 +474,7 @@ static int finish_build(req *r) {
     int quality = r->args.quality ? r->args.quality : s->cfg.inpaint.jpeg_quality;
     uint8_t *enc;
     size_t len;
-    if (img_encode(&r->im, fmt, quality, &enc, &len)) {
+    if (img_encode(&r->cr.im, fmt, quality, &enc, &len)) {
         r->retry_after = 5;
         return srv_error_set(&r->err, 503, "encode_failed", "the answer could not be encoded (out of memory?)");
     }
@@ -497,19 +485,19 @@ static int finish_build(req *r) {
     size_t nk = 0;
     r->neighbors[0] = 0;
     cJSON *nb = cJSON_CreateArray();
-    int use_nb = n > 0 && k > 0 && r->work.method == NN_METHOD_SIM;
+    int use_nb = n > 0 && k > 0 && r->cr.work.method == NN_METHOD_SIM;
     for (int i = 0; use_nb && i < n * k; i++) {
         int dup = 0;
-        for (int j = 0; j < i; j++) dup |= r->ids[j] == r->ids[i];
+        for (int j = 0; j < i; j++) dup |= r->cr.ids[j] == r->cr.ids[i];
         if (dup) continue;
-        float best = r->scores[i];
+        float best = r->cr.scores[i];
         for (int j = i + 1; j < n * k; j++)
-            if (r->ids[j] == r->ids[i] && r->scores[j] > best) best = r->scores[j];
+            if (r->cr.ids[j] == r->cr.ids[i] && r->cr.scores[j] > best) best = r->cr.scores[j];
         if (nk + 40 < sizeof r->neighbors)
             nk += (size_t)snprintf(r->neighbors + nk, sizeof r->neighbors - nk, "%s%lld:%.4f", nk ? "," : "",
-                                   (long long)r->ids[i], best);
+                                   (long long)r->cr.ids[i], best);
         cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "id", (double)r->ids[i]);
+        cJSON_AddNumberToObject(e, "id", (double)r->cr.ids[i]);
         cJSON_AddNumberToObject(e, "score", round(best * 1e4) / 1e4);
         cJSON_AddItemToArray(nb, e);
     }
@@ -537,8 +525,8 @@ static int finish_build(req *r) {
     }
     cJSON_AddItemToObject(root, "image", cJSON_CreateStringReference(b64));
     cJSON_AddStringToObject(root, "format", img_format_name(fmt));
-    cJSON_AddNumberToObject(root, "width", r->im.w);
-    cJSON_AddNumberToObject(root, "height", r->im.h);
+    cJSON_AddNumberToObject(root, "width", r->cr.im.w);
+    cJSON_AddNumberToObject(root, "height", r->cr.im.h);
     cJSON_AddStringToObject(root, "method", srv_method_name(r->args.method));
     cJSON_AddItemToObject(root, "neighbors", nb);
     cJSON_AddItemToObject(root, "timings_ms", tj);
@@ -559,7 +547,7 @@ static int finish_build(req *r) {
 /* The finish stage (work pool): maps the executor's or Telea's outcome to an answer or an error. */
 static void finish_job(core_job *job, int cancelled) {
     req *r = (req *)((char *)job - offsetof(req, job));
-    core_work *w = &r->work;
+    core_work *w = &r->cr.work;
     sp_status st = r->args.method == SRV_METHOD_TELEA ? r->task_status : w->n > 0 ? w->status : SP_OK;
     const char *why = r->args.method == SRV_METHOD_TELEA ? r->task_error : w->error;
     if (cancelled) {
@@ -593,9 +581,7 @@ static void telea_job(core_job *job, int cancelled) {
         r->task_status = SP_ERR_BUSY;
         snprintf(r->task_error, sizeof r->task_error, "the server is shutting down");
     } else {
-        double t1 = sp_now();
-        r->task_status = telea_inpaint_until(&r->im, r->hole, TELEA_DEFAULT_RADIUS, 0, r->deadline);
-        r->telea_ms = (sp_now() - t1) * 1e3;
+        r->task_status = core_request_telea(&r->cr, r->deadline);
         if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
     }
     to_finish(r);
@@ -606,41 +592,34 @@ static void telea_job(core_job *job, int cancelled) {
 static int prepare(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
-    img_u8 mask;
+    img_u8 im, mask;
     img_format mfmt;
-    if (decode_upload(r, &r->args.image, "image", 1, &r->im, &r->in_fmt)) return r->err.status;
-    if (decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) return r->err.status;
+    if (decode_upload(r, &r->args.image, "image", 1, &im, &r->in_fmt)) return r->err.status;
+    if (decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) {
+        img_free(&im);
+        return r->err.status;
+    }
     /* the uploaded bytes are not needed any more: a queued request holds only its pixels */
     free(r->args.image.data);
     free(r->args.mask.data);
     r->args.image.data = r->args.mask.data = NULL;
     r->args.image.len = r->args.mask.len = 0;
-    if (mask.w != r->im.w || mask.h != r->im.h) {
-        int mw = mask.w, mh = mask.h;
-        img_free(&mask);
-        return srv_error_set(&r->err, 422, "mask_size_mismatch",
-                             "the mask is %dx%d but the image is %dx%d (after EXIF orientation)", mw, mh, r->im.w, r->im.h);
-    }
-    r->hole = malloc((size_t)r->im.w * r->im.h);
-    if (!r->hole) {
-        img_free(&mask);
-        r->retry_after = 5;
-        return srv_error_set(&r->err, 503, "out_of_memory", "no memory for the hole map");
-    }
-    long holes = img_hole_map(&mask, r->hole);
+    core_method method = r->args.method == SRV_METHOD_TELEA    ? CORE_METHOD_TELEA
+                         : r->args.method == SRV_METHOD_COARSE ? CORE_METHOD_COARSE
+                                                               : CORE_METHOD_SIM;
+    core_fault fault;
+    sp_status st = core_request_prepare(&r->cr, &s->cfg, s->s, core_engine_k(s->engine), method, &im, &mask, &fault);
     img_free(&mask);
-    if (holes == 0)
-        return srv_error_set(&r->err, 422, "empty_mask",
-                             "the mask marks no pixel as hole (white, luminance > 127, is the hole)");
-    if (r->im.c == 1) {
-        img_u8 rgb;
-        if (img_convert(&r->im, 3, &rgb)) return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
-        img_free(&r->im);
-        r->im = rgb;
+    if (st) {
+        img_free(&im);
+        if (fault == CORE_FAULT_MASK_SIZE) return srv_error_set(&r->err, 422, "mask_size_mismatch", "%s", sp_err_msg());
+        if (fault == CORE_FAULT_EMPTY_MASK) return srv_error_set(&r->err, 422, "empty_mask", "%s", sp_err_msg());
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare the image");
     }
+    r->decode_ms = (sp_now() - t0) * 1e3;
     core_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
-    if (r->args.method == SRV_METHOD_TELEA) {
-        r->decode_ms = (sp_now() - t0) * 1e3;
+    if (method == CORE_METHOD_TELEA) {
         r->job.run = telea_job;
         if (core_pool_submit(s->telea, &r->job)) {
             r->retry_after = 2;
@@ -648,41 +627,13 @@ static int prepare(req *r) {
         }
         return 0;
     }
-    int maxc = s->cfg.batching.queue_capacity < MAX_CROPS_PER_REQUEST ? s->cfg.batching.queue_capacity
-                                                                      : MAX_CROPS_PER_REQUEST;
-    if (img_plan_make(r->hole, r->im.w, r->im.h, s->s, cfg_plan_strategy(&s->cfg),
-                      s->cfg.inpaint.crop_margin, maxc, &r->plan))
-        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to plan the crops");
-    int n = r->plan.n, k = core_engine_k(s->engine);
-    size_t s2 = (size_t)s->s * s->s;
-    r->x = malloc(sizeof(float) * 3 * s2 * n);
-    r->m = malloc(sizeof(float) * s2 * n);
-    r->y = malloc(sizeof(float) * 3 * s2 * n);
-    r->ids = calloc((size_t)n * (k + 1), sizeof *r->ids);
-    r->scores = calloc((size_t)n * (k + 1), sizeof *r->scores);
-    if (!r->x || !r->m || !r->y || !r->ids || !r->scores) {
-        r->retry_after = 5;
-        return srv_error_set(&r->err, 503, "out_of_memory", "no memory for %d crops", n);
-    }
-    for (int i = 0; i < n; i++)
-        if (img_plan_input(&r->plan, i, &r->im, r->hole, r->x + (size_t)i * 3 * s2, r->m + (size_t)i * s2))
-            return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare crop %d", i);
-    r->decode_ms = (sp_now() - t0) * 1e3;
-    core_work *w = &r->work;
-    w->n = n;
-    w->method = r->args.method == SRV_METHOD_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
-    w->img = r->x;
-    w->mask = r->m;
-    w->out = r->y;
-    w->ids = r->ids;
-    w->scores = r->scores;
-    w->deadline = r->deadline;
-    w->done = inpaint_done;
-    w->user = r;
+    core_request_work(&r->cr, r->deadline);
+    r->cr.work.done = inpaint_done;
+    r->cr.work.user = r;
     int ra;
-    if (core_exec_submit(s->exec, w, &ra)) {
+    if (core_exec_submit(s->exec, &r->cr.work, &ra)) {
         r->retry_after = ra;
-        w->n = 0;
+        r->cr.work.n = 0;
         return srv_error_set(&r->err, 503, "overloaded", "%s", sp_err_msg());
     }
     return 0;

@@ -1,4 +1,4 @@
-/* test_srv_exec.c: the batching executor with a test runner: batch sizes, crops spanning batches, deadlines, load shedding, errors, shutdown. */
+/* test_exec.c: the batching executor with a test runner: batch sizes, crops spanning batches, deadlines, load shedding, errors, shutdown. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -238,5 +238,5 @@ int main(void) {
     CHECKF(ok >= 1 && ok + busy == 4, "ok %d busy %d", ok, busy);
     core_exec_free(NULL);
     core_metrics_free(m);
-    return t_done("test_srv_exec");
+    return t_done("test_exec");
 }

@@ -1,4 +1,4 @@
-/* test_srv_metrics.c: the Prometheus registry: counters, gauges, histogram buckets, label escaping, process gauges, concurrent updates. */
+/* test_metrics.c: the Prometheus registry: counters, gauges, histogram buckets, label escaping, process gauges, concurrent updates. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,5 +62,5 @@ int main(void) {
     CHECK(core_metric_get(hits, (const char *[]){"odd"}) == 20000 && core_metric_get(hits, (const char *[]){"even"}) == 20000);
     core_metrics_free(m);
     core_metrics_free(NULL);
-    return t_done("test_srv_metrics");
+    return t_done("test_metrics");
 }

@@ -1,4 +1,4 @@
-/* test_srv_plan.c: crop planning for any image size: regions, ownership, conservative masks, paste-back touching only hole pixels. */
+/* test_plan.c: crop planning for any image size: regions, ownership, conservative masks, paste-back touching only hole pixels. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +14,7 @@ static void disk(uint8_t *hole, int w, int h, int cx, int cy, int r) {
 
 /* Checks the plan's invariants on a w x h hole map; returns the number of crops. */
 static int check_plan(const uint8_t *hole, int w, int h, int s, img_plan_strategy strat, int margin, img_plan *p) {
-    sp_status st = img_plan_make(hole, w, h, s, strat, margin, 32, p);
+    sp_status st = img_plan_make(hole, w, h, s, strat, margin, 32L * s * s, p);
     CHECKF(st == SP_OK, "%s", sp_err_msg());
     if (st) return 0;
     for (int i = 0; i < p->n; i++) {
@@ -22,7 +22,7 @@ static int check_plan(const uint8_t *hole, int w, int h, int s, img_plan_strateg
         CHECKF(c->x0 >= 0 && c->y0 >= 0 && c->x0 + c->w <= w && c->y0 + c->h <= h, "crop %d outside %dx%d", i, w, h);
         CHECKF(c->bx0 >= c->x0 && c->by0 >= c->y0 && c->bx1 <= c->x0 + c->w && c->by1 <= c->y0 + c->h,
                "owned box of crop %d not inside it", i);
-        if (w >= s && h >= s && !p->fallback && strat == IMG_PLAN_CROP)
+        if (w >= s && h >= s && strat == IMG_PLAN_CROP)
             CHECKF(c->w >= s && c->h >= s, "crop %d is %dx%d, smaller than %d", i, c->w, c->h, s);
     }
     /* each hole pixel owned exactly once */
@@ -128,9 +128,14 @@ int main(void) {
     roundtrip(hole, w, h, 3, s, IMG_PLAN_CROP);
     roundtrip(hole, w, h, 4, s, IMG_PLAN_CROP);
     roundtrip(hole, w, h, 3, s, IMG_PLAN_RESIZE);
-    /* close regions merge into one crop */
-    disk(hole, w, h, 130, 100, 5);
+    /* close regions that fit one working crop together (margins included) merge into it */
+    disk(hole, w, h, 115, 100, 3);
     CHECK(check_plan(hole, w, h, s, IMG_PLAN_CROP, 16, &p) == 3);
+    img_plan_free(&p);
+    /* close regions that would not (90..135 plus margins is 78 > 64) keep a crop each at scale 1 */
+    disk(hole, w, h, 130, 100, 5);
+    CHECK(check_plan(hole, w, h, s, IMG_PLAN_CROP, 16, &p) == 4);
+    for (int i = 0; i < p.n; i++) CHECK(p.crops[i].w == s || p.crops[i].bx1 - p.crops[i].bx0 > 40);
     img_plan_free(&p);
     /* a big region needs a crop larger than s, downscaled */
     memset(hole, 0, (size_t)w * h);
@@ -146,11 +151,23 @@ int main(void) {
     CHECK(check_plan(hole, w, h, s, IMG_PLAN_CROP, 16, &p) == 1 && p.crops[0].h == h && p.crops[0].w > h);
     img_plan_free(&p);
     roundtrip(hole, w, h, 3, s, IMG_PLAN_CROP);
-    /* speckle noise: too many regions -> one crop around everything */
+    /* speckle noise: too many regions for the budget -> a grid of crops, at most the budget's 32 */
     memset(hole, 0, (size_t)w * h);
     for (int y = 0; y < h; y += 7)
         for (int x = 0; x < w; x += 7) hole[(size_t)y * w + x] = 1;
-    CHECK(check_plan(hole, w, h, s, IMG_PLAN_CROP, 2, &p) == 1 && p.fallback == 1);
+    int nc = check_plan(hole, w, h, s, IMG_PLAN_CROP, 2, &p);
+    CHECKF(nc >= 2 && nc <= 32 && p.tile > 0, "speckle: %d crops on a grid of %d", nc, p.tile);
+    img_plan_free(&p);
+    roundtrip(hole, w, h, 3, s, IMG_PLAN_CROP);
+    /* 48 separate small holes, more regions than the budget's 32 crops: a grid of crops, each far
+     * smaller than the one crop around all holes the planner used to fall back to */
+    memset(hole, 0, (size_t)w * h);
+    for (int i = 0; i < 48; i++) disk(hole, w, h, 40 + (i % 8) * 125, 40 + (i / 8) * 130, 6);
+    nc = check_plan(hole, w, h, s, IMG_PLAN_CROP, 16, &p);
+    int small = 1;
+    for (int i = 0; i < p.n; i++) small &= p.crops[i].w <= 300 && p.crops[i].h <= 300;
+    CHECKF(nc > 1 && nc <= 32 && p.tile > 0 && small, "48 holes: %d crops on a grid of %d, each at most 300 px: %d", nc,
+           p.tile, small);
     img_plan_free(&p);
     roundtrip(hole, w, h, 3, s, IMG_PLAN_CROP);
     free(hole);
@@ -164,5 +181,5 @@ int main(void) {
     roundtrip(hole, w, h, 3, s, IMG_PLAN_CROP);
     roundtrip(hole, w, h, 4, s, IMG_PLAN_RESIZE);
     free(hole);
-    return t_done("test_srv_plan");
+    return t_done("test_plan");
 }

@@ -31,7 +31,7 @@ typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t strm;
     int threads;
-    nn_conv_algo algo; /* after the SEMIPAINT_CONV override */
+    nn_conv_algo algo; /* nn_backend_opts.conv_algo (the caller applies SEMIPAINT_CONV) */
     float *scratch; /* pconv epilogue planes and Winograd tiles; grows to the largest layer once */
     size_t scratch_bytes;
 } cpu_impl;
@@ -587,6 +587,7 @@ static void cpu_destroy(nn_backend *be) {
 
 static const nn_backend_ops cpu_ops = {
     .name = "cpu",
+    .caps = NN_CAP_CONV_ALGO,
     .destroy = cpu_destroy,
     .device_memory = NULL,
     .tensor_alloc = cpu_tensor_alloc,
@@ -641,11 +642,6 @@ sp_status nn_cpu_backend_new(const nn_backend_opts *opts, nn_backend **out) {
     be->impl = ci;
     ci->threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
     ci->algo = opts->conv_algo;
-    const char *env = getenv("SEMIPAINT_CONV");
-    if (ci->algo == NN_CONV_AUTO && env && *env && nn_conv_algo_parse(env, &ci->algo)) {
-        st = sp_err(SP_ERR_INVALID, "SEMIPAINT_CONV=%s: expected auto, direct, winograd or winograd4", env);
-        goto fail;
-    }
     omp_set_num_threads(ci->threads);
     DNNL_TRY(dnnl_engine_create(&ci->eng, dnnl_cpu, 0));
     DNNL_TRY(dnnl_stream_create(&ci->strm, ci->eng, dnnl_stream_default_flags));

@@ -1,0 +1,133 @@
+/* core/request.c: the one request path: hole map, crop plan and network inputs, executor work, Telea, paste-back. */
+#include "core/request.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imaging/telea.h"
+
+long core_request_budget(const cfg_config *cfg, int s) {
+    long crop = (long)s * s, budget = cfg->inpaint.max_work_pixels;
+    long queue = (long)cfg->batching.queue_capacity * crop;
+    if (budget > queue) budget = queue;
+    return budget < crop ? crop : budget;
+}
+
+sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
+                               img_u8 *image, const img_u8 *mask, core_fault *fault) {
+    memset(r, 0, sizeof *r);
+    *fault = CORE_FAULT_NONE;
+    r->method = method;
+    r->s = s;
+    r->k = k;
+    r->im = *image;
+    memset(image, 0, sizeof *image);
+    if (mask->w != r->im.w || mask->h != r->im.h) {
+        *fault = CORE_FAULT_MASK_SIZE;
+        return sp_err(SP_ERR_INVALID, "the mask is %dx%d but the image is %dx%d (after EXIF orientation)", mask->w,
+                      mask->h, r->im.w, r->im.h);
+    }
+    if (!(r->hole = malloc((size_t)r->im.w * r->im.h))) return sp_err(SP_ERR_NOMEM, "no memory for the hole map");
+    if ((r->holes = img_hole_map(mask, r->hole)) == 0) {
+        *fault = CORE_FAULT_EMPTY_MASK;
+        return sp_err(SP_ERR_INVALID, "the mask marks no pixel as hole (white, luminance > 127, is the hole)");
+    }
+    if (r->im.c == 1) {
+        img_u8 rgb;
+        sp_status st = img_convert(&r->im, 3, &rgb);
+        if (st) return st;
+        img_free(&r->im);
+        r->im = rgb;
+    }
+    if (method == CORE_METHOD_TELEA) return SP_OK;
+    sp_status st = img_plan_make(r->hole, r->im.w, r->im.h, s, cfg_plan_strategy(cfg), cfg->inpaint.crop_margin,
+                                 core_request_budget(cfg, s), &r->plan);
+    if (st) return st;
+    int n = r->plan.n;
+    size_t s2 = (size_t)s * s;
+    r->x = malloc(sizeof(float) * 3 * s2 * n);
+    r->m = malloc(sizeof(float) * s2 * n);
+    r->y = malloc(sizeof(float) * 3 * s2 * n);
+    r->ids = calloc((size_t)n * (k + 1), sizeof *r->ids);
+    r->scores = calloc((size_t)n * (k + 1), sizeof *r->scores);
+    if (!r->x || !r->m || !r->y || !r->ids || !r->scores) return sp_err(SP_ERR_NOMEM, "no memory for %d crops", n);
+    for (int i = 0; i < n; i++)
+        if ((st = img_plan_input(&r->plan, i, &r->im, r->hole, r->x + (size_t)i * 3 * s2, r->m + (size_t)i * s2)))
+            return st;
+    return SP_OK;
+}
+
+void core_request_work(core_request *r, double deadline) {
+    core_work *w = &r->work;
+    memset(w, 0, sizeof *w);
+    w->n = r->plan.n;
+    w->method = r->method == CORE_METHOD_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
+    w->img = r->x;
+    w->mask = r->m;
+    w->out = r->y;
+    w->ids = r->ids;
+    w->scores = r->scores;
+    w->deadline = deadline;
+}
+
+sp_status core_request_telea(core_request *r, double deadline) {
+    double t0 = sp_now();
+    sp_status st = telea_inpaint_until(&r->im, r->hole, TELEA_DEFAULT_RADIUS, 0, deadline);
+    r->telea_ms = (sp_now() - t0) * 1e3;
+    return st;
+}
+
+sp_status core_request_finish(core_request *r) {
+    size_t crop = (size_t)3 * r->s * r->s;
+    for (int i = 0; i < r->plan.n; i++) {
+        sp_status st = img_plan_paste(&r->plan, i, r->y + (size_t)i * crop, &r->im, r->hole);
+        if (st) return st;
+    }
+    return SP_OK;
+}
+
+/* core_request_run's wait for the executor. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} waiter;
+
+static void wake(core_work *w) {
+    waiter *wt = w->user;
+    pthread_mutex_lock(&wt->mu);
+    wt->done = 1;
+    pthread_cond_signal(&wt->cv);
+    pthread_mutex_unlock(&wt->mu);
+}
+
+sp_status core_request_run(core_request *r, core_exec *ex, double deadline) {
+    if (r->method == CORE_METHOD_TELEA) return core_request_telea(r, deadline);
+    waiter wt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    core_request_work(r, deadline > 0 ? deadline : sp_now() + 1e7); /* no deadline: a long one */
+    r->work.done = wake;
+    r->work.user = &wt;
+    int retry;
+    sp_status st = core_exec_submit(ex, &r->work, &retry);
+    if (st) return st;
+    pthread_mutex_lock(&wt.mu);
+    while (!wt.done) pthread_cond_wait(&wt.cv, &wt.mu);
+    pthread_mutex_unlock(&wt.mu);
+    pthread_mutex_destroy(&wt.mu);
+    pthread_cond_destroy(&wt.cv);
+    if (r->work.status) return sp_err(r->work.status, "%s", r->work.error);
+    return core_request_finish(r);
+}
+
+void core_request_free(core_request *r) {
+    img_free(&r->im);
+    free(r->hole);
+    img_plan_free(&r->plan);
+    free(r->x);
+    free(r->m);
+    free(r->y);
+    free(r->ids);
+    free(r->scores);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,70 @@
+/* core/request.h: one inpainting request from decoded pixels to the pasted result (prepare -> submit -> finish), shared by semipaintd and `semipaint inpaint`. */
+#ifndef CORE_REQUEST_H
+#define CORE_REQUEST_H
+
+#include "core/config.h"
+#include "core/exec.h"
+#include "imaging/img.h"
+#include "imaging/plan.h"
+
+typedef enum { CORE_METHOD_SIM = 0, CORE_METHOD_COARSE, CORE_METHOD_TELEA } core_method;
+
+/* Why core_request_prepare refused a request (with SP_ERR_INVALID), for the caller's answer. */
+typedef enum {
+    CORE_FAULT_NONE = 0,
+    CORE_FAULT_MASK_SIZE,  /* the mask's size is not the image's */
+    CORE_FAULT_EMPTY_MASK, /* the mask marks no hole pixel */
+} core_fault;
+
+/*
+ * A request's state. The image, hole map, plan and crop buffers belong to it from prepare until
+ * core_request_free; `work` is what goes to the executor (its buffers are the request's).
+ */
+typedef struct {
+    core_method method;
+    int s, k;         /* working size, neighbours per crop */
+    img_u8 im;        /* the image being inpainted (RGB or RGBA; a grey upload becomes RGB) */
+    uint8_t *hole;    /* w*h, 1 = hole */
+    long holes;       /* hole pixels */
+    img_plan plan;    /* crops (not for telea) */
+    float *x, *m, *y; /* (n,3,s,s), (n,1,s,s), (n,3,s,s) */
+    int64_t *ids;     /* (n,k) neighbours of each crop, with their scores */
+    float *scores;
+    core_work work;
+    double telea_ms;
+} core_request;
+
+/* The most working pixels one request may send to the networks under `cfg`: inpaint.max_work_pixels,
+ * and no more crops than the executor's queue holds (batching.queue_capacity). */
+long core_request_budget(const cfg_config *cfg, int s);
+
+/* Takes `image` (its pixels move into r; *image is emptied) and `mask` (not kept) and makes the
+ * hole map (luminance > 127, alpha applied: img_hole_map), a grey image RGB, and for sim and coarse
+ * the crop plan (cfg's strategy, margin and core_request_budget) and the crops' network inputs.
+ * SP_ERR_INVALID with *fault set for a mask of another size or one without a hole pixel;
+ * SP_ERR_NOMEM. On error r holds what was made so far: free it with core_request_free. */
+sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
+                               img_u8 *image, const img_u8 *mask, core_fault *fault);
+
+/* Fills r->work with the request's crops for the executor (buffers, method, deadline); the caller
+ * sets `done` and `user` and submits it. */
+void core_request_work(core_request *r, double deadline);
+
+/* Method telea: fills the hole of r->im in place, giving up at `deadline` (sp_now() time, 0 =
+ * never) with SP_ERR_TIMEOUT. */
+sp_status core_request_telea(core_request *r, double deadline);
+
+/* After the executor finished r->work with SP_OK: pastes each crop's result into the hole pixels
+ * of r->im (no other pixel changes). */
+sp_status core_request_finish(core_request *r);
+
+/* Runs the request to its end on `ex` (or Telea here) and waits: prepare must have succeeded.
+ * `deadline` 0 means none.
+ * The answer is in r->im. Errors: the work's status (SP_ERR_TIMEOUT, SP_ERR_BUSY when the
+ * executor refused it, the runner's), with its message. For `semipaint inpaint`. */
+sp_status core_request_run(core_request *r, core_exec *ex, double deadline);
+
+/* Frees what the request holds; r is zeroed. */
+void core_request_free(core_request *r);
+
+#endif
