@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# it_train.sh: training/train.py end to end on a few real images: cache, neighbours, exact resume (2+2 steps == 4 steps), export, the thumbnail descriptor against the C one.
+# it_train.sh: training/train.py end to end on a few real images: cache, neighbours, exact resume (2+2 steps == 4 steps), export, run --init-from the exported files (same first loss as the checkpoint, fresh Adam moments, mismatched configs refused), the thumbnail descriptor against the C one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-/usr/bin/python3}
@@ -67,6 +67,59 @@ import json, sys
 lr = {r["step"]: r["lr"] for r in map(json.loads, open(sys.argv[1]))}
 assert lr[3] == 3e-4 and lr[4] == 1e-4 and lr[5] == 1e-4 and lr[6] == 2e-5, lr  # step s logs the rate of step s-1
 EOF
+
+echo "== run --init-from the exported files: same nets as the checkpoint, fresh Adam moments, step and log go on"
+mkdir -p "$tmp/w/training-logs"
+cp "$tmp/a/loss_log.jsonl" "$tmp/w/training-logs/"   # where weights/ keeps the shipped run's log
+$T run "${common[@]}" --init-from "$tmp/w" --ckpt-dir "$tmp/i" --steps 2 > "$tmp/i.log"
+grep -q "at step 4 .*fresh Adam moments" "$tmp/i.log" || { echo "FAIL: --init-from did not start at step 4"; cat "$tmp/i.log"; exit 1; }
+# Step 5's logged loss is the forward pass of the nets before their first update: the checkpoint-resumed
+# run ($tmp/e, from $tmp/a at step 4) and the run from the exported files must agree on it.
+"$PY" - "$tmp/i/loss_log.jsonl" "$tmp/e/loss_log.jsonl" "$tmp/a/loss_log.jsonl" "$tmp/i/train.pt" <<'EOF'
+import json, sys
+import torch
+i, e, a = ([json.loads(l) for l in open(p)] for p in sys.argv[1:4])
+assert [r["step"] for r in i] == [1, 2, 3, 4, 5, 6], [r["step"] for r in i]
+assert i[:4] == a, "the exported run's loss log was not carried over"
+worst = max(abs(i[4][n][t] - e[4][n][t]) for n in ("pconv", "sim1", "sim0") for t in e[4][n])
+assert worst <= 1e-6, f"step 5: the first forward loss from the exported files differs from the checkpoint's by {worst:.2e}"
+assert any(i[5][n] != e[5][n] for n in ("pconv", "sim1", "sim0")), "step 6 equal: the Adam moments were not fresh?"
+# 1e-4 at steps 4 and 5 (--lr-high-steps 3), warmed up over 200 steps: 1/200, 2/200 of it
+assert abs(i[4]["lr"] - 1e-4 / 200) < 1e-12 and abs(i[5]["lr"] - 2e-4 / 200) < 1e-12, (i[4]["lr"], i[5]["lr"])
+assert i[5]["samples"] == 12, i[5]
+ck = torch.load(sys.argv[4])
+assert ck["step"] == 6 and ck["args"]["init_from"]["step"] == 4 and ck["args"]["warmup"] == {"from": 4, "steps": 200}
+print(f"it_train: --init-from: step 5 loss equal to the checkpoint-resumed run's (max difference {worst:.1e})")
+EOF
+$T run "${common[@]}" --ckpt-dir "$tmp/i" --steps 1 > "$tmp/i2.log"   # then a plain resume, warm-up included
+grep -q "resuming" "$tmp/i2.log" || { echo "FAIL: the --init-from run's checkpoint did not resume"; exit 1; }
+$T export --ckpt-dir "$tmp/i" --out-dir "$tmp/wi" > /dev/null
+"$PY" - "$tmp/wi" <<'EOF'
+import sys
+sys.path.insert(0, "training")
+import export
+m, meta = export.load_module(f"{sys.argv[1]}/sim1.safetensors")
+assert "7 steps of batch 2 (14 samples)" in meta["notes"] and "continued at step 4" in meta["notes"], meta["notes"]
+import train
+# the model cards as --init-from reads them: this export's, and the shipped weights' (step, schedule)
+_, info = train.init_from_weights(sys.argv[1], train.config_of("small"), "small", ["pconv", "sim1", "sim0"], "faces")
+assert (info["step"], info["samples"], info["lr_high_steps"], info["lr_final"]) == (7, 14, 3, None), info
+_, info = train.init_from_weights("weights", train.config_of("cpu256"), "cpu256", ["pconv", "sim1", "sim0"], "faces")
+assert info["step"] > 0 and info["samples"] >= info["step"] and info["lr_high_steps"] and info["lr_final"], info
+print(f"it_train: the shipped weights start --init-from at step {info['step']} (schedule {info['lr_high_steps']}, "
+      f"{info['lr_final']})")
+EOF
+echo "== --init-from refuses another configuration's files, and an existing checkpoint"
+if $T run "${common[@]}" --config smallw --init-from "$tmp/w" --ckpt-dir "$tmp/x" --steps 1 > "$tmp/x.log" 2>&1; then
+  echo "FAIL: small files accepted for --config smallw"; exit 1
+fi
+grep -q "does not match --config smallw: enc_channels .*--config small)" "$tmp/x.log" \
+  || { echo "FAIL: unclear refusal:"; cat "$tmp/x.log"; exit 1; }
+[ ! -e "$tmp/x" ] || { echo "FAIL: a refused --init-from wrote $tmp/x"; exit 1; }
+if $T run "${common[@]}" --init-from "$tmp/w" --ckpt-dir "$tmp/i" --steps 1 > "$tmp/x.log" 2>&1; then
+  echo "FAIL: --init-from over an existing checkpoint accepted"; exit 1
+fi
+grep -q "exists; without --init-from" "$tmp/x.log" || { echo "FAIL: unclear refusal:"; cat "$tmp/x.log"; exit 1; }
 
 echo "== widen small -> smallw: Sim-K computes the same, training and export go on at the new width"
 cp -r "$tmp/a" "$tmp/d"

@@ -7,6 +7,7 @@ Subcommands (run with /usr/bin/python3 from the repository root):
               database's thumbnail descriptor (retrieval/rt_desc.c, re-implemented in numpy)
   bench       time one training step of candidate configurations
   run         train (or resume) pconv, sim1 and sim0 together, checkpointing every few minutes
+              into .train/<data kind>/ (outside git); --init-from DIR starts from exported weights
   export      write the latest checkpoint's nets as semipaint safetensors with a model card
 
 The loss is the paper's equation (1) (Iskakov 2018, after Liu et al. 2018):
@@ -22,6 +23,13 @@ RNG state, the step and the whole loss log, so `run` resumes exactly where it st
 SIGCONT do no harm (nothing depends on wall time but when checkpoints are written); SIGTERM and
 SIGINT write a checkpoint at the end of the current step, then exit.
 
+Training state never goes into git (a checkpoint is tens to hundreds of MB, and every committed
+one stays in every clone): checkpoints live in .train/faces or .train/general (git-ignored; the
+default --ckpt-dir by --data-kind). Without a local checkpoint, `run --init-from weights` starts
+from the shipped safetensors: the nets' weights exactly, fresh Adam moments (with a linear
+learning-rate warm-up, --warmup), the step counter and schedule from the model card's notes, and
+the loss log from <DIR>/loss_log.jsonl or <DIR>/training-logs/loss_log.jsonl when present.
+
 --data-kind general (the "general" family, recorded in the checkpoint): photographs of any size
 and aspect. Each sample is a square crop (side log-uniform between min(S, short side) and the
 short side, uniform position) resampled to S x S as the service's `crop` strategy does; masks are
@@ -30,9 +38,11 @@ half QD-IMD, half random brush strokes and blobs; Sim-K's neighbours are the dat
 descriptor on those rows. The stream is again a pure function of (seed, step).
 """
 import argparse
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -49,7 +59,7 @@ import qdimd  # noqa: E402
 
 DEFAULT_TRAIN = "../shared/data/celebahq256/train"
 DEFAULT_CACHE_DIR = ".deps/celebahq"
-DEFAULT_CKPT_DIR = os.path.join(os.path.dirname(HERE), "weights", "checkpoints")
+TRAIN_STATE_DIR = os.path.join(os.path.dirname(HERE), ".train")  # git-ignored: checkpoints never go into git
 DEFAULT_NEIGHBOURS = os.path.join(HERE, "neighbours_thumb16.npy")
 GENERAL_TRAIN = "../shared/data/general/train"
 GENERAL_CACHE_DIR = ".deps/general"
@@ -644,8 +654,21 @@ class GeneralStream:
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
+def default_ckpt_dir(kind):
+    """.train/<kind> at the repository's root: git-ignored, so no checkpoint is ever committed."""
+    return os.path.join(TRAIN_STATE_DIR, kind or "faces")
+
+
 def ckpt_file(ckpt_dir):
     return os.path.join(ckpt_dir, "train.pt")
+
+
+def load_checkpoint(ckpt_dir):
+    path = ckpt_file(ckpt_dir)
+    if not os.path.isfile(path):
+        raise SystemExit(f"train: no checkpoint {path} (checkpoints live outside git, in .train/; start one from "
+                         f"the shipped weights with `train.py run --init-from weights`)")
+    return torch.load(path, map_location="cpu")
 
 
 def save_checkpoint(ckpt_dir, state):
@@ -660,12 +683,99 @@ def save_checkpoint(ckpt_dir, state):
 
 def lr_at(args, step):
     """Adam's learning rate at `step`: lr_high before lr_high_steps, then lr, then lr_final from
-    step lr_final_from on (when set)."""
+    step lr_final_from on (when set); times (i+1)/N for the i-th of the N warm-up steps after an
+    --init-from (args["warmup"] = {"from": first step, "steps": N})."""
     if step < args["lr_high_steps"]:
-        return args["lr_high"]
-    if args.get("lr_final_from") is not None and step >= args["lr_final_from"]:
-        return args["lr_final"]
-    return args["lr"]
+        lr = args["lr_high"]
+    elif args.get("lr_final_from") is not None and step >= args["lr_final_from"]:
+        lr = args["lr_final"]
+    else:
+        lr = args["lr"]
+    w = args.get("warmup")
+    if w and w["from"] <= step < w["from"] + w["steps"]:
+        lr *= (step - w["from"] + 1) / w["steps"]
+    return lr
+
+
+def samples_at(args, step):
+    """Training samples seen after `step` steps (an --init-from run adds its own batches to the
+    samples the model card counted, whatever batch size those had)."""
+    init = args.get("init_from")
+    if init:
+        return init["samples"] + (step - init["step"]) * args["batch"]
+    return step * args["batch"]
+
+
+# what `export` writes into the model card's notes (model_card), read back by --init-from
+CARD_STEPS = re.compile(r"\b(\d+) steps of batch (\d+) \((\d+) samples\)")
+CARD_LR_HIGH_STEPS = re.compile(r"for the first (\d+) steps")
+CARD_LR_FINAL = re.compile(r", ([0-9.eE+-]+) from step (\d+)")
+
+
+def init_from_weights(d, cfg, config_name, names, kind):
+    """The start of an --init-from run: the exported nets of folder `d` (<d>/<net>.safetensors,
+    as `export` writes them and weights/ ships them). Refuses a file whose arch, size, kernels,
+    channels or k differ from `cfg` (the --config). Returns (state dicts by net, info) where info
+    has the step and samples the model cards record (0 when they record none), the schedule they
+    state and the sha256 prefixes of the files."""
+    import export as ex
+    states, steps, info = {}, set(), {"dir": os.path.abspath(d), "sha256": {}}
+    for n in names:
+        path = os.path.join(d, f"{n}.safetensors")
+        if not os.path.isfile(path):
+            raise SystemExit(f"train: --init-from {d}: there is no {n}.safetensors (the run's nets are "
+                             f"{','.join(names)}; choose them with --nets)")
+        try:
+            model, meta = ex.load_module(path)
+        except (ValueError, KeyError, OSError) as e:
+            raise SystemExit(f"train: --init-from: cannot read {path}: {e}")
+        want = {"arch": "pconv_unet" if n == "pconv" else "simk_unet", "size": cfg["size"],
+                "enc_kernels": list(cfg["enc_kernels"]), "enc_channels": list(cfg["enc_channels"]), "k": net_k(n)}
+        bad = [f"{key} {meta.get(key)} where --config {config_name} has {v}" for key, v in want.items()
+               if meta.get(key) != v]
+        if bad:
+            named = re.search(r"config (\S+),", meta.get("notes", ""))
+            raise SystemExit(f"train: --init-from: {path} does not match --config {config_name}: {'; '.join(bad)}. "
+                             f"Pass the configuration the file was trained at"
+                             + (f" (its model card says --config {named.group(1)})" if named else "") + ".")
+        card_kind = ("general" if "general photographs" in meta.get("trained_on", "") else
+                     "faces" if "CelebA-HQ" in meta.get("trained_on", "") else None)
+        if card_kind and card_kind != kind:
+            print(f"train: note: {path} was trained on {card_kind} data; this run trains it on {kind}", flush=True)
+        states[n] = model.state_dict()
+        with open(path, "rb") as f:
+            info["sha256"][n] = hashlib.sha256(f.read()).hexdigest()[:16]
+        notes = meta.get("notes", "")
+        m = CARD_STEPS.search(notes)
+        steps.add((int(m.group(1)), int(m.group(3))) if m else None)
+        if m:
+            h, fin = CARD_LR_HIGH_STEPS.search(notes), CARD_LR_FINAL.search(notes)
+            info["lr_high_steps"] = int(h.group(1)) if h else None
+            info["lr_final"] = (float(fin.group(1)), int(fin.group(2))) if fin else None
+    if len(steps) > 1:
+        raise SystemExit(f"train: --init-from {d}: the model cards record different steps "
+                         f"({', '.join(sorted(str(s[0]) if s else 'none' for s in steps))}); the nets were not "
+                         f"exported together")
+    st = steps.pop()
+    info["step"], info["samples"] = st if st else (0, 0)
+    if not st:
+        print(f"train: the model cards in {d} record no step count: the step counter starts at 0", flush=True)
+    return states, info
+
+
+def init_log(d, step):
+    """The loss log that goes with weights exported at `step`: the rows up to `step` of
+    <d>/loss_log.jsonl or <d>/training-logs/loss_log.jsonl (the first that exists), else []."""
+    for path in (os.path.join(d, "loss_log.jsonl"), os.path.join(d, "training-logs", "loss_log.jsonl")):
+        if os.path.isfile(path):
+            with open(path) as f:
+                rows = [json.loads(ln) for ln in f if ln.strip()]
+            kept = [r for r in rows if r.get("step", 0) <= step]
+            print(f"train: loss log continued from {path} ({len(kept)} rows up to step {step}"
+                  + (f"; {len(rows) - len(kept)} later rows left out" if len(kept) < len(rows) else "") + ")",
+                  flush=True)
+            return kept
+    return []
 
 
 def general_stream(a, targs, kmax):
@@ -695,6 +805,13 @@ def general_stream(a, targs, kmax):
 def run(a):
     torch.set_num_threads(a.threads)
     ckpt_path = ckpt_file(a.ckpt_dir)
+    init_states = None
+    if a.init_from and os.path.exists(ckpt_path):
+        raise SystemExit(f"train: --init-from {a.init_from}: {ckpt_path} exists; without --init-from `run` resumes "
+                         f"it exactly (Adam moments included). To start over from the exported weights, move it "
+                         f"away or pass another --ckpt-dir.")
+    if a.warmup is not None and (not a.init_from or a.warmup < 0):
+        raise SystemExit("train: --warmup N (N >= 0) is for --init-from runs (fresh Adam moments)")
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location="cpu")
         targs = ck["args"]
@@ -710,6 +827,19 @@ def run(a):
                  "cfg": config_of(a.config)}
         if kind == "general":
             targs["mask_qd_share"] = GENERAL_QD_SHARE
+        if a.init_from:
+            init_states, info = init_from_weights(a.init_from, targs["cfg"], a.config, targs["nets"], kind)
+            start = info["step"]
+            if a.lr_high_steps is None:
+                targs["lr_high_steps"] = info.get("lr_high_steps") or 8000
+            if a.lr_final_from is None and info.get("lr_final"):
+                targs["lr_final"], targs["lr_final_from"] = info["lr_final"]
+            warmup = 200 if a.warmup is None else a.warmup
+            if warmup > 0:
+                targs["warmup"] = {"from": start, "steps": warmup}
+            targs["init_from"] = {"dir": info["dir"], "step": start, "samples": info["samples"] or start * a.batch,
+                                  "warmup": warmup, "sha256": info["sha256"]}
+            init_log_rows = init_log(a.init_from, start)
     kind = targs.get("data_kind", "faces")
     if a.data_kind is not None and a.data_kind != kind:
         raise SystemExit(f"train: {ckpt_path} is a --data-kind {kind} run, not {a.data_kind}")
@@ -717,6 +847,15 @@ def run(a):
         targs["lr_high_steps"] = a.lr_high_steps  # the schedule may be changed on resume; logged
     if a.lr_final_from is not None:
         targs["lr_final"], targs["lr_final_from"] = a.lr_final, a.lr_final_from
+    if init_states is not None:
+        start, warmup = targs["init_from"]["step"], targs["init_from"]["warmup"]
+        print(f"train: starting from the exported nets of {a.init_from} at step {start} ({a.config}, nets "
+              f"{','.join(targs['nets'])}) with fresh Adam moments; "
+              + (f"learning rate warmed up linearly over steps {start + 1}-{start + warmup}; "
+                 if warmup > 0 else "no warm-up; ")
+              + f"lr {targs['lr_high']:g} before step {targs['lr_high_steps']}, then {targs['lr']:g}"
+              + (f", {targs['lr_final']:g} from step {targs['lr_final_from']}"
+                 if targs.get("lr_final_from") is not None else ""), flush=True)
     cfg = targs["cfg"]
     size = cfg["size"]
     kmax = max([net_k(n) for n in targs["nets"]] + [0])
@@ -744,6 +883,10 @@ def run(a):
             opts[n].load_state_dict(ck["opts"][n])
         torch.set_rng_state(ck["torch_rng"])
         log, step = ck["log"], ck["step"]
+    elif init_states is not None:
+        for n in targs["nets"]:
+            models[n].load_state_dict(init_states[n])
+        log, step = init_log_rows, targs["init_from"]["step"]
     vgg = VGGLoss(a.vgg16) if targs["vgg16"] else None
     for m in models.values():
         m.train()
@@ -794,7 +937,7 @@ def run(a):
         acc_steps += 1
         acc_time += time.process_time() - t0
         if step % a.log_every == 0:
-            row = {"step": step, "samples": step * targs["batch"], "lr": lr, "cpu_s_per_step": acc_time / acc_steps,
+            row = {"step": step, "samples": samples_at(targs, step), "lr": lr, "cpu_s_per_step": acc_time / acc_steps,
                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             for n in targs["nets"]:
                 row[n] = {key: round(v / acc_steps, 6) for key, v in acc[n].items()}
@@ -820,8 +963,12 @@ def model_card(targs, step, log, name):
         for key, v in r[name].items():
             losses[key] = losses.get(key, 0.0) + v / len(last)
     terms = "L_valid + 6 L_hole + 0.1 L_tv" + (" + 0.05 L_perc + 120 L_style" if targs["vgg16"] else "")
+    init = targs.get("init_from")
     notes = (f"semipaint training/train.py, config {targs['config']}, {step} steps of batch {targs['batch']} "
-             f"({step * targs['batch']} samples), Adam lr {targs['lr_high']:g} for the first "
+             f"({samples_at(targs, step)} samples)"
+             + (f" (continued at step {init['step']} from exported weights, Adam moments rebuilt"
+                + (f", {init['warmup']}-step warm-up)" if init["warmup"] else ")") if init else "")
+             + f", Adam lr {targs['lr_high']:g} for the first "
              f"{targs['lr_high_steps']} steps then {targs['lr']:g}"
              + (f", {targs['lr_final']:g} from step {targs['lr_final_from']}" if targs.get("lr_final_from") is not None
                 else "")
@@ -835,12 +982,12 @@ def model_card(targs, step, log, name):
                 f"excluding the image itself" if net_k(name) > 0 else "")
              + "; mean loss terms over the last logged steps: "
              + ", ".join(f"{key} {v:.4f}" for key, v in sorted(losses.items())))
-    return notes[:511]
+    return notes[:1023]  # what the engine keeps (docs/weights.md)
 
 
 def export(a):
     import export as ex
-    ck = torch.load(ckpt_file(a.ckpt_dir), map_location="cpu")
+    ck = load_checkpoint(a.ckpt_dir)
     targs, step = ck["args"], ck["step"]
     os.makedirs(a.out_dir, exist_ok=True)
     for n in targs["nets"]:
@@ -850,11 +997,11 @@ def export(a):
         if targs.get("data_kind", "faces") == "general":
             trained_on = (f"general photographs train ({targs['n_images']:,} images: Imagenette, Intel scenes, "
                           f"BSDS500, CamVid), crops at {targs['cfg']['size']}x{targs['cfg']['size']}, "
-                          f"{step * targs['batch']} samples")
+                          f"{samples_at(targs, step)} samples")
             licence = LICENCE_GENERAL
         else:
             trained_on = (f"CelebA-HQ 256 train (12,000 images, 00001-12000) at {targs['cfg']['size']}x"
-                          f"{targs['cfg']['size']}, {step * targs['batch']} samples")
+                          f"{targs['cfg']['size']}, {samples_at(targs, step)} samples")
             licence = LICENCE
         path = os.path.join(a.out_dir, f"{n}.safetensors")
         ex.export_module(model, arch, targs["cfg"], path, trained_on=trained_on[:255], licence=licence[:255],
@@ -897,7 +1044,7 @@ def widen_tensor(old, new, seg_old, seg_new):
 
 
 def widen(a):
-    ck = torch.load(ckpt_file(a.ckpt_dir), map_location="cpu")
+    ck = load_checkpoint(a.ckpt_dir)
     targs, step = ck["args"], ck["step"]
     cfg_old, cfg_new = targs["cfg"], config_of(a.to)
     if cfg_old["size"] != cfg_new["size"] or cfg_old["enc_kernels"] != cfg_new["enc_kernels"] or any(
@@ -1126,7 +1273,16 @@ def main(argv=None):
                         f"(computed on first use)")
     c.add_argument("--descriptor", default="thumb16")
     c.add_argument("--ndjson", default=qdimd.DEFAULT_NDJSON)
-    c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
+    c.add_argument("--ckpt-dir", default=None,
+                   help="checkpoint folder (train.pt, loss_log.jsonl), outside git; default .train/<data kind>, "
+                        "resumed when it holds a checkpoint")
+    c.add_argument("--init-from", default="", metavar="DIR",
+                   help="start a new run from DIR's exported pconv/sim1/sim0 .safetensors (e.g. weights) instead of "
+                        "random weights: fresh Adam moments, step and schedule from the model cards, loss log from "
+                        "DIR/loss_log.jsonl or DIR/training-logs/loss_log.jsonl; --config must be the files'")
+    c.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="with --init-from: the learning rate rises linearly over the first N steps (default 200; 0: "
+                        "none), so that the fresh Adam moments do not jolt the trained nets")
     c.add_argument("--batch", type=int, default=8)
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--mask-seed", type=int, default=1000)
@@ -1145,16 +1301,18 @@ def main(argv=None):
     c.add_argument("--checkpoint-minutes", type=float, default=5)
     c.add_argument("--log-every", type=int, default=25)
     c = sub.add_parser("widen", help="turn the checkpoint into a wider configuration's (same function)")
-    c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
+    c.add_argument("--ckpt-dir", default=None, help="default .train/faces")
     c.add_argument("--to", required=True, help="the wider configuration (same size, kernels and depth)")
     c.add_argument("--keep", default="", help="copy the old checkpoint to this file first")
     c.add_argument("--seed", type=int, default=7, help="seed of the new channels' initial weights")
     c = sub.add_parser("export")
-    c.add_argument("--ckpt-dir", default=DEFAULT_CKPT_DIR)
+    c.add_argument("--ckpt-dir", default=None, help="default .train/faces")
     c.add_argument("--out-dir", default="weights")
     c.add_argument("--dtype", choices=("f32", "f16"), default="f32",
                    help="tensor type in the files (f16 halves them; the engine widens to f32 at load)")
     a = ap.parse_args(argv)
+    if a.cmd in ("run", "widen", "export") and a.ckpt_dir is None:
+        a.ckpt_dir = default_ckpt_dir(getattr(a, "data_kind", None))
     if a.cmd == "cache":
         if a.data_kind == "general":
             build_general_cache(a.data or GENERAL_TRAIN, a.cache_dir or GENERAL_CACHE_DIR)
@@ -1183,7 +1341,7 @@ def main(argv=None):
     if a.cmd == "bench":
         return bench(a)
     if a.cmd == "run":
-        if a.lr_high_steps is None and not os.path.exists(ckpt_file(a.ckpt_dir)):
+        if a.lr_high_steps is None and not a.init_from and not os.path.exists(ckpt_file(a.ckpt_dir)):
             a.lr_high_steps = 8000
         return run(a)
     if a.cmd == "export":
