@@ -1,0 +1,325 @@
+/* srv_h_inpaint.c: POST /v1/inpaint in stages on the pools (prepare, telea, finish, send), around core/request.h; the decoding of uploads with their pixel accounting. */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv_http_int.h"
+
+/* Decodes one uploaded image, mapping failures to 415 (not an image), 413 (too many pixels),
+ * 400 (corrupt or truncated) and 503 (memory, or server.max_pixels_in_flight: with `count`, its
+ * pixels are counted there from before the decoding until the request ends; a mask, which has
+ * the image's size and lives only until the hole map is made, is not counted). Returns 0 or the
+ * status with r->err set. */
+int srv_decode_upload(req *r, const srv_blob *b, const char *what, int count, img_u8 *out, img_format *fmt) {
+    long maxpx = r->srv->cfg.server.max_image_pixels;
+    img_format f;
+    int w, h;
+    if (img_sniff(b->data, b->len) == IMG_FMT_UNKNOWN)
+        return srv_error_set(&r->err, 415, "unsupported_image", "the %s is neither a JPEG nor a PNG", what);
+    if (img_probe(b->data, b->len, &f, &w, &h))
+        return srv_error_set(&r->err, 400, "bad_image", "the %s has a corrupt header: %s", what, sp_err_msg());
+    if ((long long)w * h > maxpx)
+        return srv_error_set(&r->err, 413, "image_too_large", "the %s is %dx%d = %lld pixels; the limit is %ld", what, w,
+                             h, (long long)w * h, maxpx);
+    if (count && srv_hold_pixels(r, (long)w * h)) return r->err.status;
+    sp_status st = img_decode(b->data, b->len, maxpx, out, fmt);
+    if (st == SP_ERR_LIMIT)
+        return srv_error_set(&r->err, 413, "image_too_large", "the %s: %s", what, sp_err_msg());
+    if (st == SP_ERR_NOMEM) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to decode the %s", what);
+    }
+    if (st) return srv_error_set(&r->err, 400, "bad_image", "the %s cannot be decoded: %s", what, sp_err_msg());
+    return 0;
+}
+
+/* Writes the stages the request went through and their times: Server-Timing into `server_timing`,
+ * the log line's JSON into r->timings and, with `json`, the answer's timings_ms members. */
+static void format_timings(req *r, double total_ms, char *server_timing, size_t cap, cJSON *json) {
+    int queued = r->cr.work.n > 0, sim = queued && r->cr.work.method == NN_METHOD_SIM;
+    int retrieval = sim && core_engine_k(r->srv->engine) > 0;
+    struct {
+        const char *name;
+        double ms;
+        int used;
+    } st[] = {
+        {"decode", r->decode_ms, 1},
+        {"queue", r->cr.work.queue_ms, queued},
+        {"coarse", r->cr.work.t.coarse, queued},
+        {"descriptor", r->cr.work.t.descriptor, retrieval},
+        {"search", r->cr.work.t.search, retrieval},
+        {"refine", r->cr.work.t.refine, sim},
+        {"telea", r->cr.telea_ms, r->args.method == SRV_METHOD_TELEA},
+        {"encode", r->encode_ms, 1},
+        {"total", total_ms, 1},
+    };
+    size_t k = 0, tk = 0;
+    server_timing[0] = 0;
+    tk += (size_t)snprintf(r->timings + tk, sizeof r->timings - tk, "{");
+    for (size_t i = 0; i < sizeof st / sizeof st[0]; i++) {
+        if (!st[i].used) continue;
+        k += (size_t)snprintf(server_timing + k, k < cap ? cap - k : 0, "%s%s;dur=%.2f", k ? ", " : "", st[i].name,
+                              st[i].ms);
+        if (tk < sizeof r->timings)
+            tk += (size_t)snprintf(r->timings + tk, sizeof r->timings - tk, "%s\"%s\":%.2f", tk > 1 ? "," : "",
+                                   st[i].name, st[i].ms);
+        if (json) cJSON_AddNumberToObject(json, st[i].name, round(st[i].ms * 100) / 100);
+    }
+    if (tk < sizeof r->timings) snprintf(r->timings + tk, sizeof r->timings - tk, "}");
+}
+
+/* An inpainting request runs in stages, none of them on an HTTP thread once its body is parsed:
+ *   prepare (work pool): decode, hole map, then telea (telea pool) or crops to the executor;
+ *   finish (work pool): paste, encode, the answer's bytes and headers;
+ *   send (HTTP thread, on resumption): the prepared answer, or the error recorded on the way.
+ * Each stage owns the request until it hands it on; the last touch of a stage off the HTTP
+ * threads is MHD_resume_connection. */
+
+static void finish_job(core_job *job, int cancelled);
+
+/* Ends the off-thread stages: the HTTP thread takes the request back and sends what is ready. */
+static void hand_back(req *r) { MHD_resume_connection(r->conn); }
+
+/* Records an error of an off-thread stage and hands the request back. */
+static void stage_fail(req *r) {
+    r->stage_failed = 1;
+    hand_back(r);
+}
+
+/* Queues the finish stage on the work pool, or hands back a 503 when it cannot take it. */
+static void to_finish(req *r) {
+    r->job.run = finish_job;
+    if (core_pool_submit(r->srv->work, &r->job)) {
+        r->retry_after = 1;
+        srv_error_set(&r->err, 503, "shutting_down", "the server is shutting down");
+        stage_fail(r);
+    }
+}
+
+/* Called by the executor when every crop of the request is back or the work failed. */
+static void inpaint_done(core_work *w) { to_finish(w->user); }
+
+/* Paste and encode: the answer's body and headers in r->out*. 0, or the status with r->err set. */
+static int finish_build(req *r) {
+    srv_server *s = r->srv;
+    double t0 = sp_now();
+    int k = core_engine_k(s->engine);
+    int n = r->cr.work.n;
+    if (n > 0 && core_request_finish(&r->cr))
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
+    img_format fmt = (img_format)r->args.format;
+    if (fmt == IMG_FMT_UNKNOWN) {
+        int df = s->cfg.inpaint.default_format;
+        fmt = df == CFG_FORMAT_PNG ? IMG_FMT_PNG : df == CFG_FORMAT_JPEG ? IMG_FMT_JPEG : r->in_fmt;
+    }
+    int quality = r->args.quality ? r->args.quality : s->cfg.inpaint.jpeg_quality;
+    uint8_t *enc;
+    size_t len;
+    if (img_encode(&r->cr.im, fmt, quality, &enc, &len)) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "encode_failed", "the answer could not be encoded (out of memory?)");
+    }
+    r->encode_ms = (sp_now() - t0) * 1e3;
+    core_metric_observe(s->m_stage, (const char *[]){"encode"}, r->encode_ms / 1e3);
+
+    /* neighbours: each crop's, best score per id, in crop order */
+    size_t nk = 0;
+    r->neighbors[0] = 0;
+    cJSON *nb = cJSON_CreateArray();
+    int use_nb = n > 0 && k > 0 && r->cr.work.method == NN_METHOD_SIM;
+    for (int i = 0; use_nb && i < n * k; i++) {
+        int dup = 0;
+        for (int j = 0; j < i; j++) dup |= r->cr.ids[j] == r->cr.ids[i];
+        if (dup) continue;
+        float best = r->cr.scores[i];
+        for (int j = i + 1; j < n * k; j++)
+            if (r->cr.ids[j] == r->cr.ids[i] && r->cr.scores[j] > best) best = r->cr.scores[j];
+        if (nk + 40 < sizeof r->neighbors)
+            nk += (size_t)snprintf(r->neighbors + nk, sizeof r->neighbors - nk, "%s%lld:%.4f", nk ? "," : "",
+                                   (long long)r->cr.ids[i], best);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "id", (double)r->cr.ids[i]);
+        cJSON_AddNumberToObject(e, "score", round(best * 1e4) / 1e4);
+        cJSON_AddItemToArray(nb, e);
+    }
+    double total = (sp_now() - r->t0) * 1e3;
+    cJSON *tj = r->want_json ? cJSON_CreateObject() : NULL;
+    format_timings(r, total, r->server_timing, sizeof r->server_timing, tj);
+    if (!r->want_json) {
+        cJSON_Delete(nb);
+        r->out = enc;
+        r->out_len = len;
+        r->out_ctype = img_format_mime(fmt);
+        return 0;
+    }
+    size_t blen;
+    char *b64 = srv_b64_encode(enc, len, &blen);
+    free(enc);
+    cJSON *root = cJSON_CreateObject();
+    if (!b64 || !root) {
+        free(b64);
+        cJSON_Delete(root);
+        cJSON_Delete(tj);
+        cJSON_Delete(nb);
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
+    }
+    cJSON_AddItemToObject(root, "image", cJSON_CreateStringReference(b64));
+    cJSON_AddStringToObject(root, "format", img_format_name(fmt));
+    cJSON_AddNumberToObject(root, "width", r->cr.im.w);
+    cJSON_AddNumberToObject(root, "height", r->cr.im.h);
+    cJSON_AddStringToObject(root, "method", srv_method_name(r->args.method));
+    cJSON_AddItemToObject(root, "neighbors", nb);
+    cJSON_AddItemToObject(root, "timings_ms", tj);
+    cJSON_AddStringToObject(root, "request_id", r->id);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    free(b64);
+    if (!text) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
+    }
+    r->out = text;
+    r->out_len = strlen(text);
+    r->out_ctype = "application/json";
+    return 0;
+}
+
+/* The finish stage (work pool): maps the executor's or Telea's outcome to an answer or an error. */
+static void finish_job(core_job *job, int cancelled) {
+    req *r = (req *)((char *)job - offsetof(req, job));
+    core_work *w = &r->cr.work;
+    sp_status st = r->args.method == SRV_METHOD_TELEA ? r->task_status : w->n > 0 ? w->status : SP_OK;
+    const char *why = r->args.method == SRV_METHOD_TELEA ? r->task_error : w->error;
+    if (cancelled) {
+        st = SP_ERR_BUSY;
+        why = "the server is shutting down";
+    }
+    if (st == SP_ERR_TIMEOUT) {
+        srv_error_set(&r->err, 504, "deadline_exceeded", "the answer was not ready within server.request_timeout_ms = %d",
+                      r->srv->cfg.server.request_timeout_ms);
+    } else if (st == SP_ERR_BUSY) {
+        r->retry_after = 1;
+        srv_error_set(&r->err, 503, "shutting_down", "%s", why);
+    } else if (st == SP_ERR_NOMEM) {
+        r->retry_after = 5;
+        srv_error_set(&r->err, 503, "out_of_memory", "no memory for this image");
+    } else if (st) {
+        SP_ERROR("request %s: %s failed: %s", r->id, srv_method_name(r->args.method), why);
+        srv_error_set(&r->err, 500, "inference_failed", "the inpainting failed; the server log has the details (request %s)",
+                      r->id);
+    } else if (!finish_build(r)) {
+        hand_back(r);
+        return;
+    }
+    stage_fail(r);
+}
+
+/* The Telea stage (telea pool): fills the hole within the request's deadline. */
+static void telea_job(core_job *job, int cancelled) {
+    req *r = (req *)((char *)job - offsetof(req, job));
+    if (cancelled) {
+        r->task_status = SP_ERR_BUSY;
+        snprintf(r->task_error, sizeof r->task_error, "the server is shutting down");
+    } else {
+        r->task_status = core_request_telea(&r->cr, r->deadline);
+        if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
+    }
+    to_finish(r);
+}
+
+/* Decodes and prepares an inpainting request, then hands telea to its workers or queues crops.
+ * 0 when the request went on to another stage, else the status with r->err set. */
+static int prepare(req *r) {
+    srv_server *s = r->srv;
+    double t0 = sp_now();
+    img_u8 im, mask;
+    img_format mfmt;
+    if (srv_decode_upload(r, &r->args.image, "image", 1, &im, &r->in_fmt)) return r->err.status;
+    if (srv_decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) {
+        img_free(&im);
+        return r->err.status;
+    }
+    /* the uploaded bytes are not needed any more: a queued request holds only its pixels */
+    free(r->args.image.data);
+    free(r->args.mask.data);
+    r->args.image.data = r->args.mask.data = NULL;
+    r->args.image.len = r->args.mask.len = 0;
+    core_method method = r->args.method == SRV_METHOD_TELEA    ? CORE_METHOD_TELEA
+                         : r->args.method == SRV_METHOD_COARSE ? CORE_METHOD_COARSE
+                                                               : CORE_METHOD_SIM;
+    core_fault fault;
+    sp_status st = core_request_prepare(&r->cr, &s->cfg, s->s, core_engine_k(s->engine), method, &im, &mask, &fault);
+    img_free(&mask);
+    if (st) {
+        img_free(&im);
+        if (fault == CORE_FAULT_MASK_SIZE) return srv_error_set(&r->err, 422, "mask_size_mismatch", "%s", sp_err_msg());
+        if (fault == CORE_FAULT_EMPTY_MASK) return srv_error_set(&r->err, 422, "empty_mask", "%s", sp_err_msg());
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare the image");
+    }
+    r->decode_ms = (sp_now() - t0) * 1e3;
+    core_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
+    if (method == CORE_METHOD_TELEA) {
+        r->job.run = telea_job;
+        if (core_pool_submit(s->telea, &r->job)) {
+            r->retry_after = 2;
+            return srv_refuse(r, "telea_queue");
+        }
+        return 0;
+    }
+    core_request_work(&r->cr, r->deadline);
+    r->cr.work.done = inpaint_done;
+    r->cr.work.user = r;
+    int ra;
+    if (core_exec_submit(s->exec, &r->cr.work, &ra)) {
+        r->retry_after = ra;
+        r->cr.work.n = 0;
+        return srv_error_set(&r->err, 503, "overloaded", "%s", sp_err_msg());
+    }
+    return 0;
+}
+
+/* The prepare stage (work pool). */
+static void prepare_job(core_job *job, int cancelled) {
+    req *r = (req *)((char *)job - offsetof(req, job));
+    if (cancelled) {
+        r->retry_after = 1;
+        srv_error_set(&r->err, 503, "shutting_down", "the server is shutting down");
+        stage_fail(r);
+    } else if (prepare(r)) {
+        stage_fail(r);
+    }
+}
+
+/* Sends the answer the stages prepared, or the error one of them recorded (HTTP thread). */
+enum MHD_Result srv_inpaint_send(req *r) {
+    if (r->stage_failed) return srv_answer_error(r, &r->err);
+    struct MHD_Response *resp;
+    void *body = r->out;
+    r->out = NULL; /* the response owns it now */
+    if (srv_answer(r, 200, r->out_ctype, body, r->out_len, 1, &resp) != MHD_YES) return MHD_NO;
+    MHD_add_response_header(resp, "Server-Timing", r->server_timing);
+    MHD_add_response_header(resp, "X-Neighbors", r->neighbors[0] ? r->neighbors : "none");
+    MHD_add_response_header(resp, "X-Inpaint-Method", srv_method_name(r->args.method));
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return srv_queue_held(r, resp);
+}
+
+/* Hands a parsed inpainting request to the work pool and suspends its connection. */
+enum MHD_Result srv_inpaint_start(req *r, const char *arg) {
+    (void)arg;
+    r->job.run = prepare_job;
+    r->phase = PH_WAITING;
+    if (core_pool_submit(r->srv->work, &r->job)) {
+        r->phase = PH_BODY;
+        r->retry_after = 1;
+        srv_refuse(r, "inflight");
+        return srv_answer_error(r, &r->err);
+    }
+    /* A stage may already have resumed the connection: then MHD ignores this suspension. */
+    MHD_suspend_connection(r->conn);
+    return MHD_YES;
+}
