@@ -22,6 +22,7 @@ struct core_exec {
     int depth;              /* crops queued, not yet in a batch */
     int running;            /* crops in the batch being computed */
     int stop;
+    int joined; /* core_exec_stop has joined the thread */
     double batch_s;         /* smoothed seconds per batch of recent batches; 0 = no measurement yet */
     /* batch buffers, max_batch crops each */
     float *img, *mask, *out, *scores;
@@ -358,12 +359,15 @@ int core_exec_drain(core_exec *ex, double timeout_s) {
     return left;
 }
 
-void core_exec_free(core_exec *ex) {
+void core_exec_stop(core_exec *ex) {
     if (!ex) return;
     pthread_mutex_lock(&ex->mu);
+    int joined = ex->joined;
     ex->stop = 1;
+    ex->joined = 1;
     pthread_cond_broadcast(&ex->wake);
     pthread_mutex_unlock(&ex->mu);
+    if (joined) return;
     pthread_join(ex->thread, NULL);
     /* the thread ran the remaining tasks before stopping; fail what is still queued */
     core_work *left = ex->head;
@@ -374,6 +378,11 @@ void core_exec_free(core_exec *ex) {
     }
     ex->head = ex->tail = NULL;
     finish_all(left);
+}
+
+void core_exec_free(core_exec *ex) {
+    if (!ex) return;
+    core_exec_stop(ex);
     pthread_mutex_destroy(&ex->mu);
     pthread_cond_destroy(&ex->wake);
     pthread_cond_destroy(&ex->idle);

@@ -90,7 +90,11 @@ int core_exec_queue_depth(core_exec *ex);
 int core_exec_drain(core_exec *ex, double timeout_s);
 
 /* Stops the thread after the batch in progress; every work still queued gets SP_ERR_BUSY and its
- * `done`. Then frees the executor; NULL is a no-op. */
+ * `done`, and later submissions are refused with SP_ERR_BUSY. The executor stays valid (queries,
+ * refused submissions) until core_exec_free. Idempotent; NULL is a no-op. */
+void core_exec_stop(core_exec *ex);
+
+/* core_exec_stop, then frees the executor; NULL is a no-op. */
 void core_exec_free(core_exec *ex);
 
 #endif

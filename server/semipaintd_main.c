@@ -1,10 +1,13 @@
 /* semipaintd_main.c: entry point of the semipaintd daemon: arguments, configuration, signals (SIGTERM drains, SIGHUP reloads). */
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "server/srv.h"
@@ -22,6 +25,17 @@ static void usage(FILE *f) {
             "  --version          print the version\n"
             "Environment: SEMIPAINT_<SECTION>_<KEY>=value overrides a key, e.g. SEMIPAINT_SERVER_LISTEN=:9000.\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the database.\n");
+}
+
+static int sig_pipe[2] = {-1, -1};
+
+/* Async-signal-safe: hands the signal's number to the main loop. */
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(sig_pipe[1], &b, 1) < 0) { /* the pipe is full: a signal is already waiting */
+    }
+    errno = saved;
 }
 
 typedef struct {
@@ -86,7 +100,22 @@ int main(int argc, char **argv) {
     mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
     mallopt(M_ARENA_MAX, 4);
 
-    /* Every thread inherits this mask; only the loop below takes the signals. */
+    /* The signals go through a pipe that the loop below reads. A handler, not only a blocked mask
+     * and sigwait: threads that libraries start before main (OpenBLAS's) do not inherit the mask,
+     * and a signal delivered to one of them would otherwise take its default action and kill the
+     * process without a drain. Threads started from here on block them. */
+    if (pipe2(sig_pipe, O_CLOEXEC)) {
+        SP_ERROR("cannot start: pipe: %s", strerror(errno));
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -109,9 +138,14 @@ int main(int argc, char **argv) {
         srv_server_free(srv);
         return 1;
     }
+    /* this thread takes the signals from here on (the others keep them blocked) */
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     int sig = 0;
     for (;;) {
-        if (sigwait(&set, &sig)) continue;
+        unsigned char b;
+        ssize_t got = read(sig_pipe[0], &b, 1);
+        if (got != 1) continue; /* EINTR */
+        sig = b;
         if (sig == SIGHUP) {
             SP_INFO("SIGHUP: reloading the database");
             srv_server_reload(srv);

@@ -235,10 +235,7 @@ int srv_server_shutdown(srv_server *s) {
      * later hand-offs to it refused), then the executor and Telea's workers, whose requests then
      * go back to their HTTP threads with the refusal. Give the answers a moment to go out. */
     core_pool_stop(s->work);
-    if (s->exec) {
-        core_exec_free(s->exec);
-        s->exec = NULL;
-    }
+    core_exec_stop(s->exec); /* stopped, not freed: HTTP threads may still ask it (refused) */
     core_pool_stop(s->telea);
     double t1 = sp_now();
     while (atomic_load(&s->inflight) > 0 && sp_now() - t1 < 1.0) usleep(10000);
@@ -254,9 +251,10 @@ void srv_server_free(srv_server *s) {
     if (!s) return;
     /* cancelled stages resume their connections: before the daemon stops (see shutdown) */
     core_pool_stop(s->work);
-    core_exec_free(s->exec);
+    core_exec_stop(s->exec);
     core_pool_stop(s->telea);
     if (s->mhd) MHD_stop_daemon(s->mhd);
+    core_exec_free(s->exec); /* no HTTP thread is left to look at it */
     core_pool_free(s->work);
     core_pool_free(s->telea);
     core_engine_free(s->engine);

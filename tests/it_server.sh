@@ -26,6 +26,9 @@ export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
 export SEMIPAINT_RETRIEVAL_DATABASE=
 export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
 export SEMIPAINT_MODEL_CPU_THREADS=1
+# the open-loop overload below comes from one address, faster than the server answers at times:
+# the per-client connection limit (128) would reset some of its connections at accept
+export SEMIPAINT_SERVER_MAX_CONNECTIONS_PER_CLIENT=0
 
 # ---- configuration from the command line ----
 check "--check-config accepts config/semipaintd.yaml" "$D" -c config/semipaintd.yaml --check-config
