@@ -20,7 +20,7 @@ for r in "${runs[@]}"; do
   env ${isa:+ONEDNN_MAX_CPU_ISA=$isa} ${aten:+ATEN_CPU_CAPABILITY=$aten} BUILD=$BUILD PY=$PY bash tests/it_train.sh > "$out/$label.train.log" 2>&1 || st=FAIL
   env ${isa:+ONEDNN_MAX_CPU_ISA=$isa} ${aten:+ATEN_CPU_CAPABILITY=$aten} BUILD=$BUILD PY=$PY bash tests/it_training.sh > "$out/$label.training.log" 2>&1 || st=FAIL
   worst() { grep -ho 'ratio [0-9.e+-]*' "$@" | awk '{ if ($2 > m) m = $2 } END { printf "%.2e", m }'; }
-  widen=$(grep -ho 'output change max [0-9.e+-]*' "$out/$label.train.log" | awk '{print $4}' | sort -g | tail -n 1)
+  widen=$(grep -ho 'Sim-1 output change max [0-9.e+-]*' "$out/$label.train.log" | awk '{print $5}' | sort -g | tail -n 1)
   printf '%-7s %-9s %-9s %-12s %-12s %-14s %-9s %s\n' "$label" "${isa:-best}" "${aten:-best}" \
     "$(worst "$out/$label.nets.log")" "$(worst "$out/$label.ops.log")" "${widen:-?}" "2 and 1" "$st"
 done

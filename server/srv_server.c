@@ -152,11 +152,12 @@ sp_status srv_server_new(const cfg_config *cfg, srv_server **out) {
     if ((st = listen_address(cfg->server.listen, &ss, &port, &flags))) goto fail;
     unsigned timeout_s = (unsigned)((cfg->server.request_timeout_ms + 999) / 1000);
     struct MHD_OptionItem opts[] = {
+        /* first, so that libmicrohttpd's messages about the options below reach the JSON log too */
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)srv_mhd_log, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout_s, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)srv_on_completed, s},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(64 * 1024), NULL},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)srv_mhd_log, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->server.max_connections, NULL},

@@ -130,6 +130,7 @@ $T widen --ckpt-dir "$tmp/d" --to smallw --keep "$tmp/d/small.pt" > "$tmp/d.log"
 import re, sys
 d = float(re.search(r"sim1: .* output change max (\S+),", open(sys.argv[1]).read()).group(1))
 assert d <= 1e-6, f"widening changed Sim-1 by {d:.2e}"
+print(f"widen: Sim-1 output change max {d:.2e} (bound 1e-6)")
 EOF
 if $T widen --ckpt-dir "$tmp/d" --to small > /dev/null 2>&1; then echo "FAIL: narrowing accepted"; exit 1; fi
 $T run "${common[@]}" --ckpt-dir "$tmp/d" --steps 1 >> "$tmp/d.log"
