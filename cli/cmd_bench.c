@@ -1,10 +1,11 @@
 /* cmd_bench.c: `semipaint bench`: times each network and the whole pipeline, the machine's FMA peak, and optionally PyTorch side by side. */
-#include <getopt.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "model/nn.h"
@@ -177,59 +178,69 @@ static void usage(FILE *f) {
             "auto: the backend's rule).\n");
 }
 
+/* What `semipaint bench` is asked for. */
+typedef struct {
+    const char *wdir, *py, *batches;
+    int threads, iters, warmup, vs_torch, gpu;
+    nn_device device;
+    nn_precision precision;
+    nn_conv_algo algo;
+    double peak;
+} bench_opts;
+
+static int parse_device(const char *v, void *f) { return nn_device_parse(v, f); }
+static int parse_precision(const char *v, void *f) { return nn_precision_parse(v, f); }
+static int parse_algo(const char *v, void *f) { return nn_conv_algo_parse(v, f); }
+
+/* --batch: a comma-separated list of batch sizes in [1, 4096]. */
+static int parse_batches(const char *v, void *f) {
+    const char *p = v;
+    for (;;) {
+        char item[32];
+        size_t len = strcspn(p, ",");
+        int n;
+        if (len == 0 || len >= sizeof item) return -1;
+        snprintf(item, sizeof item, "%.*s", (int)len, p);
+        if (cli_parse_int(item, 1, 4096, &n)) return -1;
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    *(const char **)f = v;
+    return 0;
+}
+
+#define BO(f) offsetof(bench_opts, f)
+static const cli_opt bench_opts_table[] = {
+    {"--weights-dir", NULL, CLI_STR, BO(wdir), 0, 0, NULL, NULL},
+    {"--batch", NULL, CLI_FN, BO(batches), 0, 0, parse_batches, "a comma-separated list of batch sizes 1..4096"},
+    {"--threads", NULL, CLI_INT, BO(threads), 1, 1024, NULL, NULL},
+    {"--iters", NULL, CLI_INT, BO(iters), 1, 1000000, NULL, NULL},
+    {"--warmup", NULL, CLI_INT, BO(warmup), 0, 1000000, NULL, NULL},
+    {"--vs-torch", NULL, CLI_FLAG, BO(vs_torch), 0, 0, NULL, NULL},
+    {"--python", NULL, CLI_STR, BO(py), 0, 0, NULL, NULL},
+    {"--device", NULL, CLI_FN, BO(device), 0, 0, parse_device, "cpu, cuda or auto"},
+    {"--gpu", NULL, CLI_INT, BO(gpu), 0, 63, NULL, NULL},
+    {"--precision", NULL, CLI_FN, BO(precision), 0, 0, parse_precision, "fp32, tf32 or fp16"},
+    {"--peak-gflops", NULL, CLI_DOUBLE, BO(peak), 0, 1e9, NULL, NULL},
+    {"--conv-algo", NULL, CLI_FN, BO(algo), 0, 0, parse_algo, "auto, direct, winograd or winograd4"},
+};
+
 int cmd_bench(int argc, char **argv) {
-    const char *wdir = "build/fixtures/paper256", *py = "/usr/bin/python3", *batches = "1,4";
-    int threads = 2, iters = 5, warmup = 1, vs_torch = 0, gpu = 0;
-    const char *device = "cpu", *precision = "fp32", *algo = "auto";
-    double peak_arg = 0;
-    static const struct option opts[] = {{"weights-dir", 1, 0, 'w'}, {"batch", 1, 0, 'b'},     {"threads", 1, 0, 't'},
-                                         {"iters", 1, 0, 'i'},       {"warmup", 1, 0, 'u'},    {"vs-torch", 0, 0, 'v'},
-                                         {"python", 1, 0, 'p'},      {"device", 1, 0, 'd'},    {"gpu", 1, 0, 'g'},
-                                         {"precision", 1, 0, 'P'},   {"peak-gflops", 1, 0, 'K'}, {"help", 0, 0, 'h'},
-                                         {"conv-algo", 1, 0, 'A'},   {0, 0, 0, 0}};
-    optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "w:b:t:i:u:vp:h", opts, NULL)) != -1;) {
-        switch (c) {
-        case 'w': wdir = optarg; break;
-        case 'b': batches = optarg; break;
-        case 't': threads = atoi(optarg); break;
-        case 'i': iters = atoi(optarg); break;
-        case 'u': warmup = atoi(optarg); break;
-        case 'v': vs_torch = 1; break;
-        case 'p': py = optarg; break;
-        case 'd': device = optarg; break;
-        case 'g': gpu = atoi(optarg); break;
-        case 'P': precision = optarg; break;
-        case 'K': peak_arg = atof(optarg); break;
-        case 'A': algo = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (threads < 1 || iters < 1 || warmup < 0) {
-        fprintf(stderr, "semipaint bench: --threads and --iters must be >= 1, --warmup >= 0\n");
-        return 2;
-    }
-    nn_backend_opts bo = {.device = NN_DEVICE_CPU, .gpu = gpu, .precision = NN_PREC_FP32, .threads = threads};
-    if (!strcmp(device, "cuda"))
-        bo.device = NN_DEVICE_CUDA;
-    else if (!strcmp(device, "auto"))
-        bo.device = NN_DEVICE_AUTO;
-    else if (strcmp(device, "cpu")) {
-        fprintf(stderr, "semipaint bench: --device must be cpu, cuda or auto, not '%s'\n", device);
-        return 2;
-    }
-    if (!strcmp(precision, "tf32"))
-        bo.precision = NN_PREC_TF32;
-    else if (!strcmp(precision, "fp16"))
-        bo.precision = NN_PREC_FP16;
-    else if (strcmp(precision, "fp32")) {
-        fprintf(stderr, "semipaint bench: --precision must be fp32, tf32 or fp16, not '%s'\n", precision);
-        return 2;
-    }
-    if (nn_conv_algo_parse(algo, &bo.conv_algo)) {
-        fprintf(stderr, "semipaint bench: --conv-algo must be auto, direct, winograd or winograd4, not '%s'\n", algo);
-        return 2;
+    bench_opts o = {.wdir = "build/fixtures/paper256", .py = "/usr/bin/python3", .batches = "1,4", .threads = 2,
+                    .iters = 5, .warmup = 1, .device = NN_DEVICE_CPU, .precision = NN_PREC_FP32,
+                    .algo = NN_CONV_AUTO};
+    const cli_spec spec = {"semipaint bench", bench_opts_table, sizeof bench_opts_table / sizeof bench_opts_table[0],
+                           0, 0, usage};
+    int prc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    if (prc >= 0) return prc;
+    const char *wdir = o.wdir, *py = o.py, *batches = o.batches;
+    const int threads = o.threads, iters = o.iters, warmup = o.warmup, vs_torch = o.vs_torch;
+    const double peak_arg = o.peak;
+    nn_backend_opts bo = {.device = o.device, .gpu = o.gpu, .precision = o.precision, .threads = threads,
+                          .conv_algo = o.algo};
+    if (nn_backend_opts_from_env(&bo, environ)) {
+        fprintf(stderr, "semipaint bench: %s\n", sp_err_msg());
+        return 1;
     }
     nn_backend *be = NULL, *alt[3] = {NULL, NULL, NULL};
     bench_ctx b = {0};
@@ -256,12 +267,16 @@ int cmd_bench(int argc, char **argv) {
     nn_retriever r = {.k = 1, .query = bench_query, .ctx = &b};
     if ((st = nn_pipeline_new(b.pconv, b.simk, &r, &b.pipe))) goto fail;
 
-    const int on_gpu = strcmp(nn_backend_name(be), "cpu") != 0;
+    /* Whether the networks run on the host's cores (then the host's FMA peak is theirs), whether
+     * the backend has convolution algorithms to compare, and whether it holds device memory. */
+    const int on_host = !nn_backend_has(be, NN_CAP_ASYNC_HOST_OVERLAP);
+    const int algos = nn_backend_has(be, NN_CAP_CONV_ALGO);
+    const int dev_mem = nn_backend_has(be, NN_CAP_DEVICE_MEMORY);
     printf("semipaint bench: %s, weights %s, %dx%d\n", nn_backend_device(be), wdir, b.s, b.s);
     double peak = peak_arg;
     if (peak > 0)
         printf("peak: %.1f GFLOP/s (--peak-gflops)\n", peak);
-    else if (!on_gpu)
+    else if (on_host)
         printf("measured fp32 FMA peak: %.1f GFLOP/s (%d threads)\n", peak = measure_peak(threads), threads);
     else
         printf("peak: unknown (give --peak-gflops for %%peak)\n");
@@ -275,7 +290,7 @@ int cmd_bench(int argc, char **argv) {
                                     {512, 512, 3, 1, 32, 0},   {512, 512, 3, 1, 16, 0},  {64, 128, 5, 2, 128, 0},
                                     {1024, 512, 3, 1, 16, 0},  {768, 256, 3, 1, 32, 0},  {384, 128, 3, 1, 64, 0},
                                     {192, 64, 3, 1, 128, 0},   {67, 3, 3, 1, 256, 0}};
-    if (!on_gpu) { /* the same layers with each algorithm forced, to show what auto chose */
+    if (algos) { /* the same layers with each algorithm forced, to show what auto chose */
         nn_backend_opts ao = bo;
         ao.conv_algo = NN_CONV_DIRECT;
         if ((st = nn_backend_new(&ao, &alt[0]))) goto fail;
@@ -285,7 +300,7 @@ int cmd_bench(int argc, char **argv) {
         if ((st = nn_backend_new(&ao, &alt[2]))) goto fail;
     }
     printf("\nconvolution layers (batch 1, best of %d; GFLOP/s counts direct-convolution work):\n", iters);
-    if (!on_gpu)
+    if (algos)
         printf("  %-38s %8s %9s %8s %10s %10s %10s\n", "layer", "ms", "GFLOP/s", "%peak", "direct ms", "F(2x2) ms",
                "F(4x4) ms");
     double lf = 0, lt = 0;
@@ -358,7 +373,7 @@ int cmd_bench(int argc, char **argv) {
             printf("\n");
         }
         printf("peak resident memory after batch %d: %ld MB\n", n, peak_rss_mb());
-        if (on_gpu)
+        if (dev_mem)
             printf("GPU memory held after batch %d: %.1f MiB\n", n, (double)nn_backend_device_memory(be) / (1 << 20));
         free(b.img), free(b.mask), free(b.out), free(b.feat_desc);
         b.img = b.mask = b.out = b.feat_desc = NULL;

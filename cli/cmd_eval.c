@@ -2,14 +2,17 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "imaging/img.h"
+#include "imaging/plan.h"
 #include "model/nn.h"
 #include "retrieval/rt.h"
 #include "imaging/telea.h"
@@ -77,23 +80,7 @@ static void ev_usage(FILE *f) {
 
 /* ---- small helpers ---- */
 
-static sp_status make_dirs(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return sp_err(SP_ERR_INVALID, "%s: path too long", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sp_err(SP_ERR_IO, "mkdir %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return sp_err(SP_ERR_IO, "%s: not a folder", dir);
-    return SP_OK;
-}
-
+/* Frees a list and empties it. */
 static void list_free(ev_list *l) {
     for (long i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
@@ -126,11 +113,7 @@ static sp_status list_images(const char *dir, ev_list *out) {
     return st;
 }
 
-static const char *base_name(const char *p) {
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
-
+/* The next number of the splitmix64 stream whose state is *x. */
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -152,19 +135,13 @@ static sp_status load_square(const char *path, int s, img_u8 *out) {
     return st ? sp_err_wrap(st, "%s", path) : SP_OK;
 }
 
-/* Loads a mask scaled to s x s (area averaging) into hole (s*s bytes, 1 = hole: luminance > 127). */
+/* Loads a mask scaled to s x s (area averaging) into hole (s*s bytes, 1 = hole), the hole as the
+ * daemon reads it (img_hole_map_scaled: luminance, times alpha, > 127). */
 static sp_status load_mask(const char *path, int s, uint8_t *hole) {
-    img_u8 im = {0}, r = {0};
+    img_u8 im = {0};
     sp_status st = img_load(path, EV_MAX_PIXELS, &im);
-    if (st == SP_OK) st = img_resize_rect(&im, 0, 0, im.w, im.h, s, s, &r);
-    if (st == SP_OK)
-        for (int i = 0; i < s * s; i++) {
-            const uint8_t *p = r.px + (size_t)i * r.c;
-            int lum = r.c >= 3 ? (299 * p[0] + 587 * p[1] + 114 * p[2] + 500) / 1000 : p[0];
-            hole[i] = lum > 127;
-        }
+    if (st == SP_OK) st = img_hole_map_scaled(&im, s, s, hole, NULL);
     img_free(&im);
-    img_free(&r);
     return st ? sp_err_wrap(st, "mask %s", path) : SP_OK;
 }
 
@@ -285,6 +262,7 @@ static void metrics(const uint8_t *out, const uint8_t *ref, const uint8_t *hole,
     q[Q_HOLE_L1] = nh ? 100.0 * hl1 / (3.0 * nh * 255.0) : 0;
 }
 
+/* Adds one sample's quantities to an accumulator. */
 static void acc_add(ev_acc *a, const double q[Q_COUNT]) {
     a->n++;
     for (int i = 0; i < Q_COUNT; i++) {
@@ -293,6 +271,7 @@ static void acc_add(ev_acc *a, const double q[Q_COUNT]) {
     }
 }
 
+/* Mean of quantity q; NaN without samples. */
 static double acc_mean(const ev_acc *a, int q) { return a->n ? a->sum[q] / a->n : NAN; }
 
 /* Sample standard deviation (n-1); 0 for a single sample. */
@@ -314,6 +293,7 @@ typedef struct {
     int k, s;
 } ev_models;
 
+/* Frees what models_load loaded and zeroes `m`. */
 static void models_free(ev_models *m) {
     nn_pipeline_free(m->pk);
     nn_pipeline_free(m->p0);
@@ -327,9 +307,13 @@ static void models_free(ev_models *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* Step 2: the backend and the networks the methods in want[] need (none for Telea alone: the
+ * working size is then 256), their pipelines, and for Sim-K the database with its descriptor;
+ * checks that they fit together. */
 static sp_status models_load(const ev_opts *o, const int want[M_COUNT], ev_models *m) {
     nn_backend_opts bo = {.device = NN_DEVICE_AUTO, .threads = o->threads};
-    sp_status st = nn_backend_new(&bo, &m->be);
+    sp_status st = nn_backend_opts_from_env(&bo, environ);
+    if (!st) st = nn_backend_new(&bo, &m->be);
     if (st) return st;
     const int need_nets = want[M_COARSE] || want[M_SIM0] || want[M_SIMK];
     m->s = 256;
@@ -368,12 +352,14 @@ typedef struct {
     img_u8 col[M_COUNT + 3]; /* original, masked, methods M_TELEA..M_SIMK, neighbour */
 } ev_row;
 
+/* A new s x s RGB image from planar floats (3,s,s) in [0,1]. */
 static sp_status chw_to_img(const float *chw, int s, img_u8 *im) {
     sp_status st = img_alloc(im, s, s, 3);
     if (st == SP_OK) img_from_chw(chw, im);
     return st;
 }
 
+/* A new copy of `src`. */
 static sp_status img_copy(const img_u8 *src, img_u8 *dst) {
     sp_status st = img_alloc(dst, src->w, src->h, src->c);
     if (st == SP_OK) memcpy(dst->px, src->px, (size_t)src->w * src->h * src->c);
@@ -409,6 +395,7 @@ static void table(FILE *f, const char *title, int q, const int show[M_COUNT], ev
     }
 }
 
+/* Writes the Figure 1 grid to `path`: a row of s x s tiles per kept row, the columns cols_on[] selects. */
 static sp_status write_grid(const char *path, ev_row *rows, int nrows, const int cols_on[M_COUNT + 3], int s) {
     int ncols = 0;
     for (int c = 0; c < M_COUNT + 3; c++) ncols += cols_on[c];
@@ -432,19 +419,55 @@ static sp_status write_grid(const char *path, ev_row *rows, int nrows, const int
     return st;
 }
 
-static int run_eval(const ev_opts *o, int argc, char **argv) {
-    int want[M_COUNT] = {0};
-    {
-        char buf[256];
-        snprintf(buf, sizeof buf, "%s", o->methods);
-        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-            int found = 0;
-            for (int mth = M_TELEA; mth <= M_SIMK; mth++)
-                if (!strcmp(tok, method_key[mth])) want[mth] = found = 1;
-            if (!found) {
-                fprintf(stderr, "semipaint eval: unknown method '%s' (known: telea,coarse,sim0,sim1)\n", tok);
-                return 2;
-            }
+/* One evaluation run: the options, the models, the samples, the current batch and what is
+ * accumulated over the batches. */
+typedef struct {
+    const ev_opts *o;
+    int want[M_COUNT]; /* the methods run (Sim-K's variants with Sim-K) */
+    ev_models m;
+    ev_list imgs, masks;
+    long nimg, total; /* images used; samples (nimg * masks per image) */
+    int s, B, k;      /* working size, images per network call, Sim-K's K (0 without Sim-K) */
+    size_t hw, isz;   /* s*s and 3*s*s */
+    /* the current batch: samples j0 .. j0 + n - 1 */
+    long j0;
+    int n;
+    double ratio[64]; /* hole ratio per sample of the batch (--batch is at most 64) */
+    int bucket[64];   /* its bucket, -1 outside [0.01, 0.6] */
+    img_u8 *orig;     /* (B) the images */
+    float *x, *keep, *outf, *rin, *nb;
+    uint8_t *hole, *ring;
+    int *dist;
+    double *work;
+    int64_t *ids;
+    float *scores;
+    /* accumulated over the batches */
+    ev_acc acc[M_COUNT][EV_NBUCKETS + 1];
+    double ring_err[M_COUNT][EV_NRINGS];
+    long ring_n[EV_NRINGS];
+    double *l1_simk; /* (total) Sim-K's L1 per sample, for section 5.6 */
+    long outside, better_than_random, nsim_cmp;
+    double ms[M_COUNT];
+    ev_row *rows; /* the Figure 1 grid's rows */
+    int nrows;
+    FILE *cf; /* samples.csv, in memory */
+    char *csv;
+    size_t csv_len;
+} ev_run;
+
+/* Step 1: the methods --methods names into want[] (Sim-K's section 5.6 variants follow Sim-K),
+ * Sim-K dropped, with a note on stderr, without --db. Returns 0, or 2 after naming an unknown method. */
+static int choose_methods(const ev_opts *o, int want[M_COUNT]) {
+    char buf[256];
+    memset(want, 0, M_COUNT * sizeof *want);
+    snprintf(buf, sizeof buf, "%s", o->methods);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int found = 0;
+        for (int mth = M_TELEA; mth <= M_SIMK; mth++)
+            if (!strcmp(tok, method_key[mth])) want[mth] = found = 1;
+        if (!found) {
+            fprintf(stderr, "semipaint eval: unknown method '%s' (known: telea,coarse,sim0,sim1)\n", tok);
+            return 2;
         }
     }
     if (want[M_SIMK] && !o->db) {
@@ -452,215 +475,235 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
         want[M_SIMK] = 0;
     }
     want[M_SIMK_RANDOM] = want[M_SIMK_NOISE] = want[M_SIMK];
+    return 0;
+}
 
-    ev_models m = {0};
-    ev_list imgs = {0}, masks = {0};
-    ev_acc acc[M_COUNT][EV_NBUCKETS + 1];
-    memset(acc, 0, sizeof acc);
-    ev_row *rows = NULL;
-    float *x = NULL, *keep = NULL, *outf = NULL, *rin = NULL, *nb = NULL;
-    uint8_t *hole = NULL, *ring = NULL;
-    int *dist = NULL;
-    double ring_err[M_COUNT][EV_NRINGS] = {{0}};
-    long ring_n[EV_NRINGS] = {0};
-    double *l1_simk = NULL;
-    img_u8 *orig = NULL;
-    double *work = NULL;
-    int64_t *ids = NULL;
-    float *scores = NULL;
-    char *csv = NULL, *md = NULL;
-    size_t csv_len = 0, md_len = 0;
-    FILE *cf = NULL, *mf = NULL;
-    long outside = 0, better_than_random = 0, nsim_cmp = 0;
-    double ms[M_COUNT] = {0};
-    long nimg = 0, total = 0;
-    int nrows = 0, rc = 1;
+/* Step 3: the images and masks (sorted), the number of samples they make, and the report folder.
+ * Sample j is image j / R with mask j * M / (N * R) (sample_image, sample_mask). */
+static sp_status list_samples(ev_run *r) {
+    const ev_opts *o = r->o;
     sp_status st;
+    if ((st = list_images(o->images, &r->imgs))) return st;
+    if ((st = list_images(o->masks, &r->masks))) return st;
+    r->nimg = o->limit > 0 && o->limit < r->imgs.n ? o->limit : r->imgs.n;
+    r->total = r->nimg * o->per_image;
+    return cli_make_dirs(o->out);
+}
 
-    if ((st = models_load(o, want, &m))) goto fail;
-    if ((st = list_images(o->images, &imgs))) goto fail;
-    if ((st = list_images(o->masks, &masks))) goto fail;
-    nimg = o->limit > 0 && o->limit < imgs.n ? o->limit : imgs.n;
-    total = nimg * o->per_image;
-    const int s = m.s, B = o->batch, k = m.k;
-    const size_t hw = (size_t)s * s, isz = 3 * hw;
-    if ((st = make_dirs(o->out))) goto fail;
+/* The image file of sample j. */
+static const char *sample_image(const ev_run *r, long j) { return r->imgs.v[j / r->o->per_image]; }
 
-    x = malloc((size_t)B * isz * sizeof *x);
-    keep = malloc((size_t)B * hw * sizeof *keep);
-    outf = malloc((size_t)B * isz * sizeof *outf);
-    hole = malloc((size_t)B * hw);
-    ring = malloc((size_t)B * hw);
-    dist = malloc(hw * sizeof *dist);
-    l1_simk = calloc(total, sizeof *l1_simk);
-    orig = calloc(B, sizeof *orig);
-    work = malloc(8 * hw * sizeof *work);
-    ids = malloc((size_t)B * (k ? k : 1) * sizeof *ids);
-    scores = malloc((size_t)B * (k ? k : 1) * sizeof *scores);
-    rin = k ? malloc((size_t)B * (4 + 3 * k) * hw * sizeof *rin) : NULL;
-    nb = k ? malloc(isz * sizeof *nb) : NULL;
-    nrows = o->grid_rows < total ? o->grid_rows : (int)total;
-    rows = calloc(nrows > 0 ? nrows : 1, sizeof *rows);
-    if (!x || !keep || !outf || !hole || !ring || !dist || !l1_simk || !orig || !work || !ids || !scores || (k && (!rin || !nb)) || !rows) {
-        st = sp_err(SP_ERR_NOMEM, "evaluation buffers for a batch of %d", B);
-        goto fail;
+/* The mask file of sample j: the masks spread evenly over the samples. */
+static const char *sample_mask(const ev_run *r, long j) { return r->masks.v[(long)((double)j * r->masks.n / r->total)]; }
+
+/* Step 4: the batch buffers, the grid's rows (spread evenly over the samples) and samples.csv's
+ * header, for the working size and K of the loaded models. */
+static sp_status alloc_run(ev_run *r) {
+    const int s = r->m.s, B = r->o->batch, k = r->m.k;
+    r->s = s, r->B = B, r->k = k;
+    r->hw = (size_t)s * s, r->isz = 3 * r->hw;
+    const size_t hw = r->hw, isz = r->isz;
+    r->x = malloc((size_t)B * isz * sizeof *r->x);
+    r->keep = malloc((size_t)B * hw * sizeof *r->keep);
+    r->outf = malloc((size_t)B * isz * sizeof *r->outf);
+    r->hole = malloc((size_t)B * hw);
+    r->ring = malloc((size_t)B * hw);
+    r->dist = malloc(hw * sizeof *r->dist);
+    r->l1_simk = calloc(r->total, sizeof *r->l1_simk);
+    r->orig = calloc(B, sizeof *r->orig);
+    r->work = malloc(8 * hw * sizeof *r->work);
+    r->ids = malloc((size_t)B * (k ? k : 1) * sizeof *r->ids);
+    r->scores = malloc((size_t)B * (k ? k : 1) * sizeof *r->scores);
+    r->rin = k ? malloc((size_t)B * (4 + 3 * k) * hw * sizeof *r->rin) : NULL;
+    r->nb = k ? malloc(isz * sizeof *r->nb) : NULL;
+    r->nrows = r->o->grid_rows < r->total ? r->o->grid_rows : (int)r->total;
+    r->rows = calloc(r->nrows > 0 ? r->nrows : 1, sizeof *r->rows);
+    if (!r->x || !r->keep || !r->outf || !r->hole || !r->ring || !r->dist || !r->l1_simk || !r->orig || !r->work ||
+        !r->ids || !r->scores || (k && (!r->rin || !r->nb)) || !r->rows)
+        return sp_err(SP_ERR_NOMEM, "evaluation buffers for a batch of %d", B);
+    for (int i = 0; i < r->nrows; i++) r->rows[i].sample = ((2L * i + 1) * r->total) / (2L * r->nrows);
+    r->cf = open_memstream(&r->csv, &r->csv_len);
+    if (!r->cf) return sp_err(SP_ERR_NOMEM, "csv buffer");
+    fprintf(r->cf, "sample,image,mask,hole_ratio,bucket,method,l1_pct,psnr,ssim,hole_l1_pct,neighbour\n");
+    return SP_OK;
+}
+
+/* Step 5: loads samples j0 .. j0 + n - 1: the images (orig, x), their holes and keep masks, hole
+ * ratios and buckets, and the hole pixels' distance rings (counted for samples in a bucket). */
+static sp_status load_batch(ev_run *r, long j0, int n) {
+    const size_t hw = r->hw;
+    sp_status st;
+    r->j0 = j0;
+    r->n = n;
+    for (int i = 0; i < n; i++) {
+        const long j = j0 + i;
+        img_free(&r->orig[i]);
+        if ((st = load_square(sample_image(r, j), r->s, &r->orig[i]))) return st;
+        if ((st = load_mask(sample_mask(r, j), r->s, r->hole + i * hw))) return st;
+        img_to_chw(&r->orig[i], r->x + i * r->isz);
+        long nh = 0;
+        for (size_t q = 0; q < hw; q++) {
+            r->keep[i * hw + q] = r->hole[i * hw + q] ? 0.0f : 1.0f;
+            nh += r->hole[i * hw + q];
+        }
+        r->ratio[i] = (double)nh / hw;
+        r->bucket[i] = bucket_of(r->ratio[i]);
+        if (r->bucket[i] < 0) r->outside++;
+        hole_rings(r->hole + i * hw, r->s, r->dist, r->ring + i * hw);
+        if (r->bucket[i] >= 0)
+            for (size_t q = 0; q < hw; q++)
+                if (r->ring[i * hw + q] < EV_NRINGS) r->ring_n[r->ring[i * hw + q]]++;
     }
-    for (int r = 0; r < nrows; r++) rows[r].sample = ((2L * r + 1) * total) / (2L * nrows);
-    cf = open_memstream(&csv, &csv_len);
-    if (!cf) {
-        st = sp_err(SP_ERR_NOMEM, "csv buffer");
-        goto fail;
-    }
-    fprintf(cf, "sample,image,mask,hole_ratio,bucket,method,l1_pct,psnr,ssim,hole_l1_pct,neighbour\n");
+    return SP_OK;
+}
 
-    sp_progress prog;
-    sp_progress_init(&prog, "eval", total);
-    for (long j0 = 0; j0 < total; j0 += B) {
-        const int n = (int)(total - j0 < B ? total - j0 : B);
-        double ratio[64];
-        int bucket[64];
+/* Step 6: runs network method `mth` on the batch into outf (composited, blended with Telea when
+ * --blend on), adding its time to ms[mth]. Telea runs per sample in score_method. */
+static sp_status run_method(ev_run *r, int mth) {
+    const ev_opts *o = r->o;
+    const ev_models *m = &r->m;
+    const int n = r->n, s = r->s, k = r->k;
+    const size_t hw = r->hw, isz = r->isz;
+    sp_status st;
+    if (mth == M_TELEA) return SP_OK;
+    double t0 = sp_now();
+    if (mth == M_COARSE || mth == M_SIM0 || mth == M_SIMK) {
+        nn_pipeline *p = mth == M_SIMK ? m->pk : m->p0;
+        nn_method meth = mth == M_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
+        if ((st = nn_pipeline_run(p, n, r->x, r->keep, meth, r->outf, mth == M_SIMK ? r->ids : NULL,
+                                  mth == M_SIMK ? r->scores : NULL, NULL)))
+            return st;
+    } else {
+        /* Sim-K on [I*M, M, S_1..S_K] with S a random database image or uniform noise. */
         for (int i = 0; i < n; i++) {
-            const long j = j0 + i;
-            const char *ip = imgs.v[j / o->per_image], *mp = masks.v[(long)((double)j * masks.n / total)];
-            img_free(&orig[i]);
-            if ((st = load_square(ip, s, &orig[i]))) goto fail;
-            if ((st = load_mask(mp, s, hole + i * hw))) goto fail;
-            img_to_chw(&orig[i], x + i * isz);
-            long nh = 0;
-            for (size_t q = 0; q < hw; q++) {
-                keep[i * hw + q] = hole[i * hw + q] ? 0.0f : 1.0f;
-                nh += hole[i * hw + q];
-            }
-            ratio[i] = (double)nh / hw;
-            bucket[i] = bucket_of(ratio[i]);
-            if (bucket[i] < 0) outside++;
-            hole_rings(hole + i * hw, s, dist, ring + i * hw);
-            if (bucket[i] >= 0)
-                for (size_t q = 0; q < hw; q++)
-                    if (ring[i * hw + q] < EV_NRINGS) ring_n[ring[i * hw + q]]++;
-        }
-        for (int mth = 0; mth < M_COUNT; mth++) {
-            if (!want[mth]) continue;
-            double t0 = sp_now();
-            if (mth == M_COARSE || mth == M_SIM0 || mth == M_SIMK) {
-                nn_pipeline *p = mth == M_SIMK ? m.pk : m.p0;
-                nn_method meth = mth == M_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
-                if ((st = nn_pipeline_run(p, n, x, keep, meth, outf, mth == M_SIMK ? ids : NULL,
-                                          mth == M_SIMK ? scores : NULL, NULL)))
-                    goto fail;
-            } else if (mth == M_SIMK_RANDOM || mth == M_SIMK_NOISE) {
-                /* Sim-K on [I*M, M, S_1..S_K] with S a random database image or uniform noise. */
-                for (int i = 0; i < n; i++) {
-                    float *r = rin + (size_t)i * (4 + 3 * k) * hw;
-                    const float *im = x + i * isz, *mk = keep + i * hw;
-                    for (int c = 0; c < 3; c++)
-                        for (size_t q = 0; q < hw; q++) r[c * hw + q] = im[c * hw + q] * mk[q];
-                    memcpy(r + 3 * hw, mk, hw * sizeof *mk);
-                    uint64_t rs = o->seed * 0x100000001B3ull + (uint64_t)(j0 + i) * 2 + (mth == M_SIMK_NOISE);
-                    for (int q = 0; q < k; q++) {
-                        float *dst = r + (4 + 3 * q) * hw;
-                        if (mth == M_SIMK_RANDOM) {
-                            int64_t id = (int64_t)(splitmix64(&rs) % (uint64_t)rt_db_count(m.db));
-                            if ((st = rt_db_image(m.db, id, dst))) goto fail;
-                        } else {
-                            for (size_t e = 0; e < isz; e++) dst[e] = (float)((splitmix64(&rs) >> 40) / 16777216.0);
-                        }
-                    }
+            float *in = r->rin + (size_t)i * (4 + 3 * k) * hw;
+            const float *im = r->x + i * isz, *mk = r->keep + i * hw;
+            for (int c = 0; c < 3; c++)
+                for (size_t q = 0; q < hw; q++) in[c * hw + q] = im[c * hw + q] * mk[q];
+            memcpy(in + 3 * hw, mk, hw * sizeof *mk);
+            uint64_t rs = o->seed * 0x100000001B3ull + (uint64_t)(r->j0 + i) * 2 + (mth == M_SIMK_NOISE);
+            for (int q = 0; q < k; q++) {
+                float *dst = in + (4 + 3 * q) * hw;
+                if (mth == M_SIMK_RANDOM) {
+                    int64_t id = (int64_t)(splitmix64(&rs) % (uint64_t)rt_db_count(m->db));
+                    if ((st = rt_db_image(m->db, id, dst))) return st;
+                } else {
+                    for (size_t e = 0; e < isz; e++) dst[e] = (float)((splitmix64(&rs) >> 40) / 16777216.0);
                 }
-                if ((st = nn_unet_forward(m.simk, n, s, s, rin, NULL, outf))) goto fail;
-                nn_composite(n, 3, s, s, x, outf, keep, outf);
-            }
-            if (mth != M_TELEA && o->blend) {
-                const nn_net_info *bi = nn_net_get_info(mth == M_COARSE ? m.coarse : mth == M_SIM0 ? m.sim0 : m.simk);
-                if ((st = telea_blend(n, s, keep, bi->blend, bi->blend_n, TELEA_DEFAULT_RADIUS, outf))) goto fail;
-            }
-            if (mth != M_TELEA) ms[mth] += (sp_now() - t0) * 1e3;
-            for (int i = 0; i < n; i++) {
-                const long j = j0 + i;
-                img_u8 om = {0};
-                if (mth == M_TELEA) {
-                    double t1 = sp_now();
-                    if ((st = img_copy(&orig[i], &om))) goto fail;
-                    if ((st = telea_inpaint(&om, hole + i * hw, o->radius))) {
-                        img_free(&om);
-                        goto fail;
-                    }
-                    ms[mth] += (sp_now() - t1) * 1e3;
-                } else if ((st = chw_to_img(outf + i * isz, s, &om))) {
-                    goto fail;
-                }
-                double q[Q_COUNT];
-                metrics(om.px, orig[i].px, hole + i * hw, ring + i * hw, s, work, q,
-                        bucket[i] >= 0 ? ring_err[mth] : NULL);
-                if (bucket[i] >= 0) {
-                    acc_add(&acc[mth][bucket[i]], q);
-                    acc_add(&acc[mth][EV_NBUCKETS], q);
-                }
-                fprintf(cf, "%ld,%s,%s,%.5f,%d,%s,%.5f,%.4f,%.5f,%.5f,", j, base_name(imgs.v[j / o->per_image]),
-                        base_name(masks.v[(long)((double)j * masks.n / total)]), ratio[i], bucket[i] + 1,
-                        method_key[mth], q[Q_L1], q[Q_PSNR], q[Q_SSIM], q[Q_HOLE_L1]);
-                if (mth == M_SIMK)
-                    fprintf(cf, "%s\n", rt_db_source_name(m.db, ids[(size_t)i * k]));
-                else
-                    fprintf(cf, "\n");
-                /* Section 5.6: does the retrieved neighbour beat a random one on this sample? */
-                if (mth == M_SIMK && bucket[i] >= 0) l1_simk[j] = q[Q_L1];
-                if (mth == M_SIMK_RANDOM && bucket[i] >= 0) {
-                    nsim_cmp++;
-                    better_than_random += l1_simk[j] < q[Q_L1];
-                }
-                int kept = 0;
-                for (int r = 0; r < nrows; r++)
-                    if (rows[r].sample == j && mth <= M_SIMK) {
-                        rows[r].ratio = ratio[i];
-                        img_free(&rows[r].col[2 + mth]);
-                        rows[r].col[2 + mth] = om;
-                        kept = 1;
-                        if (mth == M_SIMK) {
-                            if ((st = rt_db_image(m.db, ids[(size_t)i * k], nb))) goto fail;
-                            img_free(&rows[r].col[M_COUNT + 2]);
-                            if ((st = chw_to_img(nb, s, &rows[r].col[M_COUNT + 2]))) goto fail;
-                        }
-                    }
-                if (!kept) img_free(&om);
             }
         }
-        /* Rows of the grid: the original and the masked input. */
-        for (int i = 0; i < n; i++)
-            for (int r = 0; r < nrows; r++)
-                if (rows[r].sample == j0 + i) {
-                    img_free(&rows[r].col[0]);
-                    img_free(&rows[r].col[1]);
-                    if ((st = img_copy(&orig[i], &rows[r].col[0])) || (st = img_copy(&orig[i], &rows[r].col[1])))
-                        goto fail;
-                    for (size_t q = 0; q < hw; q++)
-                        if (hole[i * hw + q]) memset(rows[r].col[1].px + q * 3, 255, 3);
-                }
-        sp_progress_update(&prog, j0 + n);
+        if ((st = nn_unet_forward(m->simk, n, s, s, r->rin, NULL, r->outf))) return st;
+        nn_composite(n, 3, s, s, r->x, r->outf, r->keep, r->outf);
     }
-    sp_progress_finish(&prog);
-    fclose(cf);
-    cf = NULL;
+    if (o->blend) {
+        const nn_net_info *bi = nn_net_get_info(mth == M_COARSE ? m->coarse : mth == M_SIM0 ? m->sim0 : m->simk);
+        if ((st = telea_blend(n, s, r->keep, bi->blend, bi->blend_n, TELEA_DEFAULT_RADIUS, r->outf))) return st;
+    }
+    r->ms[mth] += (sp_now() - t0) * 1e3;
+    return SP_OK;
+}
 
-    /* The grid. */
+/* Step 7: scores method `mth` on each sample of the batch (Telea's fill made here, timed per
+ * sample): the metrics into the bucket and ring accumulators, a samples.csv line, the section 5.6
+ * comparison, and the result (and Sim-K's neighbour) into the grid row of the sample, if any. */
+static sp_status score_method(ev_run *r, int mth) {
+    const ev_opts *o = r->o;
+    const size_t hw = r->hw;
+    sp_status st;
+    for (int i = 0; i < r->n; i++) {
+        const long j = r->j0 + i;
+        img_u8 om = {0};
+        if (mth == M_TELEA) {
+            double t1 = sp_now();
+            if ((st = img_copy(&r->orig[i], &om))) return st;
+            if ((st = telea_inpaint(&om, r->hole + i * hw, o->radius))) {
+                img_free(&om);
+                return st;
+            }
+            r->ms[mth] += (sp_now() - t1) * 1e3;
+        } else if ((st = chw_to_img(r->outf + i * r->isz, r->s, &om))) {
+            return st;
+        }
+        double q[Q_COUNT];
+        metrics(om.px, r->orig[i].px, r->hole + i * hw, r->ring + i * hw, r->s, r->work, q,
+                r->bucket[i] >= 0 ? r->ring_err[mth] : NULL);
+        if (r->bucket[i] >= 0) {
+            acc_add(&r->acc[mth][r->bucket[i]], q);
+            acc_add(&r->acc[mth][EV_NBUCKETS], q);
+        }
+        fprintf(r->cf, "%ld,%s,%s,%.5f,%d,%s,%.5f,%.4f,%.5f,%.5f,", j, cli_base_name(sample_image(r, j)),
+                cli_base_name(sample_mask(r, j)), r->ratio[i], r->bucket[i] + 1, method_key[mth], q[Q_L1], q[Q_PSNR],
+                q[Q_SSIM], q[Q_HOLE_L1]);
+        if (mth == M_SIMK)
+            fprintf(r->cf, "%s\n", rt_db_source_name(r->m.db, r->ids[(size_t)i * r->k]));
+        else
+            fprintf(r->cf, "\n");
+        /* Section 5.6: does the retrieved neighbour beat a random one on this sample? */
+        if (mth == M_SIMK && r->bucket[i] >= 0) r->l1_simk[j] = q[Q_L1];
+        if (mth == M_SIMK_RANDOM && r->bucket[i] >= 0) {
+            r->nsim_cmp++;
+            r->better_than_random += r->l1_simk[j] < q[Q_L1];
+        }
+        int kept = 0;
+        for (int g = 0; g < r->nrows; g++)
+            if (r->rows[g].sample == j && mth <= M_SIMK) {
+                ev_row *row = &r->rows[g];
+                row->ratio = r->ratio[i];
+                img_free(&row->col[2 + mth]);
+                row->col[2 + mth] = om;
+                kept = 1;
+                if (mth == M_SIMK) {
+                    if ((st = rt_db_image(r->m.db, r->ids[(size_t)i * r->k], r->nb))) return st;
+                    img_free(&row->col[M_COUNT + 2]);
+                    if ((st = chw_to_img(r->nb, r->s, &row->col[M_COUNT + 2]))) return st;
+                }
+            }
+        if (!kept) img_free(&om);
+    }
+    return SP_OK;
+}
+
+/* The grid rows' first two columns for the samples of the batch: the original and the masked
+ * input (the hole in white). */
+static sp_status keep_grid_inputs(ev_run *r) {
+    sp_status st;
+    for (int i = 0; i < r->n; i++)
+        for (int g = 0; g < r->nrows; g++)
+            if (r->rows[g].sample == r->j0 + i) {
+                ev_row *row = &r->rows[g];
+                img_free(&row->col[0]);
+                img_free(&row->col[1]);
+                if ((st = img_copy(&r->orig[i], &row->col[0])) || (st = img_copy(&r->orig[i], &row->col[1]))) return st;
+                for (size_t q = 0; q < r->hw; q++)
+                    if (r->hole[i * r->hw + q]) memset(row->col[1].px + q * 3, 255, 3);
+            }
+    return SP_OK;
+}
+
+/* Step 8a: DIR/grid.png (when it has rows) and DIR/samples.csv. */
+static sp_status write_grid_and_csv(ev_run *r) {
+    const int *want = r->want;
     int cols_on[M_COUNT + 3] = {0};
     cols_on[0] = cols_on[1] = 1;
     for (int mth = M_TELEA; mth <= M_SIMK; mth++) cols_on[2 + mth] = want[mth];
     cols_on[M_COUNT + 2] = want[M_SIMK];
     char path[4096];
-    if (nrows > 0) {
-        snprintf(path, sizeof path, "%s/grid.png", o->out);
-        if ((st = write_grid(path, rows, nrows, cols_on, s))) goto fail;
+    sp_status st;
+    fclose(r->cf);
+    r->cf = NULL;
+    if (r->nrows > 0) {
+        snprintf(path, sizeof path, "%s/grid.png", r->o->out);
+        if ((st = write_grid(path, r->rows, r->nrows, cols_on, r->s))) return st;
     }
-    snprintf(path, sizeof path, "%s/samples.csv", o->out);
-    if ((st = sp_write_file_atomic(path, csv, csv_len))) goto fail;
+    snprintf(path, sizeof path, "%s/samples.csv", r->o->out);
+    return sp_write_file_atomic(path, r->csv, r->csv_len);
+}
 
-    /* The report. */
-    mf = open_memstream(&md, &md_len);
-    if (!mf) {
-        st = sp_err(SP_ERR_NOMEM, "report buffer");
-        goto fail;
-    }
+/* Step 8b, the report's head: title, command, data, models, database, engine and how the numbers
+ * are computed. */
+static void report_head(FILE *mf, const ev_run *r, int argc, char **argv) {
+    const ev_opts *o = r->o;
+    const int s = r->s;
     time_t now = time(NULL);
     char when[64];
     strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
@@ -670,8 +713,8 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
     fprintf(mf, "\n```\n\n");
     fprintf(mf, "- images: `%s` (%ld used), masks: `%s` (%ld), %d per image: %ld samples at %dx%d, %ld of them with a "
                 "hole ratio outside [0.01, 0.6] (left out of the tables)\n",
-            o->images, nimg, o->masks, masks.n, o->per_image, total, s, s, outside);
-    const nn_net *nl[3] = {m.coarse, m.sim0, m.simk};
+            o->images, r->nimg, o->masks, r->masks.n, o->per_image, r->total, s, s, r->outside);
+    const nn_net *nl[3] = {r->m.coarse, r->m.sim0, r->m.simk};
     for (int i = 0; i < 3; i++) {
         if (!nl[i]) continue;
         const nn_net_info *in = nn_net_get_info(nl[i]);
@@ -680,9 +723,10 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
                 !in->blend_n ? "none" : o->blend ? "on" : "off (--blend off)",
                 in->trained_on[0] ? in->trained_on : "?");
     }
-    if (m.db)
-        fprintf(mf, "- database `%s`: %ld images, descriptor %s\n", o->db, rt_db_count(m.db), rt_db_descriptor(m.db));
-    fprintf(mf, "- engine: %s (%s); telea radius %d\n", nn_backend_name(m.be), nn_backend_device(m.be), o->radius);
+    if (r->m.db)
+        fprintf(mf, "- database `%s`: %ld images, descriptor %s\n", o->db, rt_db_count(r->m.db),
+                rt_db_descriptor(r->m.db));
+    fprintf(mf, "- engine: %s (%s); telea radius %d\n", nn_backend_name(r->m.be), nn_backend_device(r->m.be), o->radius);
     fprintf(mf,
             "\nEach number is computed over the whole composited %dx%d image (known pixels are the "
             "original's), 8-bit, as in the paper's Table 1: L1 in %% of 255, PSNR in dB (capped at %g), "
@@ -690,44 +734,51 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
             "hole-ratio bucket. The inception score of the paper needs Inception weights that cannot be "
             "had here and is left out.\n",
             s, s, EV_PSNR_CAP);
+}
+
+/* Step 8c, Table 1: samples per bucket, L1, PSNR, SSIM and hole L1 per method and bucket, then the
+ * hole L1 by distance ring. */
+static void report_tables(FILE *mf, ev_run *r) {
+    const int *want = r->want, k = r->k;
     fprintf(mf, "\nSamples per bucket:");
-    {
-        const int first = want[M_TELEA] ? M_TELEA : want[M_COARSE] ? M_COARSE : want[M_SIM0] ? M_SIM0 : M_SIMK;
-        for (int b = 0; b <= EV_NBUCKETS; b++) fprintf(mf, " %ld", acc[first][b].n);
-        fprintf(mf, " (the last: all).\n");
-    }
+    const int first = want[M_TELEA] ? M_TELEA : want[M_COARSE] ? M_COARSE : want[M_SIM0] ? M_SIM0 : M_SIMK;
+    for (int b = 0; b <= EV_NBUCKETS; b++) fprintf(mf, " %ld", r->acc[first][b].n);
+    fprintf(mf, " (the last: all).\n");
     int show[M_COUNT];
     for (int i = 0; i < M_COUNT; i++) show[i] = want[i] && i <= M_SIMK;
-    table(mf, "L1 (%), lower is better", Q_L1, show, acc, 2, k);
-    table(mf, "PSNR (dB), higher is better", Q_PSNR, show, acc, 2, k);
-    table(mf, "SSIM, higher is better", Q_SSIM, show, acc, 4, k);
-    table(mf, "L1 over the hole pixels only (%), lower is better", Q_HOLE_L1, show, acc, 2, k);
-    {
-        long nall = 0;
-        for (int r = 0; r < EV_NRINGS; r++) nall += ring_n[r];
-        fprintf(mf, "\n**L1 over the hole pixels (%%) by their distance to the nearest known pixel (chessboard, px), "
-                    "pooled over the hole pixels of all samples, lower is better**\n\n| method |");
-        for (int r = 0; r < EV_NRINGS; r++) fprintf(mf, " %s |", ring_name[r]);
-        fprintf(mf, "\n|---|");
-        for (int r = 0; r < EV_NRINGS; r++) fprintf(mf, "---|");
-        fprintf(mf, "\n| share of hole pixels (%%) |");
-        for (int r = 0; r < EV_NRINGS; r++) fprintf(mf, " %.1f |", nall ? 100.0 * ring_n[r] / nall : 0.0);
-        fprintf(mf, "\n");
-        for (int mth = 0; mth <= M_SIMK; mth++) {
-            if (!show[mth]) continue;
-            if (mth == M_SIMK)
-                fprintf(mf, "| sim%d |", k);
+    table(mf, "L1 (%), lower is better", Q_L1, show, r->acc, 2, k);
+    table(mf, "PSNR (dB), higher is better", Q_PSNR, show, r->acc, 2, k);
+    table(mf, "SSIM, higher is better", Q_SSIM, show, r->acc, 4, k);
+    table(mf, "L1 over the hole pixels only (%), lower is better", Q_HOLE_L1, show, r->acc, 2, k);
+    long nall = 0;
+    for (int g = 0; g < EV_NRINGS; g++) nall += r->ring_n[g];
+    fprintf(mf, "\n**L1 over the hole pixels (%%) by their distance to the nearest known pixel (chessboard, px), "
+                "pooled over the hole pixels of all samples, lower is better**\n\n| method |");
+    for (int g = 0; g < EV_NRINGS; g++) fprintf(mf, " %s |", ring_name[g]);
+    fprintf(mf, "\n|---|");
+    for (int g = 0; g < EV_NRINGS; g++) fprintf(mf, "---|");
+    fprintf(mf, "\n| share of hole pixels (%%) |");
+    for (int g = 0; g < EV_NRINGS; g++) fprintf(mf, " %.1f |", nall ? 100.0 * r->ring_n[g] / nall : 0.0);
+    fprintf(mf, "\n");
+    for (int mth = 0; mth <= M_SIMK; mth++) {
+        if (!show[mth]) continue;
+        if (mth == M_SIMK)
+            fprintf(mf, "| sim%d |", k);
+        else
+            fprintf(mf, "| %s |", method_key[mth]);
+        for (int g = 0; g < EV_NRINGS; g++) {
+            if (r->ring_n[g])
+                fprintf(mf, " %.2f |", 100.0 * r->ring_err[mth][g] / (3.0 * 255.0 * r->ring_n[g]));
             else
-                fprintf(mf, "| %s |", method_key[mth]);
-            for (int r = 0; r < EV_NRINGS; r++) {
-                if (ring_n[r])
-                    fprintf(mf, " %.2f |", 100.0 * ring_err[mth][r] / (3.0 * 255.0 * ring_n[r]));
-                else
-                    fprintf(mf, " - |");
-            }
-            fprintf(mf, "\n");
+                fprintf(mf, " - |");
         }
+        fprintf(mf, "\n");
     }
+}
+
+/* Step 8d, the rest of the report: section 5.6 (with Sim-K), time per image and the Figure 1 caption. */
+static void report_tail(FILE *mf, ev_run *r) {
+    const int *want = r->want, k = r->k;
     if (want[M_SIMK]) {
         int show56[M_COUNT] = {0};
         show56[M_SIMK] = show56[M_SIMK_RANDOM] = show56[M_SIMK_NOISE] = 1;
@@ -735,64 +786,148 @@ static int run_eval(const ev_opts *o, int argc, char **argv) {
                 "\n## Section 5.6: does Sim-%d use its neighbour?\n\nSim-%d fed with the retrieved neighbour "
                 "(of the coarse composite), with a uniformly random database image, and with uniform noise.\n",
                 k, k);
-        table(mf, "L1 (%)", Q_L1, show56, acc, 3, k);
-        table(mf, "L1 over the hole pixels only (%)", Q_HOLE_L1, show56, acc, 3, k);
-        table(mf, "PSNR (dB)", Q_PSNR, show56, acc, 3, k);
-        table(mf, "SSIM", Q_SSIM, show56, acc, 4, k);
-        if (nsim_cmp)
+        table(mf, "L1 (%)", Q_L1, show56, r->acc, 3, k);
+        table(mf, "L1 over the hole pixels only (%)", Q_HOLE_L1, show56, r->acc, 3, k);
+        table(mf, "PSNR (dB)", Q_PSNR, show56, r->acc, 3, k);
+        table(mf, "SSIM", Q_SSIM, show56, r->acc, 4, k);
+        if (r->nsim_cmp)
             fprintf(mf, "\nThe retrieved neighbour gives a lower L1 than the random image on %ld of %ld samples (%.1f%%).\n",
-                    better_than_random, nsim_cmp, 100.0 * better_than_random / nsim_cmp);
+                    r->better_than_random, r->nsim_cmp, 100.0 * r->better_than_random / r->nsim_cmp);
     }
     fprintf(mf, "\n## Time per image\n\n| method | ms/image |\n|---|---|\n");
     for (int mth = 0; mth < M_COUNT; mth++)
-        if (want[mth]) fprintf(mf, "| %s | %.1f |\n", method_key[mth], total ? ms[mth] / total : 0.0);
+        if (want[mth]) fprintf(mf, "| %s | %.1f |\n", method_key[mth], r->total ? r->ms[mth] / r->total : 0.0);
     if (want[M_COARSE] || want[M_SIM0] || want[M_SIMK])
-        fprintf(mf, "\n(coarse, sim0 and sim1 each include the coarse pass; %d images per network call.)\n", B);
-    if (nrows > 0) {
+        fprintf(mf, "\n(coarse, sim0 and sim1 each include the coarse pass; %d images per network call.)\n", r->B);
+    if (r->nrows > 0) {
         fprintf(mf, "\n## Figure 1\n\n![grid](grid.png)\n\nColumns: original, masked (hole in white)");
         for (int mth = M_TELEA; mth <= M_SIMK; mth++)
             if (want[mth]) fprintf(mf, ", %s", method_key[mth]);
         if (want[M_SIMK]) fprintf(mf, ", the retrieved database image");
         fprintf(mf, ". Rows (sample, hole ratio):");
-        for (int r = 0; r < nrows; r++) fprintf(mf, " %ld (%.2f)%s", rows[r].sample, rows[r].ratio, r + 1 < nrows ? "," : ".\n");
+        for (int g = 0; g < r->nrows; g++)
+            fprintf(mf, " %ld (%.2f)%s", r->rows[g].sample, r->rows[g].ratio, g + 1 < r->nrows ? "," : ".\n");
     }
+}
+
+/* Step 8: writes the grid, samples.csv and DIR/report.md, and prints the report on stdout. */
+static sp_status write_outputs(ev_run *r, int argc, char **argv) {
+    sp_status st = write_grid_and_csv(r);
+    if (st) return st;
+    char *md = NULL;
+    size_t md_len = 0;
+    FILE *mf = open_memstream(&md, &md_len);
+    if (!mf) return sp_err(SP_ERR_NOMEM, "report buffer");
+    report_head(mf, r, argc, argv);
+    report_tables(mf, r);
+    report_tail(mf, r);
     fclose(mf);
-    mf = NULL;
-    snprintf(path, sizeof path, "%s/report.md", o->out);
-    if ((st = sp_write_file_atomic(path, md, md_len))) goto fail;
-    fwrite(md, 1, md_len, stdout);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.md", r->o->out);
+    st = sp_write_file_atomic(path, md, md_len);
+    if (!st) fwrite(md, 1, md_len, stdout);
+    free(md);
+    return st;
+}
+
+/* Frees everything a run holds. */
+static void run_free(ev_run *r) {
+    if (r->cf) fclose(r->cf);
+    free(r->csv);
+    if (r->rows)
+        for (int g = 0; g < r->nrows; g++)
+            for (int c = 0; c < M_COUNT + 3; c++) img_free(&r->rows[g].col[c]);
+    free(r->rows);
+    if (r->orig)
+        for (int i = 0; i < r->o->batch; i++) img_free(&r->orig[i]);
+    free(r->orig);
+    free(r->x);
+    free(r->keep);
+    free(r->outf);
+    free(r->hole);
+    free(r->ring);
+    free(r->dist);
+    free(r->l1_simk);
+    free(r->work);
+    free(r->ids);
+    free(r->scores);
+    free(r->rin);
+    free(r->nb);
+    list_free(&r->imgs);
+    list_free(&r->masks);
+    models_free(&r->m);
+}
+
+/* The evaluation: the methods, the models, the samples, then per batch each method run and scored,
+ * then the outputs. Returns the exit status (2 for an unknown method). */
+static int run_eval(const ev_opts *o, int argc, char **argv) {
+    ev_run *r = calloc(1, sizeof *r);
+    if (!r) {
+        fprintf(stderr, "semipaint eval: out of memory\n");
+        return 1;
+    }
+    r->o = o;
+    int rc = choose_methods(o, r->want); /* step 1 */
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    rc = 1;
+    sp_status st;
+    if ((st = models_load(o, r->want, &r->m))) goto fail; /* step 2 */
+    if ((st = list_samples(r))) goto fail;
+    if ((st = alloc_run(r))) goto fail;
+    sp_progress prog;
+    sp_progress_init(&prog, "eval", r->total);
+    for (long j0 = 0; j0 < r->total; j0 += r->B) {
+        const int n = (int)(r->total - j0 < r->B ? r->total - j0 : r->B);
+        if ((st = load_batch(r, j0, n))) goto fail;
+        for (int mth = 0; mth < M_COUNT; mth++) {
+            if (!r->want[mth]) continue;
+            if ((st = run_method(r, mth))) goto fail;
+            if ((st = score_method(r, mth))) goto fail;
+        }
+        if ((st = keep_grid_inputs(r))) goto fail;
+        sp_progress_update(&prog, j0 + n);
+    }
+    sp_progress_finish(&prog);
+    if ((st = write_outputs(r, argc, argv))) goto fail;
     rc = 0;
-    st = SP_OK;
 fail:
     if (st) fprintf(stderr, "semipaint eval: %s\n", sp_err_msg());
-    if (cf) fclose(cf);
-    if (mf) fclose(mf);
-    free(csv);
-    free(md);
-    if (rows)
-        for (int r = 0; r < nrows; r++)
-            for (int c = 0; c < M_COUNT + 3; c++) img_free(&rows[r].col[c]);
-    free(rows);
-    if (orig)
-        for (int i = 0; i < o->batch; i++) img_free(&orig[i]);
-    free(orig);
-    free(x);
-    free(keep);
-    free(outf);
-    free(hole);
-    free(ring);
-    free(dist);
-    free(l1_simk);
-    free(work);
-    free(ids);
-    free(scores);
-    free(rin);
-    free(nb);
-    list_free(&imgs);
-    list_free(&masks);
-    models_free(&m);
+    run_free(r);
+    free(r);
     return rc;
 }
+
+/* --blend on|off */
+static int parse_on_off(const char *v, void *f) {
+    if (strcmp(v, "on") && strcmp(v, "off")) return -1;
+    *(int *)f = !strcmp(v, "on");
+    return 0;
+}
+
+#define EO(f) offsetof(ev_opts, f)
+static const cli_opt eval_table[] = {
+    {"--images", NULL, CLI_STR, EO(images), 0, 0, NULL, NULL},
+    {"--masks", NULL, CLI_STR, EO(masks), 0, 0, NULL, NULL},
+    {"--out", NULL, CLI_STR, EO(out), 0, 0, NULL, NULL},
+    {"--coarse", NULL, CLI_STR, EO(coarse), 0, 0, NULL, NULL},
+    {"--sim0", NULL, CLI_STR, EO(sim0), 0, 0, NULL, NULL},
+    {"--sim1", NULL, CLI_STR, EO(simk), 0, 0, NULL, NULL},
+    {"--db", NULL, CLI_STR, EO(db), 0, 0, NULL, NULL},
+    {"--descriptor-weights", NULL, CLI_STR, EO(desc_weights), 0, 0, NULL, NULL},
+    {"--methods", NULL, CLI_STR, EO(methods), 0, 0, NULL, NULL},
+    {"--title", NULL, CLI_STR, EO(title), 0, 0, NULL, NULL},
+    {"--masks-per-image", NULL, CLI_INT, EO(per_image), 1, 1000, NULL, NULL},
+    {"--limit", NULL, CLI_INT, EO(limit), 1, EV_MAX_FILES, NULL, NULL},
+    {"--grid-rows", NULL, CLI_INT, EO(grid_rows), 0, 64, NULL, NULL},
+    {"--batch", NULL, CLI_INT, EO(batch), 1, 64, NULL, NULL},
+    {"--threads", NULL, CLI_INT, EO(threads), 0, 1024, NULL, NULL},
+    {"--radius", NULL, CLI_INT, EO(radius), 1, 64, NULL, NULL},
+    {"--blend", NULL, CLI_FN, EO(blend), 0, 0, parse_on_off, "on or off"},
+    {"--seed", NULL, CLI_U64, EO(seed), 0, (double)UINT64_MAX, NULL, NULL},
+};
 
 int cmd_eval(int argc, char **argv) {
     ev_opts o = {.coarse = "weights/pconv.safetensors",
@@ -806,55 +941,11 @@ int cmd_eval(int argc, char **argv) {
                  .radius = TELEA_DEFAULT_RADIUS,
                  .blend = 1,
                  .seed = 1};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            ev_usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "semipaint eval: %s needs a value\n", a);
-            ev_usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--images")) o.images = v;
-        else if (!strcmp(a, "--masks")) o.masks = v;
-        else if (!strcmp(a, "--out")) o.out = v;
-        else if (!strcmp(a, "--coarse")) o.coarse = v;
-        else if (!strcmp(a, "--sim0")) o.sim0 = v;
-        else if (!strcmp(a, "--sim1")) o.simk = v;
-        else if (!strcmp(a, "--db")) o.db = v;
-        else if (!strcmp(a, "--descriptor-weights")) o.desc_weights = v;
-        else if (!strcmp(a, "--methods")) o.methods = v;
-        else if (!strcmp(a, "--title")) o.title = v;
-        else if (!strcmp(a, "--masks-per-image")) bad = cli_parse_int(v, 1, 1000, &o.per_image);
-        else if (!strcmp(a, "--limit")) bad = cli_parse_int(v, 1, EV_MAX_FILES, &o.limit);
-        else if (!strcmp(a, "--grid-rows")) bad = cli_parse_int(v, 0, 64, &o.grid_rows);
-        else if (!strcmp(a, "--batch")) bad = cli_parse_int(v, 1, 64, &o.batch);
-        else if (!strcmp(a, "--threads")) bad = cli_parse_int(v, 0, 1024, &o.threads);
-        else if (!strcmp(a, "--radius")) bad = cli_parse_int(v, 1, 64, &o.radius);
-        else if (!strcmp(a, "--blend")) {
-            bad = strcmp(v, "on") && strcmp(v, "off");
-            o.blend = !strcmp(v, "on");
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long sv = strtoull(v, &end, 10);
-            bad = end == v || *end || errno || *v == '-';
-            o.seed = sv;
-        } else {
-            fprintf(stderr, "semipaint eval: unknown option %s\n", a);
-            ev_usage(stderr);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "semipaint eval: bad value '%s' for %s\n", v, a);
-            return 2;
-        }
-    }
+    const cli_spec spec = {"semipaint eval", eval_table, sizeof eval_table / sizeof eval_table[0], 0, 0, ev_usage};
+    int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    if (rc >= 0) return rc;
     if (!o.images || !o.masks || !o.out) {
+        fprintf(stderr, "semipaint eval: --images, --masks and --out are required\n\n");
         ev_usage(stderr);
         return 2;
     }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "imaging/img.h"
+#include "imaging/plan.h"
 #include "model/nn.h"
 #include "retrieval/rt.h"
 #include "retrieval/rt_index.h"
@@ -21,117 +23,110 @@
 #define IDX_MAX_PIXELS (100L * 1000 * 1000) /* refuse larger inputs before decoding */
 #define IDX_DEFAULT_DESC "thumb16"
 
-/* ---- argument helpers ---- */
+/* ---- options: each subcommand has its own struct and table, and takes only its own ---- */
 
-/* Options shared by the subcommands; each subcommand reads the ones it documents. */
+/* The network that computes a VGG descriptor: options of every subcommand that may load one. */
 typedef struct {
-    const char *images, *out, *descriptor, *weights, *factory, *device, *queries, *masks, *coarse, *descs, *fill;
-    long batch, limit, k, nq, n, dim, clusters, train, threads, seed;
-    const char *nprobe, *ef;
-    double spread;
-    double lock_wait; /* --lock-wait seconds; < 0: the library's default */
+    const char *weights; /* --weights: vgg16_features weights */
+    nn_device device;    /* --device */
+    int threads;         /* --threads: CPU threads, 0 = all */
+} idx_net_opts;
+
+/* index build */
+typedef struct {
+    idx_net_opts net;
+    const char *images, *out, *descriptor, *factory;
+    long batch, limit;
     int force;
-    const char *pos[4096];
-    int npos;
-} idx_opts;
+    double lock_wait; /* --lock-wait seconds; < 0: the library's default */
+} build_opts;
 
-static int parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
+/* index query, add and bench: a database (and images) given as positional arguments. */
+typedef struct {
+    idx_net_opts net;
+    long k, nq, seed;
+    long nprobe, ef;  /* search parameters; 0 = the index's own */
+    double lock_wait; /* add: < 0 = the library's default */
+} db_opts;
 
-/* Parses argv[1..] into `o`. Returns 0, or 2 after printing a usage error. */
-static int parse_opts(int argc, char **argv, idx_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->batch = 32;
-    o->k = 5;
-    o->nq = 1000;
-    o->n = 1000000;
-    o->dim = 512;
-    o->clusters = -1; /* bench-synthetic: n / 100 */
-    o->train = 65536;
-    o->seed = 1;
-    o->spread = 1.5;
-    o->lock_wait = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || !a[1]) {
-            if (o->npos == (int)(sizeof o->pos / sizeof o->pos[0])) {
-                fprintf(stderr, "semipaint index: too many arguments\n");
-                return 2;
-            }
-            o->pos[o->npos++] = a;
-            continue;
-        }
-        if (!strcmp(a, "--force")) {
-            o->force = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "semipaint index: %s needs a value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        const char **sv = NULL;
-        long *lv = NULL, lo = 1, hi = 1L << 40;
-        if (!strcmp(a, "--spread")) {
-            char *end;
-            o->spread = strtod(v, &end);
-            if (end == v || *end || !(o->spread >= 0)) {
-                fprintf(stderr, "semipaint index: --spread %s: expected a number >= 0\n", v);
-                return 2;
-            }
-            continue;
-        }
-        if (!strcmp(a, "--lock-wait")) {
-            char *end;
-            o->lock_wait = strtod(v, &end);
-            if (end == v || *end || !(o->lock_wait >= 0 && o->lock_wait <= 86400)) {
-                fprintf(stderr, "semipaint index: --lock-wait %s: expected seconds in [0, 86400]\n", v);
-                return 2;
-            }
-            continue;
-        }
-        if (!strcmp(a, "--images")) sv = &o->images;
-        else if (!strcmp(a, "--out")) sv = &o->out;
-        else if (!strcmp(a, "--descriptor")) sv = &o->descriptor;
-        else if (!strcmp(a, "--descriptors")) sv = &o->descs;
-        else if (!strcmp(a, "--weights")) sv = &o->weights;
-        else if (!strcmp(a, "--factory")) sv = &o->factory;
-        else if (!strcmp(a, "--device")) sv = &o->device;
-        else if (!strcmp(a, "--queries")) sv = &o->queries;
-        else if (!strcmp(a, "--masks")) sv = &o->masks;
-        else if (!strcmp(a, "--coarse")) sv = &o->coarse;
-        else if (!strcmp(a, "--fill")) sv = &o->fill;
-        else if (!strcmp(a, "--db")) sv = &o->out;
-        else if (!strcmp(a, "--nprobe")) sv = &o->nprobe;
-        else if (!strcmp(a, "--ef")) sv = &o->ef;
-        else if (!strcmp(a, "--batch")) lv = &o->batch, hi = 4096;
-        else if (!strcmp(a, "--limit")) lv = &o->limit;
-        else if (!strcmp(a, "-k") || !strcmp(a, "--k")) lv = &o->k, hi = 4096;
-        else if (!strcmp(a, "--nq")) lv = &o->nq;
-        else if (!strcmp(a, "--n")) lv = &o->n;
-        else if (!strcmp(a, "--dim")) lv = &o->dim, hi = 65536;
-        else if (!strcmp(a, "--clusters")) lv = &o->clusters, lo = 0;
-        else if (!strcmp(a, "--train")) lv = &o->train;
-        else if (!strcmp(a, "--threads")) lv = &o->threads, lo = 0, hi = 1024;
-        else if (!strcmp(a, "--seed")) lv = &o->seed, lo = 0;
-        else {
-            fprintf(stderr, "semipaint index: unknown option %s\n", a);
-            return 2;
-        }
-        if (sv) *sv = v;
-        else if (parse_long(v, lo, hi, lv)) {
-            fprintf(stderr, "semipaint index: %s %s: expected an integer in [%ld, %ld]\n", a, v, lo, hi);
-            return 2;
-        }
-    }
-    return 0;
-}
+/* index bench-synthetic */
+typedef struct {
+    long n, nq, dim, clusters, train, seed;
+    const char *factory, *nprobe;
+    double spread;
+} synth_opts;
+
+/* index eval-descriptors */
+typedef struct {
+    idx_net_opts net;
+    const char *db, *queries, *masks, *descs, *coarse, *fill;
+    long limit, seed;
+} evald_opts;
+
+#define IDX_MAX_POS 4096 /* images of one `index add` */
+#define IDX_BIG (double)(1L << 40)
+
+static int parse_device(const char *v, void *f) { return nn_device_parse(v, f); }
+
+/* The options of idx_net_opts inside options struct T. */
+#define NET_OPTS(T)                                                                                          \
+    {"--weights", NULL, CLI_STR, offsetof(T, net.weights), 0, 0, NULL, NULL},                              \
+    {"--device", NULL, CLI_FN, offsetof(T, net.device), 0, 0, parse_device, "auto, cpu or cuda"},          \
+    {"--threads", NULL, CLI_INT, offsetof(T, net.threads), 0, 1024, NULL, NULL}
+#define OPT_K(T) {"-k", "--k", CLI_LONG, offsetof(T, k), 1, 4096, NULL, NULL}
+
+static const cli_opt build_table[] = {
+    {"--images", NULL, CLI_STR, offsetof(build_opts, images), 0, 0, NULL, NULL},
+    {"--out", NULL, CLI_STR, offsetof(build_opts, out), 0, 0, NULL, NULL},
+    {"--descriptor", NULL, CLI_STR, offsetof(build_opts, descriptor), 0, 0, NULL, NULL},
+    {"--factory", NULL, CLI_STR, offsetof(build_opts, factory), 0, 0, NULL, NULL},
+    {"--batch", NULL, CLI_LONG, offsetof(build_opts, batch), 1, 4096, NULL, NULL},
+    {"--limit", NULL, CLI_LONG, offsetof(build_opts, limit), 1, IDX_BIG, NULL, NULL},
+    {"--force", NULL, CLI_FLAG, offsetof(build_opts, force), 0, 0, NULL, NULL},
+    {"--lock-wait", NULL, CLI_DOUBLE, offsetof(build_opts, lock_wait), 0, 86400, NULL, NULL},
+    NET_OPTS(build_opts),
+};
+static const cli_opt query_table[] = {
+    OPT_K(db_opts),
+    {"--nprobe", NULL, CLI_LONG, offsetof(db_opts, nprobe), 1, 1 << 20, NULL, NULL},
+    {"--ef", NULL, CLI_LONG, offsetof(db_opts, ef), 1, 1 << 20, NULL, NULL},
+    NET_OPTS(db_opts),
+};
+static const cli_opt add_table[] = {
+    {"--lock-wait", NULL, CLI_DOUBLE, offsetof(db_opts, lock_wait), 0, 86400, NULL, NULL},
+    NET_OPTS(db_opts),
+};
+static const cli_opt bench_table[] = {
+    {"--nq", NULL, CLI_LONG, offsetof(db_opts, nq), 1, IDX_BIG, NULL, NULL},
+    OPT_K(db_opts),
+    {"--nprobe", NULL, CLI_LONG, offsetof(db_opts, nprobe), 1, 1 << 20, NULL, NULL},
+    {"--ef", NULL, CLI_LONG, offsetof(db_opts, ef), 1, 1 << 20, NULL, NULL},
+    {"--seed", NULL, CLI_LONG, offsetof(db_opts, seed), 0, IDX_BIG, NULL, NULL},
+    NET_OPTS(db_opts),
+};
+static const cli_opt synth_table[] = {
+    {"--n", NULL, CLI_LONG, offsetof(synth_opts, n), 1, IDX_BIG, NULL, NULL},
+    {"--dim", NULL, CLI_LONG, offsetof(synth_opts, dim), 1, 65536, NULL, NULL},
+    {"--factory", NULL, CLI_STR, offsetof(synth_opts, factory), 0, 0, NULL, NULL},
+    {"--nprobe", NULL, CLI_STR, offsetof(synth_opts, nprobe), 0, 0, NULL, NULL},
+    {"--nq", NULL, CLI_LONG, offsetof(synth_opts, nq), 1, IDX_BIG, NULL, NULL},
+    {"--clusters", NULL, CLI_LONG, offsetof(synth_opts, clusters), 0, IDX_BIG, NULL, NULL},
+    {"--spread", NULL, CLI_DOUBLE, offsetof(synth_opts, spread), 0, 1e6, NULL, NULL},
+    {"--train", NULL, CLI_LONG, offsetof(synth_opts, train), 1, IDX_BIG, NULL, NULL},
+    {"--seed", NULL, CLI_LONG, offsetof(synth_opts, seed), 0, IDX_BIG, NULL, NULL},
+};
+static const cli_opt evald_table[] = {
+    {"--db", NULL, CLI_STR, offsetof(evald_opts, db), 0, 0, NULL, NULL},
+    {"--queries", NULL, CLI_STR, offsetof(evald_opts, queries), 0, 0, NULL, NULL},
+    {"--masks", NULL, CLI_STR, offsetof(evald_opts, masks), 0, 0, NULL, NULL},
+    {"--descriptors", NULL, CLI_STR, offsetof(evald_opts, descs), 0, 0, NULL, NULL},
+    {"--coarse", NULL, CLI_STR, offsetof(evald_opts, coarse), 0, 0, NULL, NULL},
+    {"--fill", NULL, CLI_STR, offsetof(evald_opts, fill), 0, 0, NULL, NULL},
+    {"--limit", NULL, CLI_LONG, offsetof(evald_opts, limit), 1, IDX_BIG, NULL, NULL},
+    {"--seed", NULL, CLI_LONG, offsetof(evald_opts, seed), 0, IDX_BIG, NULL, NULL},
+    NET_OPTS(evald_opts),
+};
+#define NOPTS(t) ((int)(sizeof t / sizeof t[0]))
 
 static int fail(const char *what) {
     fprintf(stderr, "semipaint index %s: %s\n", what, sp_err_msg());
@@ -154,20 +149,15 @@ static void models_free(idx_models *m) {
     memset(m, 0, sizeof *m);
 }
 
-static sp_status models_backend(idx_models *m, const idx_opts *o) {
+static sp_status models_backend(idx_models *m, const idx_net_opts *o) {
     if (m->be) return SP_OK;
-    nn_backend_opts bo = {0};
-    bo.device = NN_DEVICE_AUTO;
-    if (o->device && !strcmp(o->device, "cpu")) bo.device = NN_DEVICE_CPU;
-    else if (o->device && !strcmp(o->device, "cuda")) bo.device = NN_DEVICE_CUDA;
-    else if (o->device && strcmp(o->device, "auto"))
-        return sp_err(SP_ERR_INVALID, "--device %s: expected auto, cpu or cuda", o->device);
-    bo.threads = (int)o->threads;
-    return nn_backend_new(&bo, &m->be);
+    nn_backend_opts bo = {.device = o->device, .threads = o->threads};
+    sp_status st = nn_backend_opts_from_env(&bo, environ);
+    return st ? st : nn_backend_new(&bo, &m->be);
 }
 
 /* Creates descriptor `name`, loading the VGG-16 weights when it needs them. */
-static sp_status models_descriptor(idx_models *m, const idx_opts *o, const char *name) {
+static sp_status models_descriptor(idx_models *m, const idx_net_opts *o, const char *name) {
     sp_status st;
     if (!strncmp(name, "vgg16_features", 14) && !m->vgg) {
         if (!o->weights) return sp_err(SP_ERR_INVALID, "descriptor %s needs --weights VGG16.safetensors", name);
@@ -196,11 +186,6 @@ static sp_status load_square(const char *path, uint8_t *rgb, float *chw) {
     img_free(&im);
     img_free(&sq);
     return st;
-}
-
-static const char *base_name(const char *p) {
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
 }
 
 /* Loads paths[0..n) in parallel into rgb/chw slots; ok[i] = 1 on success, else msgs[i] says why. */
@@ -257,8 +242,10 @@ static void *store_job_run(void *arg) {
     return NULL;
 }
 
-static int idx_build(const idx_opts *o) {
-    if (!o->images || !o->out || o->npos) {
+/* index build, its options parsed. */
+static int run_build(const build_opts *o) {
+    if (!o->images || !o->out) {
+        fprintf(stderr, "semipaint index build: --images and --out are required\n\n");
         build_usage(stderr);
         return 2;
     }
@@ -277,7 +264,7 @@ static int idx_build(const idx_opts *o) {
     int rc = 1;
     sp_status st;
     const char *dname = o->descriptor ? o->descriptor : IDX_DEFAULT_DESC;
-    if ((st = models_descriptor(&m, o, dname))) goto done;
+    if ((st = models_descriptor(&m, &o->net, dname))) goto done;
     if ((st = cli_list_images(o->images, &files, &nlisted))) goto done;
     nfiles = o->limit && nlisted > o->limit ? o->limit : nlisted;
     if (nfiles == 0) {
@@ -403,15 +390,17 @@ done:
 
 /* ---- index info / query / add ---- */
 
-static int cmd_info(const idx_opts *o) {
-    if (o->npos != 1) {
-        fprintf(stderr, "usage: semipaint index info DB\n");
-        return 2;
-    }
+static void info_usage(FILE *f) {
+    fprintf(f, "usage: semipaint index info DB\n"
+               "The database's images, descriptor, weights, index and first and last source names.\n");
+}
+
+/* index info DB */
+static int run_info(const char *dir) {
     rt_db *db = NULL;
-    if (rt_db_open(o->pos[0], NULL, 0, &db)) return fail("info");
+    if (rt_db_open(dir, NULL, 0, &db)) return fail("info");
     long n = rt_db_count(db);
-    printf("database    %s\n", o->pos[0]);
+    printf("database    %s\n", dir);
     printf("images      %ld (%dx%d RGB, %.1f MiB in the store)\n", n, rt_db_size(db), rt_db_size(db),
            (double)n * rt_db_size(db) * rt_db_size(db) * 3 / (1 << 20));
     printf("descriptor  %s (dim %d)\n", rt_db_descriptor(db), rt_db_dim(db));
@@ -422,26 +411,30 @@ static int cmd_info(const idx_opts *o) {
     return 0;
 }
 
-/* Opens DB with the descriptor its manifest names (loading --weights when it is VGG). */
-static sp_status open_db_with_descriptor(const idx_opts *o, const char *dir, int writable, idx_models *m, rt_db **db) {
+/* Opens DB with the descriptor its manifest names (loading --weights when it is VGG) and o's search
+ * parameters. */
+static sp_status open_db_with_descriptor(const db_opts *o, const char *dir, int writable, idx_models *m, rt_db **db) {
     char name[64];
     sp_status st = rt_db_peek_descriptor(dir, name, sizeof name);
     if (st) return st;
-    if ((st = models_descriptor(m, o, name))) return st;
+    if ((st = models_descriptor(m, &o->net, name))) return st;
     if ((st = rt_db_open(dir, m->desc, writable, db))) return st;
     if (rt_db_size(*db) != IDX_SIZE)
         return sp_err(SP_ERR_UNSUPPORTED, "%s stores %dx%d images; this command works at %dx%d", dir, rt_db_size(*db),
                       rt_db_size(*db), IDX_SIZE, IDX_SIZE);
-    if (o->nprobe && (st = rt_db_set_search_param(*db, "nprobe", atof(o->nprobe)))) return st;
-    if (o->ef && (st = rt_db_set_search_param(*db, "efSearch", atof(o->ef)))) return st;
+    if (o->nprobe && (st = rt_db_set_search_param(*db, "nprobe", (double)o->nprobe))) return st;
+    if (o->ef && (st = rt_db_set_search_param(*db, "efSearch", (double)o->ef))) return st;
     return SP_OK;
 }
 
-static int cmd_query(const idx_opts *o) {
-    if (o->npos != 2) {
-        fprintf(stderr, "usage: semipaint index query DB IMAGE [-k N] [--weights VGG] [--nprobe N] [--ef N]\n");
-        return 2;
-    }
+static void query_usage(FILE *f) {
+    fprintf(f, "usage: semipaint index query DB IMAGE [-k N] [--nprobe N] [--ef N] [--weights VGG] [--device D]\n"
+               "                            [--threads N]\n"
+               "The k [5] nearest database images to IMAGE: rank, id, cosine score and source name.\n");
+}
+
+/* index query DB IMAGE */
+static int run_query(const db_opts *o, const char *const *pos) {
     idx_models m = {0};
     rt_db *db = NULL;
     const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
@@ -454,8 +447,8 @@ static int cmd_query(const idx_opts *o) {
         st = sp_err(SP_ERR_NOMEM, "query");
         goto done;
     }
-    if ((st = open_db_with_descriptor(o, o->pos[0], 0, &m, &db))) goto done;
-    if ((st = load_square(o->pos[1], rgb, chw))) goto done;
+    if ((st = open_db_with_descriptor(o, pos[0], 0, &m, &db))) goto done;
+    if ((st = load_square(pos[1], rgb, chw))) goto done;
     if (!(desc = malloc((size_t)rt_descriptor_dim(m.desc) * sizeof *desc))) {
         st = sp_err(SP_ERR_NOMEM, "query");
         goto done;
@@ -485,17 +478,18 @@ done:
     return rc;
 }
 
-static int cmd_add(const idx_opts *o) {
-    if (o->npos < 2) {
-        fprintf(stderr, "usage: semipaint index add DB IMAGE... [--weights VGG] [--lock-wait S]\n"
-                        "Appends the images durably, in one commit: after a crash the database holds all or none of them.\n"
-                        "Waits up to S seconds [%.0f] for another process writing DB to finish.\n",
-                RT_DB_LOCK_WAIT_S);
-        return 2;
-    }
+static void add_usage(FILE *f) {
+    fprintf(f, "usage: semipaint index add DB IMAGE... [--lock-wait S] [--weights VGG] [--device D] [--threads N]\n"
+               "Appends the images durably, in one commit: after a crash the database holds all or none of them.\n"
+               "Waits up to S seconds [%.0f] for another process writing DB to finish.\n",
+            RT_DB_LOCK_WAIT_S);
+}
+
+/* index add DB IMAGE...: npos positional arguments. */
+static int run_add(const db_opts *o, const char *const *pos, int npos) {
     idx_models m = {0};
     rt_db *db = NULL;
-    const int n = o->npos - 1;
+    const int n = npos - 1;
     const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
     uint8_t *rgb = malloc(n * row);
     float *chw = malloc(row * sizeof *chw), *desc = NULL;
@@ -507,7 +501,7 @@ static int cmd_add(const idx_opts *o) {
         st = sp_err(SP_ERR_NOMEM, "%d images", n);
         goto done;
     }
-    if ((st = open_db_with_descriptor(o, o->pos[0], 1, &m, &db))) goto done;
+    if ((st = open_db_with_descriptor(o, pos[0], 1, &m, &db))) goto done;
     if (o->lock_wait >= 0) rt_db_set_lock_wait(db, o->lock_wait);
     const int dim = rt_descriptor_dim(m.desc);
     if (!(desc = malloc((size_t)n * dim * sizeof *desc))) {
@@ -515,9 +509,9 @@ static int cmd_add(const idx_opts *o) {
         goto done;
     }
     for (int i = 0; i < n; i++) {
-        if ((st = load_square(o->pos[1 + i], rgb + i * row, chw))) goto done;
+        if ((st = load_square(pos[1 + i], rgb + i * row, chw))) goto done;
         if ((st = rt_descriptor_compute(m.desc, 1, IDX_SIZE, chw, desc + (size_t)i * dim))) goto done;
-        names[i] = base_name(o->pos[1 + i]);
+        names[i] = cli_base_name(pos[1 + i]);
     }
     double t0 = sp_now();
     if ((st = rt_db_add(db, n, rgb, desc, names, ids))) goto done;
@@ -591,22 +585,25 @@ static sp_status ix_search_fn(void *ctx, int n, const float *q, int k, int64_t *
     return rt_index_search(ctx, n, q, k, sc, ids);
 }
 
-/* Query latency over a built database: the queries are the descriptors of stored images. */
-static int cmd_bench_db(const idx_opts *o) {
-    if (o->npos != 1) {
-        fprintf(stderr, "usage: semipaint index bench DB [--nq N] [-k K] [--weights VGG] [--nprobe N] [--ef N]\n");
-        return 2;
-    }
+static void bench_usage(FILE *f) {
+    fprintf(f, "usage: semipaint index bench DB [--nq N] [-k K] [--nprobe N] [--ef N] [--seed N] [--weights VGG]\n"
+               "                            [--device D] [--threads N]\n"
+               "Search latency at batch 1 and 8 with the descriptors of nq [1000] stored images (picked by the\n"
+               "seed [1]) as queries, k [5] neighbours each.\n");
+}
+
+/* Query latency over a built database (index bench DB): the queries are the descriptors of stored images. */
+static int run_bench_db(const db_opts *o, const char *dir) {
     idx_models m = {0};
     rt_db *db = NULL;
     float *q = NULL, *chw = NULL;
     int rc = 1;
     sp_status st;
-    if ((st = open_db_with_descriptor(o, o->pos[0], 0, &m, &db))) goto done;
+    if ((st = open_db_with_descriptor(o, dir, 0, &m, &db))) goto done;
     long count = rt_db_count(db), nq = o->nq;
     const int dim = rt_db_dim(db), s = rt_db_size(db);
     if (count == 0) {
-        st = sp_err(SP_ERR_INVALID, "%s is empty", o->pos[0]);
+        st = sp_err(SP_ERR_INVALID, "%s is empty", dir);
         goto done;
     }
     q = malloc((size_t)nq * dim * sizeof *q);
@@ -623,7 +620,7 @@ static int cmd_bench_db(const idx_opts *o) {
         if ((st = rt_descriptor_compute(m.desc, 1, s, chw, q + (size_t)i * dim))) goto done;
     }
     printf("%s: %ld images, %s dim %d, %s; %ld queries (stored images), k = %ld; descriptor %.3f ms/image\n",
-           o->pos[0], count, rt_db_descriptor(db), dim, rt_db_factory(db), nq, o->k, (sp_now() - t0) * 1e3 / nq);
+           dir, count, rt_db_descriptor(db), dim, rt_db_factory(db), nq, o->k, (sp_now() - t0) * 1e3 / nq);
     for (int pass = 0; pass < 2; pass++) /* the first pass warms caches and is not printed */
         for (int b = 1; b <= 8; b *= 8) {
             if (pass == 0) {
@@ -686,9 +683,18 @@ static void synth_rows(long first, long n, int d, long clusters, const float *ce
     }
 }
 
+static void synth_usage(FILE *f) {
+    fprintf(f, "usage: semipaint index bench-synthetic [--n N] [--dim D] [--factory F] [--nprobe LIST] [--nq N]\n"
+               "                                      [--clusters C] [--spread S] [--train N] [--seed N]\n"
+               "Build time, memory, latency and recall@1 and @10 of an approximate index against exact search on\n"
+               "clustered synthetic vectors [n 1000000, dim 512, factory IVF1024,Flat, nq 1000, clusters n/100\n"
+               "(0 = uniform on the sphere), spread 1.5, train 65536, seed 1]; --nprobe (efSearch for HNSW)\n"
+               "takes a comma-separated list to sweep.\n");
+}
+
 /* The 1M synthetic-vector benchmark: build time, memory, latency at batch 1 and 8, and recall of
  * an approximate index against exact search. */
-static int cmd_bench_synthetic(const idx_opts *o) {
+static int run_bench_synthetic(const synth_opts *o) {
     const long n = o->n, nq = o->nq, clusters = o->clusters >= 0 ? o->clusters : (o->n / 100 > 0 ? o->n / 100 : 1);
     const int d = (int)o->dim, k = 10;
     const char *factory = o->factory ? o->factory : "IVF1024,Flat";
@@ -839,38 +845,42 @@ static void fill_pushpull(int s, const float *img, const float *keep, float *out
     free(co);
 }
 
-/* Mask file -> keep (s,s): 1 where the mask's luminance is <= 127 (known), 0 in the hole. */
+/* Mask file -> keep (s,s): 0 in the hole of the mask scaled to s x s (img_hole_map_scaled: white,
+ * luminance > 127, is the hole), 1 elsewhere. */
 static sp_status load_mask(const char *path, float *keep) {
-    img_u8 im = {0}, r = {0};
-    sp_status st = img_load(path, IDX_MAX_PIXELS, &im);
-    if (st == SP_OK) st = img_resize_rect(&im, 0, 0, im.w, im.h, IDX_SIZE, IDX_SIZE, &r);
+    img_u8 im = {0};
+    uint8_t *hole = malloc((size_t)IDX_SIZE * IDX_SIZE);
+    sp_status st = hole ? img_load(path, IDX_MAX_PIXELS, &im) : sp_err(SP_ERR_NOMEM, "mask %s", path);
+    if (st == SP_OK) st = img_hole_map_scaled(&im, IDX_SIZE, IDX_SIZE, hole, NULL);
     if (st == SP_OK)
-        for (int i = 0; i < IDX_SIZE * IDX_SIZE; i++) {
-            const uint8_t *p = r.px + (size_t)i * r.c;
-            int lum = r.c >= 3 ? (299 * p[0] + 587 * p[1] + 114 * p[2]) / 1000 : p[0];
-            keep[i] = lum > 127 ? 0.0f : 1.0f;
-        }
+        for (int i = 0; i < IDX_SIZE * IDX_SIZE; i++) keep[i] = hole[i] ? 0.0f : 1.0f;
     img_free(&im);
-    img_free(&r);
+    free(hole);
     return st;
 }
 
-static int cmd_eval_descriptors(const idx_opts *o) {
-    if (!o->out || !o->queries || !o->masks) {
-        fprintf(stderr,
-                "usage: semipaint index eval-descriptors --db DB --queries DIR --masks DIR [options]\n"
-                "For each descriptor: the share of queries whose top-1 neighbour found from the filled masked\n"
-                "image equals the top-1 found from the ground truth, and the mean hole-region L1 of the\n"
-                "neighbours (found from the fill, from the ground truth, and a random one) to the ground truth.\n\n"
-                "  --db DB              the database (its stored images are the candidates)\n"
-                "  --queries DIR        query images (e.g. celebahq256/val)\n"
-                "  --masks DIR          hole masks (white = hole); query i gets mask i*M/N of the sorted M\n"
-                "  --descriptors LIST   comma-separated [thumb8,thumb16,thumb16_zm,thumb32]\n"
-                "  --coarse FILE        pconv_unet weights: the fill is the coarse network's, composited\n"
-                "  --fill METHOD        without --coarse: telea (fast marching, radius 5) or pushpull [telea]\n"
-                "  --weights FILE       vgg16_features weights (for vgg16_features:* in LIST)\n"
-                "  --limit N            first N queries\n"
-                "  --device D, --threads N, --seed N\n");
+static void evald_usage(FILE *f) {
+    fprintf(f,
+            "usage: semipaint index eval-descriptors --db DB --queries DIR --masks DIR [options]\n"
+            "For each descriptor: the share of queries whose top-1 neighbour found from the filled masked\n"
+            "image equals the top-1 found from the ground truth, and the mean hole-region L1 of the\n"
+            "neighbours (found from the fill, from the ground truth, and a random one) to the ground truth.\n\n"
+            "  --db DB              the database (its stored images are the candidates)\n"
+            "  --queries DIR        query images (e.g. celebahq256/val)\n"
+            "  --masks DIR          hole masks (white = hole); query i gets mask i*M/N of the sorted M\n"
+            "  --descriptors LIST   comma-separated [thumb8,thumb16,thumb16_zm,thumb32]\n"
+            "  --coarse FILE        pconv_unet weights: the fill is the coarse network's, composited\n"
+            "  --fill METHOD        without --coarse: telea (fast marching, radius 5) or pushpull [telea]\n"
+            "  --weights FILE       vgg16_features weights (for vgg16_features:* in LIST)\n"
+            "  --limit N            first N queries\n"
+            "  --device D, --threads N, --seed N\n");
+}
+
+/* index eval-descriptors, its options parsed. */
+static int run_eval_descriptors(const evald_opts *o) {
+    if (!o->db || !o->queries || !o->masks) {
+        fprintf(stderr, "semipaint index eval-descriptors: --db, --queries and --masks are required\n\n");
+        evald_usage(stderr);
         return 2;
     }
     idx_models m = {0};
@@ -884,9 +894,9 @@ static int cmd_eval_descriptors(const idx_opts *o) {
     int rc = 1;
     sp_status st;
     const size_t plane = (size_t)IDX_SIZE * IDX_SIZE, img = 3 * plane;
-    if ((st = rt_db_open(o->out, NULL, 0, &db))) goto done;
+    if ((st = rt_db_open(o->db, NULL, 0, &db))) goto done;
     if (rt_db_size(db) != IDX_SIZE) {
-        st = sp_err(SP_ERR_INVALID, "%s stores %d px images, expected %d", o->out, rt_db_size(db), IDX_SIZE);
+        st = sp_err(SP_ERR_INVALID, "%s stores %d px images, expected %d", o->db, rt_db_size(db), IDX_SIZE);
         goto done;
     }
     const long count = rt_db_count(db);
@@ -923,7 +933,7 @@ static int cmd_eval_descriptors(const idx_opts *o) {
         goto done;
     }
     if (o->coarse) {
-        if ((st = models_backend(&m, o))) goto done;
+        if ((st = models_backend(&m, &o->net))) goto done;
         if ((st = nn_net_load(m.be, o->coarse, &m.coarse))) goto done;
         for (long i = 0; i < nq; i += 8) {
             int n = (int)(nq - i < 8 ? nq - i : 8);
@@ -968,7 +978,7 @@ static int cmd_eval_descriptors(const idx_opts *o) {
             if (keep[i * plane + j] == 0)
                 for (int c = 0; c < 3; c++) fill_l1 += fabsf(fill[i * img + c * plane + j] - gt[i * img + c * plane + j]);
     const double holepx = hole > 0 ? hole : 1;
-    printf("database %s: %ld images; %ld queries from %s; masks from %s (mean hole %.1f%%)\n", o->out, count, nq,
+    printf("database %s: %ld images; %ld queries from %s; masks from %s (mean hole %.1f%%)\n", o->db, count, nq,
            o->queries, o->masks, 100 * hole / (nq * plane));
     printf("fill: %s, hole L1 of the fill itself %.4f; prepared in %.1f s\n\n", fill_name, fill_l1 / (3 * holepx),
            sp_now() - t0);
@@ -981,7 +991,7 @@ static int cmd_eval_descriptors(const idx_opts *o) {
     snprintf(list, sizeof list, "%s", o->descs ? o->descs : "thumb8,thumb16,thumb16_zm,thumb32");
     char *save = NULL;
     for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-        if ((st = models_descriptor(&m, o, name))) goto done;
+        if ((st = models_descriptor(&m, &o->net, name))) goto done;
         const int dim = rt_descriptor_dim(m.desc);
         const int bs = 16;
         free(dbdesc);
@@ -1070,12 +1080,73 @@ done:
     return rc;
 }
 
-/* ---- dispatch ---- */
+/* ---- dispatch: each subcommand parses its own options ---- */
+
+static int sub_build(int argc, char **argv) {
+    build_opts o = {.batch = 32, .lock_wait = -1};
+    const cli_spec spec = {"semipaint index build", build_table, NOPTS(build_table), 0, 0, build_usage};
+    int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    return rc >= 0 ? rc : run_build(&o);
+}
+
+static int sub_info(int argc, char **argv) {
+    const cli_spec spec = {"semipaint index info", NULL, 0, 1, 1, info_usage};
+    const char *pos[1];
+    int npos, rc = cli_parse(&spec, argc, argv, NULL, pos, &npos);
+    return rc >= 0 ? rc : run_info(pos[0]);
+}
+
+static int sub_query(int argc, char **argv) {
+    db_opts o = {.k = 5, .lock_wait = -1};
+    const cli_spec spec = {"semipaint index query", query_table, NOPTS(query_table), 2, 2, query_usage};
+    const char *pos[2];
+    int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
+    return rc >= 0 ? rc : run_query(&o, pos);
+}
+
+static int sub_add(int argc, char **argv) {
+    db_opts o = {.k = 5, .lock_wait = -1};
+    const cli_spec spec = {"semipaint index add", add_table, NOPTS(add_table), 2, IDX_MAX_POS, add_usage};
+    static const char *pos[IDX_MAX_POS];
+    int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
+    return rc >= 0 ? rc : run_add(&o, pos, npos);
+}
+
+static int sub_bench(int argc, char **argv) {
+    db_opts o = {.k = 5, .nq = 1000, .seed = 1, .lock_wait = -1};
+    const cli_spec spec = {"semipaint index bench", bench_table, NOPTS(bench_table), 1, 1, bench_usage};
+    const char *pos[1];
+    int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
+    return rc >= 0 ? rc : run_bench_db(&o, pos[0]);
+}
+
+static int sub_bench_synthetic(int argc, char **argv) {
+    synth_opts o = {.n = 1000000, .nq = 1000, .dim = 512, .clusters = -1 /* n / 100 */, .train = 65536, .seed = 1,
+                    .spread = 1.5};
+    const cli_spec spec = {"semipaint index bench-synthetic", synth_table, NOPTS(synth_table), 0, 0, synth_usage};
+    int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    return rc >= 0 ? rc : run_bench_synthetic(&o);
+}
+
+static int sub_eval_descriptors(int argc, char **argv) {
+    evald_opts o = {.seed = 1};
+    const cli_spec spec = {"semipaint index eval-descriptors", evald_table, NOPTS(evald_table), 0, 0, evald_usage};
+    int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    return rc >= 0 ? rc : run_eval_descriptors(&o);
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+} subcommands[] = {
+    {"build", sub_build}, {"info", sub_info}, {"query", sub_query}, {"add", sub_add}, {"bench", sub_bench},
+    {"bench-synthetic", sub_bench_synthetic}, {"eval-descriptors", sub_eval_descriptors},
+};
 
 static void index_usage(FILE *f) {
     fprintf(f, "usage: semipaint index SUBCOMMAND ...\n\n"
-               "  build --images DIR --out DB [--descriptor NAME] [--weights VGG] [--factory F] [--batch N] [--limit N] [--force]\n"
-               "        [--lock-wait S]\n"
+               "  build --images DIR --out DB [--descriptor NAME] [--weights VGG] [--factory F] [--batch N] [--limit N]\n"
+               "        [--device D] [--threads N] [--force] [--lock-wait S]\n"
                "  info DB                             manifest, count, descriptor and index of a database\n"
                "  query DB IMAGE [-k N]               the k nearest database images (id, cosine, source name)\n"
                "  add DB IMAGE... [--lock-wait S]     append images durably (all or none)\n"
@@ -1085,7 +1156,7 @@ static void index_usage(FILE *f) {
                "                                      build time, memory, latency and recall on synthetic vectors\n"
                "  eval-descriptors --db DB --queries DIR --masks DIR [--descriptors LIST] [--coarse PCONV]\n"
                "                                      measure descriptors for retrieval from masked images\n\n"
-               "descriptors: %s\n'semipaint index build --help' describes the build options.\n",
+               "descriptors: %s\n'semipaint index SUBCOMMAND --help' describes a subcommand and its options.\n",
             rt_descriptor_names());
 }
 
@@ -1094,25 +1165,10 @@ int cmd_index(int argc, char **argv) {
         index_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    const char *sub = argv[1];
-    for (int i = 2; i < argc; i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            if (!strcmp(sub, "build")) build_usage(stdout);
-            else index_usage(stdout);
-            return 0;
-        }
     setvbuf(stdout, NULL, _IOLBF, 0); /* long benchmarks: show each line as it comes */
-    idx_opts o;
-    int prc = parse_opts(argc - 1, argv + 1, &o);
-    if (prc) return prc;
-    if (!strcmp(sub, "build")) return idx_build(&o);
-    if (!strcmp(sub, "info")) return cmd_info(&o);
-    if (!strcmp(sub, "query")) return cmd_query(&o);
-    if (!strcmp(sub, "add")) return cmd_add(&o);
-    if (!strcmp(sub, "bench")) return cmd_bench_db(&o);
-    if (!strcmp(sub, "bench-synthetic")) return cmd_bench_synthetic(&o);
-    if (!strcmp(sub, "eval-descriptors")) return cmd_eval_descriptors(&o);
-    fprintf(stderr, "semipaint index: unknown subcommand '%s'\n", sub);
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "semipaint index: unknown subcommand '%s'\n\n", argv[1]);
     index_usage(stderr);
     return 2;
 }

@@ -1,10 +1,10 @@
 /* cmd_masks.c: `semipaint masks`: writes QD-IMD hole masks as PNG files and prints their hole-ratio histogram. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "imaging/img.h"
@@ -35,43 +35,6 @@ static void masks_usage(FILE *f) {
             "  --whole-drawings     draw whole drawings instead of single strokes\n",
             MASKS_DEFAULT_NDJSON, d.size, d.seed, d.strokes_mean, d.strokes_std, d.width_min, d.width_max,
             d.scale_min, d.scale_max);
-}
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    if (*s == '-') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-/* mkdir -p */
-static sp_status make_dirs(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return sp_err(SP_ERR_INVALID, "%s: path too long", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sp_err(SP_ERR_IO, "mkdir %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return sp_err(SP_ERR_IO, "%s: not a folder", dir);
-    return SP_OK;
 }
 
 /* Writes `im` as PNG through a temporary file and a rename, without fsync: thousands of small
@@ -114,79 +77,56 @@ static int bucket_of(double r) {
     return 7;
 }
 
-int cmd_masks(int argc, char **argv) {
+/* What `semipaint masks` is asked for. */
+typedef struct {
     qd_params p;
-    qd_params_default(&p);
-    uint64_t count = 1000, start = 0, size = (uint64_t)p.size;
-    const char *ndjson = MASKS_DEFAULT_NDJSON, *outdir = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            masks_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--whole-drawings")) {
-            p.whole_drawings = 1;
-            continue;
-        }
-        if (strncmp(a, "--", 2)) {
-            fprintf(stderr, "semipaint masks: unexpected argument '%s'\n", a);
-            masks_usage(stderr);
-            return 2;
-        }
-        char name[64];
-        const char *val, *eq = strchr(a, '=');
-        if (eq) {
-            snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
-            val = eq + 1;
-        } else {
-            snprintf(name, sizeof name, "%s", a);
-            if (i + 1 >= argc) {
-                fprintf(stderr, "semipaint masks: %s needs a value\n", a);
-                return 2;
-            }
-            val = argv[++i];
-        }
-        int bad = 0;
-        if (!strcmp(name, "--out")) outdir = val;
-        else if (!strcmp(name, "--ndjson")) ndjson = val;
-        else if (!strcmp(name, "--count")) bad = parse_u64(val, &count) || count < 1 || count > 100000000;
-        else if (!strcmp(name, "--start")) bad = parse_u64(val, &start);
-        else if (!strcmp(name, "--size")) bad = parse_u64(val, &size) || size > 8192;
-        else if (!strcmp(name, "--seed")) bad = parse_u64(val, &p.seed);
-        else if (!strcmp(name, "--strokes-mean")) bad = parse_double(val, &p.strokes_mean);
-        else if (!strcmp(name, "--strokes-std")) bad = parse_double(val, &p.strokes_std);
-        else if (!strcmp(name, "--width-min")) bad = parse_double(val, &p.width_min);
-        else if (!strcmp(name, "--width-max")) bad = parse_double(val, &p.width_max);
-        else if (!strcmp(name, "--scale-min")) bad = parse_double(val, &p.scale_min);
-        else if (!strcmp(name, "--scale-max")) bad = parse_double(val, &p.scale_max);
-        else {
-            fprintf(stderr, "semipaint masks: unknown option '%s'\n", name);
-            masks_usage(stderr);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "semipaint masks: bad value '%s' for %s\n", val, name);
-            return 2;
-        }
-    }
-    p.size = (int)size;
-    if (!outdir) {
-        fprintf(stderr, "semipaint masks: --out DIR is required\n");
+    uint64_t count, start;
+    const char *ndjson, *out;
+} masks_opts;
+
+#define MO(f) offsetof(masks_opts, f)
+static const cli_opt masks_opts_table[] = {
+    {"--out", NULL, CLI_STR, MO(out), 0, 0, NULL, NULL},
+    {"--ndjson", NULL, CLI_STR, MO(ndjson), 0, 0, NULL, NULL},
+    {"--count", NULL, CLI_U64, MO(count), 1, 100000000, NULL, NULL},
+    {"--start", NULL, CLI_U64, MO(start), 0, (double)UINT64_MAX, NULL, NULL},
+    {"--size", NULL, CLI_INT, MO(p.size), 8, 8192, NULL, NULL},
+    {"--seed", NULL, CLI_U64, MO(p.seed), 0, (double)UINT64_MAX, NULL, NULL},
+    {"--strokes-mean", NULL, CLI_DOUBLE, MO(p.strokes_mean), 0, 1000, NULL, NULL},
+    {"--strokes-std", NULL, CLI_DOUBLE, MO(p.strokes_std), 0, 1000, NULL, NULL},
+    {"--width-min", NULL, CLI_DOUBLE, MO(p.width_min), 0, 1000, NULL, NULL},
+    {"--width-max", NULL, CLI_DOUBLE, MO(p.width_max), 0, 1000, NULL, NULL},
+    {"--scale-min", NULL, CLI_DOUBLE, MO(p.scale_min), 0, 100, NULL, NULL},
+    {"--scale-max", NULL, CLI_DOUBLE, MO(p.scale_max), 0, 100, NULL, NULL},
+    {"--whole-drawings", NULL, CLI_FLAG, MO(p.whole_drawings), 0, 0, NULL, NULL},
+};
+
+int cmd_masks(int argc, char **argv) {
+    masks_opts o = {.count = 1000, .ndjson = MASKS_DEFAULT_NDJSON};
+    qd_params_default(&o.p);
+    const cli_spec spec = {"semipaint masks", masks_opts_table, sizeof masks_opts_table / sizeof masks_opts_table[0],
+                           0, 0, masks_usage};
+    int prc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    if (prc >= 0) return prc;
+    if (!o.out) {
+        fprintf(stderr, "semipaint masks: --out DIR is required\n\n");
         masks_usage(stderr);
         return 2;
     }
-    if (qd_params_check(&p)) {
+    if (qd_params_check(&o.p)) {
         fprintf(stderr, "semipaint masks: %s\n", sp_err_msg());
         return 2;
     }
+    const qd_params p = o.p;
+    const uint64_t count = o.count, start = o.start;
+    const char *ndjson = o.ndjson, *outdir = o.out;
 
     int rc = 1;
     qd_source *src = NULL;
     img_u8 im = {p.size, p.size, 1, NULL};
     long hist[NBUCKETS] = {0};
     double ratio_sum = 0;
-    if (make_dirs(outdir)) goto fail;
+    if (cli_make_dirs(outdir)) goto fail;
     double t0 = sp_now();
     if (qd_source_new(ndjson, &src)) goto fail;
     fprintf(stderr, "masks: %ld drawings, %ld strokes from %s in %.2f s\n", qd_source_drawings(src),

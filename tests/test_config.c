@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "model/nn.h"
 #include "tests/t.h"
 
 static char tmpdir[] = "/tmp/test_config.XXXXXX";
@@ -46,6 +47,21 @@ int main(void) {
     CHECK(c.batching.max_batch == 8 && c.batching.queue_capacity == 64);
     CHECK(c.model.device == CFG_DEVICE_AUTO && c.model.precision == CFG_PREC_FP32);
     CHECK(!strcmp(c.model.coarse, "weights/pconv.safetensors"));
+    /* model.device and model.precision take the engine's names, in its order (nn_device_parse). */
+    for (int i = 0; nn_device_names[i]; i++) {
+        cfg_config d;
+        cfg_defaults(&d);
+        nn_device want;
+        CHECK(nn_device_parse(nn_device_names[i], &want) == 0);
+        CHECKF(cfg_set(&d, "model", "device", nn_device_names[i], "test") == SP_OK && d.model.device == (int)want,
+               "%s", nn_device_names[i]);
+        CHECK(!strcmp(cfg_enum_name("model", "device", d.model.device), nn_device_names[i]));
+    }
+    for (int i = 0; nn_precision_names[i]; i++) {
+        cfg_config d;
+        cfg_defaults(&d);
+        CHECK(cfg_set(&d, "model", "precision", nn_precision_names[i], "test") == SP_OK && d.model.precision == i);
+    }
     CHECK(c.retrieval.database[0] == 0 && !strcmp(c.retrieval.descriptor, "auto"));
     CHECK(c.inpaint.strategy == CFG_STRATEGY_CROP && c.inpaint.default_format == CFG_FORMAT_INPUT);
     CHECK(c.logging.level == SP_LOG_INFO && c.logging.format == CFG_LOG_JSON);

@@ -1004,6 +1004,10 @@ int main(void) {
         nn_backend_free(cpu);
         return t_done("test_cuda_ops");
     }
+    /* What callers ask instead of comparing names (nn_backend_has): the GPU holds device memory and
+     * leaves the host's cores free while it computes; conv_algo is the CPU's. */
+    CHECK(nn_backend_has(gpu, NN_CAP_DEVICE_MEMORY) && nn_backend_has(gpu, NN_CAP_ASYNC_HOST_OVERLAP));
+    CHECK(!nn_backend_has(gpu, NN_CAP_CONV_ALGO) && nn_backend_has(cpu, NN_CAP_CONV_ALGO));
     nn_backend_free(gpu);
     gpu = NULL;
 

@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include "imaging/img.h"
+#include "imaging/plan.h"
 #include "tests/t.h"
 
 /* ---- a growable byte buffer and a hand-written PNG builder (independent of libpng's writer) ---- */
@@ -735,7 +736,37 @@ static void test_png_one_pass(void) {
     img_free(&back);
 }
 
+/* img_hole_map_scaled: the mask scaled by area averaging, then img_hole_map's threshold (rounded
+ * luminance > 127, times alpha), the same hole map the daemon, eval and index eval-descriptors read. */
+static void test_hole_map_scaled(void) {
+    /* 4x4 grey scaled to 2x2: each output pixel the mean of a 2x2 block. */
+    static const uint8_t g[16] = {255, 255, 0,   0,   /* block means: 255, 64 */
+                                  255, 255, 0,   255, /*              128, 127 */
+                                  255, 0,   255, 0,   /* (the 127 block: 255,0,253,0 -> 127) */
+                                  0,   255, 253, 0};
+    img_u8 m = {4, 4, 1, (uint8_t *)g};
+    uint8_t hole[16];
+    long n = -1;
+    CHECK(img_hole_map_scaled(&m, 2, 2, hole, &n) == SP_OK);
+    CHECK(n == 2 && hole[0] == 1 && hole[1] == 0 && hole[2] == 1 && hole[3] == 0);
+    /* At its own size it is img_hole_map. */
+    uint8_t ref[16];
+    long nref = img_hole_map(&m, ref);
+    CHECK(img_hole_map_scaled(&m, 4, 4, hole, &n) == SP_OK && n == nref && !memcmp(hole, ref, 16));
+    /* RGB: the luminance rounded ((128,128,127) is 127.886 -> 128, a hole); RGBA: times alpha. */
+    uint8_t rgb[6] = {128, 128, 127, 127, 127, 127};
+    img_u8 c3 = {2, 1, 3, rgb};
+    CHECK(img_hole_map_scaled(&c3, 2, 1, hole, &n) == SP_OK && n == 1 && hole[0] == 1 && hole[1] == 0);
+    uint8_t rgba[8] = {255, 255, 255, 0, 255, 255, 255, 255};
+    img_u8 c4 = {2, 1, 4, rgba};
+    CHECK(img_hole_map_scaled(&c4, 2, 1, hole, NULL) == SP_OK && hole[0] == 0 && hole[1] == 1);
+    /* Enlarging works too; a bad size is refused. */
+    CHECK(img_hole_map_scaled(&c4, 4, 2, hole, &n) == SP_OK && n >= 2);
+    CHECK(img_hole_map_scaled(&c4, 0, 2, hole, &n) == SP_ERR_INVALID);
+}
+
 int main(void) {
+    test_hole_map_scaled();
     test_names();
     test_png_roundtrip();
     test_jpeg_roundtrip();

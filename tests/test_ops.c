@@ -203,7 +203,53 @@ static void test_simple(const st_file *f) {
     nn_tensor_drop(be, &tx);
 }
 
+/* The backend's names, the environment's overrides and the capabilities (model/backend.c). */
+static void test_backend_api(void) {
+    nn_device d = NN_DEVICE_CPU;
+    nn_precision p = NN_PREC_FP32;
+    nn_conv_algo a = NN_CONV_AUTO;
+    CHECK(nn_device_parse("auto", &d) == 0 && d == NN_DEVICE_AUTO);
+    CHECK(nn_device_parse("cuda", &d) == 0 && d == NN_DEVICE_CUDA);
+    CHECK(nn_device_parse("cpu", &d) == 0 && d == NN_DEVICE_CPU);
+    CHECK(nn_device_parse("gpu", &d) == -1 && nn_device_parse("CPU", &d) == -1 && d == NN_DEVICE_CPU);
+    CHECK(!strcmp(nn_device_names[NN_DEVICE_CUDA], "cuda") && nn_device_names[3] == NULL);
+    CHECK(nn_precision_parse("fp16", &p) == 0 && p == NN_PREC_FP16 && nn_precision_parse("fp64", &p) == -1);
+    CHECK(!strcmp(nn_precision_names[NN_PREC_TF32], "tf32") && nn_precision_names[3] == NULL);
+    CHECK(nn_conv_algo_parse("winograd4", &a) == 0 && a == NN_CONV_WINOGRAD4 && nn_conv_algo_parse("", &a) == -1);
+
+    /* SEMIPAINT_CONV applies where the options are built, and only over AUTO. */
+    char *env_w[] = {"PATH=/bin", "SEMIPAINT_CONVX=direct", "SEMIPAINT_CONV=winograd", NULL};
+    char *env_bad[] = {"SEMIPAINT_CONV=fast", NULL};
+    char *env_empty[] = {"SEMIPAINT_CONV=", NULL};
+    nn_backend_opts o = {.device = NN_DEVICE_CPU};
+    CHECK(nn_backend_opts_from_env(&o, env_w) == SP_OK && o.conv_algo == NN_CONV_WINOGRAD);
+    o.conv_algo = NN_CONV_DIRECT;
+    CHECK(nn_backend_opts_from_env(&o, env_w) == SP_OK && o.conv_algo == NN_CONV_DIRECT);
+    CHECK(nn_backend_opts_from_env(&o, env_bad) == SP_OK && o.conv_algo == NN_CONV_DIRECT);
+    o.conv_algo = NN_CONV_AUTO;
+    CHECK(nn_backend_opts_from_env(&o, env_empty) == SP_OK && o.conv_algo == NN_CONV_AUTO);
+    CHECK(nn_backend_opts_from_env(&o, NULL) == SP_OK && o.conv_algo == NN_CONV_AUTO);
+    sp_status st = nn_backend_opts_from_env(&o, env_bad);
+    CHECKF(st == SP_ERR_INVALID && strstr(sp_err_msg(), "SEMIPAINT_CONV=fast"), "%d %s", (int)st, sp_err_msg());
+    CHECK(o.conv_algo == NN_CONV_AUTO);
+
+    /* The CPU backend reads no environment (a bad SEMIPAINT_CONV is not its business) and says what
+     * it can do. */
+    setenv("SEMIPAINT_CONV", "fast", 1);
+    nn_backend *cpu = NULL;
+    st = nn_backend_new(&o, &cpu);
+    unsetenv("SEMIPAINT_CONV");
+    CHECKF(st == SP_OK, "%s", sp_err_msg());
+    if (cpu) {
+        CHECK(nn_backend_has(cpu, NN_CAP_CONV_ALGO));
+        CHECK(!nn_backend_has(cpu, NN_CAP_DEVICE_MEMORY) && !nn_backend_has(cpu, NN_CAP_ASYNC_HOST_OVERLAP));
+        CHECK(nn_backend_device_memory(cpu) == 0);
+        nn_backend_free(cpu);
+    }
+}
+
 int main(void) {
+    test_backend_api();
     const char *path = "tests/fixtures/small/ops.safetensors";
     st_file *f = NULL;
     sp_status st = st_open(path, &f);
