@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/nn.h"
 #include "retrieval/rt.h"
@@ -85,7 +86,7 @@ static sp_status world_new(core_engine *e, world **out) {
     }
     if (st) goto fail;
     nn_pipeline_opts po = {.blend = e->cfg.model.telea_blend, .blend_threads = e->cfg.model.cpu_threads,
-                           .overlap = !strcmp(nn_backend_name(e->be), "cuda")};
+                           .overlap = nn_backend_has(e->be, NN_CAP_ASYNC_HOST_OVERLAP)};
     nn_pipeline_set_opts(w->pipe, &po);
     w->refs = 1;
     *out = w;
@@ -166,6 +167,7 @@ sp_status core_engine_new(const cfg_config *cfg, core_engine **out) {
     sp_status st;
     nn_backend_opts bo = {.device = (nn_device)cfg->model.device, .gpu = cfg->model.gpu,
                           .precision = (nn_precision)cfg->model.precision, .threads = cfg->model.cpu_threads};
+    if ((st = nn_backend_opts_from_env(&bo, environ))) goto fail; /* SEMIPAINT_CONV */
     if ((st = nn_backend_new(&bo, &e->be))) goto fail;
     if ((st = load_net(e, cfg->model.coarse, NN_ARCH_PCONV_UNET, "model.coarse", &e->coarse))) goto fail;
     e->s = nn_net_get_info(e->coarse)->size;
@@ -240,6 +242,8 @@ int core_engine_size(const core_engine *e) { return e->s; }
 int core_engine_k(const core_engine *e) { return e->k; }
 int core_engine_has_db(const core_engine *e) { return e->k > 0; }
 const char *core_engine_backend(const core_engine *e) { return nn_backend_name(e->be); }
+int core_engine_backend_has(const core_engine *e, nn_cap cap) { return nn_backend_has(e->be, cap); }
+
 size_t core_engine_device_memory(const core_engine *e) { return nn_backend_device_memory(e->be); }
 
 long core_engine_db_count(core_engine *e) {

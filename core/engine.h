@@ -29,6 +29,7 @@ int core_engine_has_db(const core_engine *e);   /* a database is configured and 
 long core_engine_db_count(core_engine *e);      /* images in the database (0 without one) */
 const char *core_engine_backend(const core_engine *e); /* "cpu" or "cuda" */
 size_t core_engine_device_memory(const core_engine *e);
+int core_engine_backend_has(const core_engine *e, nn_cap cap); /* the backend's capability (model/nn.h) */
 
 /* The executor's runner over the current world's pipeline. */
 core_runner core_engine_runner(core_engine *e);

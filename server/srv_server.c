@@ -194,7 +194,7 @@ sp_status srv_server_load(srv_server *s) {
                            s->cfg.batching.queue_capacity, &em, &s->exec)))
         goto fail;
     core_metric_set(s->m_build, (const char *[]){SP_VERSION, core_engine_backend(s->engine)}, 1);
-    if (!strcmp(core_engine_backend(s->engine), "cuda"))
+    if (core_engine_backend_has(s->engine, NN_CAP_DEVICE_MEMORY))
         s->m_gpu = core_metrics_gauge(s->metrics, "semipaint_gpu_memory_used_bytes", "Device memory held by the backend.", NULL);
     core_metric_set(s->m_index, NULL, (double)core_engine_db_count(s->engine));
     atomic_store(&s->state, ST_READY);

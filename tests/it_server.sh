@@ -54,6 +54,10 @@ rc=0
 SEMIPAINT_RETRIEVAL_DATABASE="$tmp/notadb" timeout 60 "$D" -c config/semipaintd.yaml > "$tmp/fail.log" 2>&1 || rc=$?
 check "a broken database stops the daemon with status 1" test "$rc" = 1
 check "the startup error names the database" grep -q "startup failed: .*$tmp/notadb" "$tmp/fail.log"
+rc=0
+SEMIPAINT_CONV=bogus timeout 60 "$D" -c config/semipaintd.yaml > "$tmp/conv.log" 2>&1 || rc=$?
+check "SEMIPAINT_CONV reaches the daemon's backend: a bad value stops it with status 1" \
+  sh -c "test $rc = 1 && grep -q 'SEMIPAINT_CONV=bogus: expected auto, direct, winograd or winograd4' '$tmp/conv.log'"
 
 # ---- images made with Python's standard library (PNG writer) ----
 "$PY" - "$tmp" <<'EOF'
