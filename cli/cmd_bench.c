@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/models.h"
 #include "model/nn.h"
 
 /* ---- fp32 FMA peak ---- */
@@ -165,7 +166,7 @@ static void usage(FILE *f) {
             "usage: semipaint bench [--weights-dir DIR] [--batch 1,4] [--threads N] [--iters N] [--warmup N]\n"
             "                       [--vs-torch] [--python PATH] [--device cpu|cuda|auto] [--gpu N]\n"
             "                       [--precision fp32|tf32|fp16] [--peak-gflops X]\n"
-            "                       [--conv-algo auto|direct|winograd|winograd4]\n"
+            "                       [--conv-algo auto|direct|winograd|winograd4] [--blend on|off]\n"
             "Times pconv_unet, vgg16_features, simk_unet (K=1) and the whole pipeline on the device at the\n"
             "weights' working size, prints ms per image, images/s and GFLOP/s against the peak (on the CPU\n"
             "the measured fp32 FMA peak, on a GPU the --peak-gflops given, e.g. the data sheet's dense\n"
@@ -175,13 +176,16 @@ static void usage(FILE *f) {
             "simk_unet_k1.safetensors (default build/fixtures/paper256, made by `make fixtures`).\n"
             "On the CPU the layer table also times each layer with oneDNN's direct kernels and with\n"
             "Winograd F(2x2,3x3) and F(4x4,3x3); --conv-algo fixes the choice for the networks (default\n"
-            "auto: the backend's rule).\n");
+            "auto: the backend's rule). The pipeline is the one the service runs: with the Telea border\n"
+            "blend of the refine weights' telea_blend table when they carry one (--blend off [on] times the\n"
+            "networks alone); the report says which.\n");
 }
 
 /* What `semipaint bench` is asked for. */
 typedef struct {
     const char *wdir, *py, *batches;
     int threads, iters, warmup, vs_torch, gpu;
+    int blend; /* --blend on|off: the pipeline's Telea border blend */
     nn_device device;
     nn_precision precision;
     nn_conv_algo algo;
@@ -191,6 +195,11 @@ typedef struct {
 static int parse_device(const char *v, void *f) { return nn_device_parse(v, f); }
 static int parse_precision(const char *v, void *f) { return nn_precision_parse(v, f); }
 static int parse_algo(const char *v, void *f) { return nn_conv_algo_parse(v, f); }
+static int parse_on_off(const char *v, void *f) {
+    if (strcmp(v, "on") && strcmp(v, "off")) return -1;
+    *(int *)f = !strcmp(v, "on");
+    return 0;
+}
 
 /* --batch: a comma-separated list of batch sizes in [1, 4096]. */
 static int parse_batches(const char *v, void *f) {
@@ -223,12 +232,13 @@ static const cli_opt bench_opts_table[] = {
     {"--precision", NULL, CLI_FN, BO(precision), 0, 0, parse_precision, "fp32, tf32 or fp16"},
     {"--peak-gflops", NULL, CLI_DOUBLE, BO(peak), 0, 1e9, NULL, NULL},
     {"--conv-algo", NULL, CLI_FN, BO(algo), 0, 0, parse_algo, "auto, direct, winograd or winograd4"},
+    {"--blend", NULL, CLI_FN, BO(blend), 0, 0, parse_on_off, "on or off"},
 };
 
 int cmd_bench(int argc, char **argv) {
     bench_opts o = {.wdir = "build/fixtures/paper256", .py = "/usr/bin/python3", .batches = "1,4", .threads = 2,
                     .iters = 5, .warmup = 1, .device = NN_DEVICE_CPU, .precision = NN_PREC_FP32,
-                    .algo = NN_CONV_AUTO};
+                    .algo = NN_CONV_AUTO, .blend = 1};
     const cli_spec spec = {"semipaint bench", bench_opts_table, sizeof bench_opts_table / sizeof bench_opts_table[0],
                            0, 0, usage};
     int prc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
@@ -236,25 +246,26 @@ int cmd_bench(int argc, char **argv) {
     const char *wdir = o.wdir, *py = o.py, *batches = o.batches;
     const int threads = o.threads, iters = o.iters, warmup = o.warmup, vs_torch = o.vs_torch;
     const double peak_arg = o.peak;
-    nn_backend_opts bo = {.device = o.device, .gpu = o.gpu, .precision = o.precision, .threads = threads,
-                          .conv_algo = o.algo};
-    if (nn_backend_opts_from_env(&bo, environ)) {
-        fprintf(stderr, "semipaint bench: %s\n", sp_err_msg());
-        return 1;
-    }
     nn_backend *be = NULL, *alt[3] = {NULL, NULL, NULL};
+    core_models cm = {0};
     bench_ctx b = {0};
     int rc = 1;
-    sp_status st = nn_backend_new(&bo, &be);
-    char p[1100];
+    char pconv[1100], vgg[1100], simk[1100];
+    snprintf(pconv, sizeof pconv, "%s/pconv_unet.safetensors", wdir);
+    snprintf(vgg, sizeof vgg, "%s/vgg16_features.safetensors", wdir);
+    snprintf(simk, sizeof simk, "%s/simk_unet_k1.safetensors", wdir);
+    core_models_opts mo = {.device = o.device, .gpu = o.gpu, .precision = o.precision, .threads = threads,
+                           .conv_algo = o.algo, .coarse = pconv, .coarse_key = "--weights-dir", .refine = simk,
+                           .refine_key = "--weights-dir", .descriptor_weights = vgg,
+                           .descriptor_weights_key = "--weights-dir"};
+    sp_status st = core_models_open(&mo, &cm);
     if (st) goto fail;
-    snprintf(p, sizeof p, "%s/pconv_unet.safetensors", wdir);
-    if ((st = nn_net_load(be, p, &b.pconv))) goto fail;
-    snprintf(p, sizeof p, "%s/vgg16_features.safetensors", wdir);
-    if ((st = nn_net_load(be, p, &b.vgg))) goto fail;
-    snprintf(p, sizeof p, "%s/simk_unet_k1.safetensors", wdir);
-    if ((st = nn_net_load(be, p, &b.simk))) goto fail;
-    b.s = nn_net_get_info(b.pconv)->size;
+    be = cm.be;
+    const nn_backend_opts bo = cm.bo; /* with the environment's overrides */
+    b.pconv = cm.coarse;
+    b.vgg = cm.vgg;
+    b.simk = cm.refine;
+    b.s = cm.s;
     b.dim = nn_net_get_info(b.vgg)->out_channels;
     b.db_n = 1000;
     b.db = malloc((size_t)b.db_n * b.dim * sizeof(float));
@@ -265,7 +276,10 @@ int cmd_bench(int argc, char **argv) {
         b.db[i] = (float)((double)(rs >> 11) / 9007199254740992.0 - 0.5);
     }
     nn_retriever r = {.k = 1, .query = bench_query, .ctx = &b};
-    if ((st = nn_pipeline_new(b.pconv, b.simk, &r, &b.pipe))) goto fail;
+    /* the pipeline the service runs: its blend option on when asked and the weights carry a table */
+    if ((st = core_models_pipeline(&cm, b.simk, &r, o.blend, &b.pipe))) goto fail;
+    const int blend_c = nn_net_get_info(b.pconv)->blend_n, blend_r = nn_net_get_info(b.simk)->blend_n;
+    const int blend_on = o.blend && blend_r > 0;
 
     /* Whether the networks run on the host's cores (then the host's FMA peak is theirs), whether
      * the backend has convolution algorithms to compare, and whether it holds device memory. */
@@ -273,6 +287,14 @@ int cmd_bench(int argc, char **argv) {
     const int algos = nn_backend_has(be, NN_CAP_CONV_ALGO);
     const int dev_mem = nn_backend_has(be, NN_CAP_DEVICE_MEMORY);
     printf("semipaint bench: %s, weights %s, %dx%d\n", nn_backend_device(be), wdir, b.s, b.s);
+    if (!o.blend)
+        printf("telea blend: off (--blend off): the pipeline times the networks alone\n");
+    else if (blend_on)
+        printf("telea blend: on, as the service runs it (simk_unet's table of %d distances%s)\n", blend_r,
+               nn_backend_has(be, NN_CAP_ASYNC_HOST_OVERLAP) ? ", Telea overlapped with the networks" : "");
+    else
+        printf("telea blend: none (%s carries no telea_blend table%s): the pipeline is the networks alone\n", simk,
+               blend_c ? "; pconv_unet's is used only by method=coarse" : "");
     double peak = peak_arg;
     if (peak > 0)
         printf("peak: %.1f GFLOP/s (--peak-gflops)\n", peak);
@@ -382,7 +404,8 @@ int cmd_bench(int argc, char **argv) {
         bp++;
     }
     printf("(GFLOP/s and %%peak from the fastest run; C/torch as mean/min ratios; pipeline = coarse + vgg descriptor +\n"
-           " exact search over %d synthetic vectors + refine + composites)\n", b.db_n);
+           " exact search over %d synthetic vectors + refine + composites%s)\n", b.db_n,
+           blend_on ? (vs_torch ? " + the Telea border blend, which PyTorch's pipeline has not" : " + the Telea border blend") : "");
     rc = 0;
     goto out;
 fail:
@@ -390,10 +413,7 @@ fail:
 out:
     free(b.img), free(b.mask), free(b.out), free(b.feat_desc), free(b.db);
     nn_pipeline_free(b.pipe);
-    nn_net_free(b.pconv);
-    nn_net_free(b.vgg);
-    nn_net_free(b.simk);
     for (int a = 0; a < 3; a++) nn_backend_free(alt[a]);
-    nn_backend_free(be);
+    core_models_close(&cm);
     return rc;
 }

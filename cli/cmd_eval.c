@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/models.h"
 #include "imaging/img.h"
 #include "imaging/plan.h"
 #include "model/nn.h"
@@ -284,65 +285,102 @@ static double acc_std(const ev_acc *a, int q) {
 /* ---- the run ---- */
 
 typedef struct {
-    nn_backend *be;
-    nn_net *coarse, *sim0, *simk, *vgg;
-    rt_descriptor *desc;
+    core_models cm;               /* backend, nets, descriptor (core/models.h) */
+    nn_backend *be;               /* cm's, for short */
+    nn_net *coarse, *sim0, *simk; /* cm's coarse, sim0 and refine */
     rt_db *db;
     rt_retriever retr;
-    nn_pipeline *p0, *pk;
+    nn_retriever random_hook, noise_hook; /* section 5.6: Sim-K fed a random image or noise */
+    nn_pipeline *p0, *pk, *prandom, *pnoise;
     int k, s;
+    uint64_t seed; /* --seed */
+    long j0;       /* the first sample of the batch being run, for the section 5.6 hooks */
 } ev_models;
 
 /* Frees what models_load loaded and zeroes `m`. */
 static void models_free(ev_models *m) {
+    nn_pipeline_free(m->pnoise);
+    nn_pipeline_free(m->prandom);
     nn_pipeline_free(m->pk);
     nn_pipeline_free(m->p0);
     rt_db_close(m->db);
-    rt_descriptor_free(m->desc);
-    nn_net_free(m->simk);
-    nn_net_free(m->sim0);
-    nn_net_free(m->coarse);
-    nn_net_free(m->vgg);
-    nn_backend_free(m->be);
+    core_models_close(&m->cm);
     memset(m, 0, sizeof *m);
 }
 
+/* The section 5.6 retriever hooks: instead of the retrieved neighbours, K uniformly random
+ * database images (ctx's noise = 0) or K images of uniform noise (1) per sample, drawn from a
+ * stream seeded by --seed and the sample's number, so that every run gives the same. */
+static sp_status fake_neighbours(ev_models *m, int noise, int n, int s, int64_t *ids, float *scores, float *nb) {
+    const size_t isz = (size_t)3 * s * s;
+    const int k = m->k;
+    for (int i = 0; i < n; i++) {
+        uint64_t rs = m->seed * 0x100000001B3ull + (uint64_t)(m->j0 + i) * 2 + (uint64_t)noise;
+        for (int q = 0; q < k; q++) {
+            float *dst = nb + ((size_t)i * k + q) * isz;
+            scores[(size_t)i * k + q] = 0;
+            if (!noise) {
+                int64_t id = (int64_t)(splitmix64(&rs) % (uint64_t)rt_db_count(m->db));
+                ids[(size_t)i * k + q] = id;
+                sp_status st = rt_db_image(m->db, id, dst);
+                if (st) return st;
+            } else {
+                ids[(size_t)i * k + q] = -1;
+                for (size_t e = 0; e < isz; e++) dst[e] = (float)((splitmix64(&rs) >> 40) / 16777216.0);
+            }
+        }
+    }
+    return SP_OK;
+}
+
+/* The nn_retriever query of the random-image variant. */
+static sp_status random_query(void *ctx, int n, int s, const float *comp, int64_t *ids, float *scores, float *nb,
+                              double *dms, double *sms) {
+    (void)comp;
+    *dms = *sms = 0;
+    return fake_neighbours(ctx, 0, n, s, ids, scores, nb);
+}
+
+/* The nn_retriever query of the noise variant. */
+static sp_status noise_query(void *ctx, int n, int s, const float *comp, int64_t *ids, float *scores, float *nb,
+                             double *dms, double *sms) {
+    (void)comp;
+    *dms = *sms = 0;
+    return fake_neighbours(ctx, 1, n, s, ids, scores, nb);
+}
+
 /* Step 2: the backend and the networks the methods in want[] need (none for Telea alone: the
- * working size is then 256), their pipelines, and for Sim-K the database with its descriptor;
- * checks that they fit together. */
+ * working size is then 256), and for Sim-K the database with its descriptor, assembled and
+ * checked by core/models.h; the pipelines, each with --blend as the pipeline's blend option
+ * (the service's code path): Sim-0's (coarse and sim0), Sim-K's and its section 5.6 variants'. */
 static sp_status models_load(const ev_opts *o, const int want[M_COUNT], ev_models *m) {
-    nn_backend_opts bo = {.device = NN_DEVICE_AUTO, .threads = o->threads};
-    sp_status st = nn_backend_opts_from_env(&bo, environ);
-    if (!st) st = nn_backend_new(&bo, &m->be);
-    if (st) return st;
     const int need_nets = want[M_COARSE] || want[M_SIM0] || want[M_SIMK];
-    m->s = 256;
+    core_models_opts mo = {.device = NN_DEVICE_AUTO, .threads = o->threads, .backend_always = 1,
+                           .coarse = need_nets ? o->coarse : NULL, .coarse_key = "--coarse",
+                           .sim0 = need_nets ? o->sim0 : NULL, .sim0_key = "--sim0",
+                           .refine = want[M_SIMK] ? o->simk : NULL, .refine_key = "--sim1",
+                           .database = want[M_SIMK] ? o->db : NULL, .database_key = "--db",
+                           .descriptor_weights = want[M_SIMK] ? o->desc_weights : NULL,
+                           .descriptor_weights_key = "--descriptor-weights"};
+    sp_status st = core_models_open(&mo, &m->cm);
+    if (st) return st;
+    m->be = m->cm.be;
+    m->coarse = m->cm.coarse;
+    m->sim0 = m->cm.sim0;
+    m->simk = m->cm.refine;
+    m->k = m->cm.k;
+    m->seed = o->seed;
+    m->s = need_nets ? m->cm.s : 256;
     if (!need_nets) return SP_OK;
-    if ((st = nn_net_load(m->be, o->coarse, &m->coarse))) return st;
-    m->s = nn_net_get_info(m->coarse)->size;
-    if ((st = nn_net_load(m->be, o->sim0, &m->sim0))) return st;
-    if (nn_net_get_info(m->sim0)->k != 0)
-        return sp_err(SP_ERR_INVALID, "%s: --sim0 needs a simk_unet with k = 0", o->sim0);
-    if ((st = nn_pipeline_new(m->coarse, m->sim0, NULL, &m->p0))) return st;
+    if ((st = core_models_pipeline(&m->cm, m->sim0, NULL, o->blend, &m->p0))) return st;
     if (!want[M_SIMK]) return SP_OK;
-    if ((st = nn_net_load(m->be, o->simk, &m->simk))) return st;
-    m->k = nn_net_get_info(m->simk)->k;
-    if (m->k < 1) return sp_err(SP_ERR_INVALID, "%s: --sim1 needs a simk_unet with k >= 1", o->simk);
-    if ((st = rt_db_open(o->db, NULL, 0, &m->db))) return st;
-    const char *dname = rt_db_descriptor(m->db);
-    if (o->desc_weights && (st = nn_net_load(m->be, o->desc_weights, &m->vgg))) return st;
-    if ((st = rt_descriptor_new(dname, m->vgg, &m->desc))) return sp_err_wrap(st, "database %s", o->db);
-    if (strcmp(rt_descriptor_weights_sha256(m->desc), rt_db_weights_sha256(m->db)))
-        return sp_err(SP_ERR_INVALID, "database %s was built with descriptor weights %s, --descriptor-weights are %s",
-                      o->db, rt_db_weights_sha256(m->db), rt_descriptor_weights_sha256(m->desc));
-    if (rt_db_size(m->db) != m->s)
-        return sp_err(SP_ERR_INVALID, "database %s stores %d px images, the nets work at %d", o->db, rt_db_size(m->db),
-                      m->s);
-    if (rt_db_count(m->db) < m->k)
-        return sp_err(SP_ERR_INVALID, "database %s holds %ld images, fewer than k = %d", o->db, rt_db_count(m->db),
-                      m->k);
-    rt_retriever_init(&m->retr, m->db, m->desc, m->k);
-    return nn_pipeline_new(m->coarse, m->simk, &m->retr.hook, &m->pk);
+    if ((st = core_models_open_db(&m->cm, o->db, "--db", 0, &m->db))) return st;
+    rt_retriever_init(&m->retr, m->db, m->cm.desc, m->k);
+    m->random_hook = (nn_retriever){.k = m->k, .query = random_query, .ctx = m};
+    m->noise_hook = (nn_retriever){.k = m->k, .query = noise_query, .ctx = m};
+    if ((st = core_models_pipeline(&m->cm, m->simk, &m->retr.hook, o->blend, &m->pk))) return st;
+    if ((st = core_models_pipeline(&m->cm, m->simk, &m->random_hook, o->blend, &m->prandom))) return st;
+    return core_models_pipeline(&m->cm, m->simk, &m->noise_hook, o->blend, &m->pnoise);
 }
 
 /* One kept grid row: the images of every column. */
@@ -435,7 +473,7 @@ typedef struct {
     double ratio[64]; /* hole ratio per sample of the batch (--batch is at most 64) */
     int bucket[64];   /* its bucket, -1 outside [0.01, 0.6] */
     img_u8 *orig;     /* (B) the images */
-    float *x, *keep, *outf, *rin, *nb;
+    float *x, *keep, *outf, *nb;
     uint8_t *hole, *ring;
     int *dist;
     double *work;
@@ -514,12 +552,11 @@ static sp_status alloc_run(ev_run *r) {
     r->work = malloc(8 * hw * sizeof *r->work);
     r->ids = malloc((size_t)B * (k ? k : 1) * sizeof *r->ids);
     r->scores = malloc((size_t)B * (k ? k : 1) * sizeof *r->scores);
-    r->rin = k ? malloc((size_t)B * (4 + 3 * k) * hw * sizeof *r->rin) : NULL;
     r->nb = k ? malloc(isz * sizeof *r->nb) : NULL;
     r->nrows = r->o->grid_rows < r->total ? r->o->grid_rows : (int)r->total;
     r->rows = calloc(r->nrows > 0 ? r->nrows : 1, sizeof *r->rows);
     if (!r->x || !r->keep || !r->outf || !r->hole || !r->ring || !r->dist || !r->l1_simk || !r->orig || !r->work ||
-        !r->ids || !r->scores || (k && (!r->rin || !r->nb)) || !r->rows)
+        !r->ids || !r->scores || (k && !r->nb) || !r->rows)
         return sp_err(SP_ERR_NOMEM, "evaluation buffers for a batch of %d", B);
     for (int i = 0; i < r->nrows; i++) r->rows[i].sample = ((2L * i + 1) * r->total) / (2L * r->nrows);
     r->cf = open_memstream(&r->csv, &r->csv_len);
@@ -557,48 +594,21 @@ static sp_status load_batch(ev_run *r, long j0, int n) {
     return SP_OK;
 }
 
-/* Step 6: runs network method `mth` on the batch into outf (composited, blended with Telea when
- * --blend on), adding its time to ms[mth]. Telea runs per sample in score_method. */
+/* Step 6: runs network method `mth` on the batch into outf through its pipeline (composited, and
+ * blended with Telea when --blend on: the pipeline's option), adding its time to ms[mth]. Telea
+ * runs per sample in score_method. */
 static sp_status run_method(ev_run *r, int mth) {
-    const ev_opts *o = r->o;
-    const ev_models *m = &r->m;
-    const int n = r->n, s = r->s, k = r->k;
-    const size_t hw = r->hw, isz = r->isz;
-    sp_status st;
+    ev_models *m = &r->m;
     if (mth == M_TELEA) return SP_OK;
     double t0 = sp_now();
-    if (mth == M_COARSE || mth == M_SIM0 || mth == M_SIMK) {
-        nn_pipeline *p = mth == M_SIMK ? m->pk : m->p0;
-        nn_method meth = mth == M_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
-        if ((st = nn_pipeline_run(p, n, r->x, r->keep, meth, r->outf, mth == M_SIMK ? r->ids : NULL,
-                                  mth == M_SIMK ? r->scores : NULL, NULL)))
-            return st;
-    } else {
-        /* Sim-K on [I*M, M, S_1..S_K] with S a random database image or uniform noise. */
-        for (int i = 0; i < n; i++) {
-            float *in = r->rin + (size_t)i * (4 + 3 * k) * hw;
-            const float *im = r->x + i * isz, *mk = r->keep + i * hw;
-            for (int c = 0; c < 3; c++)
-                for (size_t q = 0; q < hw; q++) in[c * hw + q] = im[c * hw + q] * mk[q];
-            memcpy(in + 3 * hw, mk, hw * sizeof *mk);
-            uint64_t rs = o->seed * 0x100000001B3ull + (uint64_t)(r->j0 + i) * 2 + (mth == M_SIMK_NOISE);
-            for (int q = 0; q < k; q++) {
-                float *dst = in + (4 + 3 * q) * hw;
-                if (mth == M_SIMK_RANDOM) {
-                    int64_t id = (int64_t)(splitmix64(&rs) % (uint64_t)rt_db_count(m->db));
-                    if ((st = rt_db_image(m->db, id, dst))) return st;
-                } else {
-                    for (size_t e = 0; e < isz; e++) dst[e] = (float)((splitmix64(&rs) >> 40) / 16777216.0);
-                }
-            }
-        }
-        if ((st = nn_unet_forward(m->simk, n, s, s, r->rin, NULL, r->outf))) return st;
-        nn_composite(n, 3, s, s, r->x, r->outf, r->keep, r->outf);
-    }
-    if (o->blend) {
-        const nn_net_info *bi = nn_net_get_info(mth == M_COARSE ? m->coarse : mth == M_SIM0 ? m->sim0 : m->simk);
-        if ((st = telea_blend(n, s, r->keep, bi->blend, bi->blend_n, TELEA_DEFAULT_RADIUS, r->outf))) return st;
-    }
+    nn_pipeline *p = mth == M_COARSE || mth == M_SIM0 ? m->p0
+                     : mth == M_SIMK                  ? m->pk
+                     : mth == M_SIMK_RANDOM           ? m->prandom
+                                                      : m->pnoise;
+    m->j0 = r->j0;
+    sp_status st = nn_pipeline_run(p, r->n, r->x, r->keep, mth == M_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM,
+                                   r->outf, mth == M_SIMK ? r->ids : NULL, mth == M_SIMK ? r->scores : NULL, NULL);
+    if (st) return st;
     r->ms[mth] += (sp_now() - t0) * 1e3;
     return SP_OK;
 }
@@ -798,7 +808,8 @@ static void report_tail(FILE *mf, ev_run *r) {
     for (int mth = 0; mth < M_COUNT; mth++)
         if (want[mth]) fprintf(mf, "| %s | %.1f |\n", method_key[mth], r->total ? r->ms[mth] / r->total : 0.0);
     if (want[M_COARSE] || want[M_SIM0] || want[M_SIMK])
-        fprintf(mf, "\n(coarse, sim0 and sim1 each include the coarse pass; %d images per network call.)\n", r->B);
+        fprintf(mf, "\n(every network method includes the coarse pass, sim1's section 5.6 variants too: they run "
+                    "through the pipeline; %d images per network call.)\n", r->B);
     if (r->nrows > 0) {
         fprintf(mf, "\n## Figure 1\n\n![grid](grid.png)\n\nColumns: original, masked (hole in white)");
         for (int mth = M_TELEA; mth <= M_SIMK; mth++)
@@ -851,7 +862,6 @@ static void run_free(ev_run *r) {
     free(r->work);
     free(r->ids);
     free(r->scores);
-    free(r->rin);
     free(r->nb);
     list_free(&r->imgs);
     list_free(&r->masks);

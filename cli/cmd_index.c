@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/models.h"
 #include "imaging/img.h"
 #include "imaging/plan.h"
 #include "model/nn.h"
@@ -133,40 +134,32 @@ static int fail(const char *what) {
     return 1;
 }
 
-/* ---- models: backend, VGG-16, descriptor ---- */
+/* ---- models: backend, VGG-16, descriptor (core/models.h) ---- */
 
 typedef struct {
-    nn_backend *be;
-    nn_net *vgg, *coarse;
-    rt_descriptor *desc;
+    core_models cm;
+    int open; /* cm holds the backend options */
 } idx_models;
 
 static void models_free(idx_models *m) {
-    rt_descriptor_free(m->desc);
-    nn_net_free(m->vgg);
-    nn_net_free(m->coarse);
-    nn_backend_free(m->be);
-    memset(m, 0, sizeof *m);
+    core_models_close(&m->cm);
+    m->open = 0;
 }
 
-static sp_status models_backend(idx_models *m, const idx_net_opts *o) {
-    if (m->be) return SP_OK;
-    nn_backend_opts bo = {.device = o->device, .threads = o->threads};
-    sp_status st = nn_backend_opts_from_env(&bo, environ);
-    return st ? st : nn_backend_new(&bo, &m->be);
+/* The backend options of `o` into `m` with no network loaded yet: the backend is made when the
+ * first network is (a descriptor without weights needs none). */
+static sp_status models_init(idx_models *m, const idx_net_opts *o, const char *coarse) {
+    if (m->open) return SP_OK;
+    core_models_opts mo = {.device = o->device, .threads = o->threads, .coarse = coarse, .coarse_key = "--coarse"};
+    sp_status st = core_models_open(&mo, &m->cm);
+    m->open = st == SP_OK;
+    return st;
 }
 
-/* Creates descriptor `name`, loading the VGG-16 weights when it needs them. */
+/* Creates descriptor `name`, loading the VGG-16 weights (--weights) when it needs them. */
 static sp_status models_descriptor(idx_models *m, const idx_net_opts *o, const char *name) {
-    sp_status st;
-    if (!strncmp(name, "vgg16_features", 14) && !m->vgg) {
-        if (!o->weights) return sp_err(SP_ERR_INVALID, "descriptor %s needs --weights VGG16.safetensors", name);
-        if ((st = models_backend(m, o))) return st;
-        if ((st = nn_net_load(m->be, o->weights, &m->vgg))) return st;
-    }
-    rt_descriptor_free(m->desc);
-    m->desc = NULL;
-    return rt_descriptor_new(name, m->vgg, &m->desc);
+    sp_status st = models_init(m, o, NULL);
+    return st ? st : core_models_descriptor(&m->cm, name, o->weights, "--weights");
 }
 
 /* ---- image loading ---- */
@@ -271,9 +264,9 @@ static int run_build(const build_opts *o) {
         st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", o->images);
         goto done;
     }
-    if ((st = rt_db_builder_new(o->out, m.desc, o->factory ? o->factory : "Flat", IDX_SIZE, o->force, &b))) goto done;
+    if ((st = rt_db_builder_new(o->out, m.cm.desc, o->factory ? o->factory : "Flat", IDX_SIZE, o->force, &b))) goto done;
     if (o->lock_wait >= 0) rt_db_builder_set_lock_wait(b, o->lock_wait);
-    const int bs = (int)o->batch, dim = rt_descriptor_dim(m.desc);
+    const int bs = (int)o->batch, dim = rt_descriptor_dim(m.cm.desc);
     const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
     chw = malloc(bs * row * sizeof *chw);
     ok = calloc(bs, sizeof *ok);
@@ -317,7 +310,7 @@ static int run_build(const build_opts *o) {
             names[k][good++] = files[at + i];
         }
         double t2 = sp_now();
-        if ((st = rt_descriptor_compute(m.desc, good, IDX_SIZE, chw, desc[k]))) goto done;
+        if ((st = rt_descriptor_compute(m.cm.desc, good, IDX_SIZE, chw, desc[k]))) goto done;
         double t3 = sp_now();
         if (writing >= 0) { /* the previous batch's writer, on the other buffer set */
             pthread_join(writer, NULL);
@@ -418,7 +411,7 @@ static sp_status open_db_with_descriptor(const db_opts *o, const char *dir, int 
     sp_status st = rt_db_peek_descriptor(dir, name, sizeof name);
     if (st) return st;
     if ((st = models_descriptor(m, &o->net, name))) return st;
-    if ((st = rt_db_open(dir, m->desc, writable, db))) return st;
+    if ((st = core_models_open_db(&m->cm, dir, "DB", writable, db))) return st;
     if (rt_db_size(*db) != IDX_SIZE)
         return sp_err(SP_ERR_UNSUPPORTED, "%s stores %dx%d images; this command works at %dx%d", dir, rt_db_size(*db),
                       rt_db_size(*db), IDX_SIZE, IDX_SIZE);
@@ -449,12 +442,12 @@ static int run_query(const db_opts *o, const char *const *pos) {
     }
     if ((st = open_db_with_descriptor(o, pos[0], 0, &m, &db))) goto done;
     if ((st = load_square(pos[1], rgb, chw))) goto done;
-    if (!(desc = malloc((size_t)rt_descriptor_dim(m.desc) * sizeof *desc))) {
+    if (!(desc = malloc((size_t)rt_descriptor_dim(m.cm.desc) * sizeof *desc))) {
         st = sp_err(SP_ERR_NOMEM, "query");
         goto done;
     }
     double t0 = sp_now();
-    if ((st = rt_descriptor_compute(m.desc, 1, IDX_SIZE, chw, desc))) goto done;
+    if ((st = rt_descriptor_compute(m.cm.desc, 1, IDX_SIZE, chw, desc))) goto done;
     double t1 = sp_now();
     if ((st = rt_db_search(db, 1, desc, (int)o->k, ids, sc))) goto done;
     double t2 = sp_now();
@@ -503,14 +496,14 @@ static int run_add(const db_opts *o, const char *const *pos, int npos) {
     }
     if ((st = open_db_with_descriptor(o, pos[0], 1, &m, &db))) goto done;
     if (o->lock_wait >= 0) rt_db_set_lock_wait(db, o->lock_wait);
-    const int dim = rt_descriptor_dim(m.desc);
+    const int dim = rt_descriptor_dim(m.cm.desc);
     if (!(desc = malloc((size_t)n * dim * sizeof *desc))) {
         st = sp_err(SP_ERR_NOMEM, "%d descriptors", n);
         goto done;
     }
     for (int i = 0; i < n; i++) {
         if ((st = load_square(pos[1 + i], rgb + i * row, chw))) goto done;
-        if ((st = rt_descriptor_compute(m.desc, 1, IDX_SIZE, chw, desc + (size_t)i * dim))) goto done;
+        if ((st = rt_descriptor_compute(m.cm.desc, 1, IDX_SIZE, chw, desc + (size_t)i * dim))) goto done;
         names[i] = cli_base_name(pos[1 + i]);
     }
     double t0 = sp_now();
@@ -617,7 +610,7 @@ static int run_bench_db(const db_opts *o, const char *dir) {
     for (long i = 0; i < nq; i++) {
         r ^= r << 13, r ^= r >> 7, r ^= r << 17;
         if ((st = rt_db_image(db, (int64_t)(r % (uint64_t)count), chw))) goto done;
-        if ((st = rt_descriptor_compute(m.desc, 1, s, chw, q + (size_t)i * dim))) goto done;
+        if ((st = rt_descriptor_compute(m.cm.desc, 1, s, chw, q + (size_t)i * dim))) goto done;
     }
     printf("%s: %ld images, %s dim %d, %s; %ld queries (stored images), k = %ld; descriptor %.3f ms/image\n",
            dir, count, rt_db_descriptor(db), dim, rt_db_factory(db), nq, o->k, (sp_now() - t0) * 1e3 / nq);
@@ -933,11 +926,10 @@ static int run_eval_descriptors(const evald_opts *o) {
         goto done;
     }
     if (o->coarse) {
-        if ((st = models_backend(&m, &o->net))) goto done;
-        if ((st = nn_net_load(m.be, o->coarse, &m.coarse))) goto done;
+        if ((st = models_init(&m, &o->net, o->coarse))) goto done;
         for (long i = 0; i < nq; i += 8) {
             int n = (int)(nq - i < 8 ? nq - i : 8);
-            if ((st = nn_unet_forward(m.coarse, n, IDX_SIZE, IDX_SIZE, gt + i * img, keep + i * plane, fill + i * img)))
+            if ((st = nn_unet_forward(m.cm.coarse, n, IDX_SIZE, IDX_SIZE, gt + i * img, keep + i * plane, fill + i * img)))
                 goto done;
             for (int j = 0; j < n; j++)
                 for (size_t t = 0; t < img; t++) {
@@ -992,7 +984,7 @@ static int run_eval_descriptors(const evald_opts *o) {
     char *save = NULL;
     for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         if ((st = models_descriptor(&m, &o->net, name))) goto done;
-        const int dim = rt_descriptor_dim(m.desc);
+        const int dim = rt_descriptor_dim(m.cm.desc);
         const int bs = 16;
         free(dbdesc);
         free(qd);
@@ -1013,7 +1005,7 @@ static int run_eval_descriptors(const evald_opts *o) {
             int n = (int)(count - i < bs ? count - i : bs);
             for (int j = 0; j < n && st == SP_OK; j++) st = rt_db_image(db, i + j, batch + j * img);
             double a = sp_now();
-            if (st == SP_OK) st = rt_descriptor_compute(m.desc, n, IDX_SIZE, batch, dbdesc + (size_t)i * dim);
+            if (st == SP_OK) st = rt_descriptor_compute(m.cm.desc, n, IDX_SIZE, batch, dbdesc + (size_t)i * dim);
             td += sp_now() - a;
             sp_progress_update(&pr, i + n);
         }
@@ -1022,8 +1014,8 @@ static int run_eval_descriptors(const evald_opts *o) {
         if (st) goto done;
         for (long i = 0; i < nq && st == SP_OK; i += bs) {
             int n = (int)(nq - i < bs ? nq - i : bs);
-            st = rt_descriptor_compute(m.desc, n, IDX_SIZE, gt + i * img, qd + (size_t)i * dim);
-            if (st == SP_OK) st = rt_descriptor_compute(m.desc, n, IDX_SIZE, fill + i * img, fd + (size_t)i * dim);
+            st = rt_descriptor_compute(m.cm.desc, n, IDX_SIZE, gt + i * img, qd + (size_t)i * dim);
+            if (st == SP_OK) st = rt_descriptor_compute(m.cm.desc, n, IDX_SIZE, fill + i * img, fd + (size_t)i * dim);
         }
         if (st) goto done;
         rt_index_free(ix);

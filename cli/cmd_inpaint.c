@@ -1,5 +1,6 @@
 /* cmd_inpaint.c: `semipaint inpaint`: files or directories inpainted offline with the daemon's configuration, models and pipeline. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,48 +207,45 @@ static int run_dirs(ip_ctx *c) {
     return failed ? 1 : 0;
 }
 
-int cmd_inpaint(int argc, char **argv) {
-    ip_opts o = {.threads = -1};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            ip_usage(stdout);
+/* --method sim|coarse|telea */
+static int parse_method(const char *v, void *f) {
+    static const char *const names[] = {"sim", "coarse", "telea"}; /* ip_method order */
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(v, names[i])) {
+            *(ip_method *)f = (ip_method)i;
             return 0;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "semipaint inpaint: %s needs a value\n", a);
-            ip_usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--image")) o.image = v;
-        else if (!strcmp(a, "--mask")) o.mask = v;
-        else if (!strcmp(a, "--out")) o.out = v;
-        else if (!strcmp(a, "-c") || !strcmp(a, "--config")) o.config = v;
-        else if (!strcmp(a, "--db")) o.db = v;
-        else if (!strcmp(a, "--quality")) bad = cli_parse_int(v, 1, 100, &o.quality);
-        else if (!strcmp(a, "--threads")) bad = cli_parse_int(v, 0, 1024, &o.threads);
-        else if (!strcmp(a, "--method")) {
-            if (!strcmp(v, "sim")) o.method = IP_SIM;
-            else if (!strcmp(v, "coarse")) o.method = IP_COARSE;
-            else if (!strcmp(v, "telea")) o.method = IP_TELEA;
-            else bad = 1;
-        } else if (!strcmp(a, "--format")) {
-            if (!strcmp(v, "input")) o.format = IP_FMT_INPUT;
-            else if (!strcmp(v, "png")) o.format = IP_FMT_PNG;
-            else if (!strcmp(v, "jpeg") || !strcmp(v, "jpg")) o.format = IP_FMT_JPEG;
-            else bad = 1;
-        } else {
-            fprintf(stderr, "semipaint inpaint: unknown option %s\n", a);
-            ip_usage(stderr);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "semipaint inpaint: bad value '%s' for %s\n", v, a);
-            return 2;
-        }
-    }
+    return -1;
+}
+
+/* --format input|png|jpeg (jpg too) */
+static int parse_format(const char *v, void *f) {
+    if (!strcmp(v, "input")) *(ip_format *)f = IP_FMT_INPUT;
+    else if (!strcmp(v, "png")) *(ip_format *)f = IP_FMT_PNG;
+    else if (!strcmp(v, "jpeg") || !strcmp(v, "jpg")) *(ip_format *)f = IP_FMT_JPEG;
+    else return -1;
+    return 0;
+}
+
+#define IO(f) offsetof(ip_opts, f)
+static const cli_opt inpaint_table[] = {
+    {"--image", NULL, CLI_STR, IO(image), 0, 0, NULL, NULL},
+    {"--mask", NULL, CLI_STR, IO(mask), 0, 0, NULL, NULL},
+    {"--out", NULL, CLI_STR, IO(out), 0, 0, NULL, NULL},
+    {"--config", "-c", CLI_STR, IO(config), 0, 0, NULL, NULL},
+    {"--db", NULL, CLI_STR, IO(db), 0, 0, NULL, NULL},
+    {"--method", NULL, CLI_FN, IO(method), 0, 0, parse_method, "sim, coarse or telea"},
+    {"--format", NULL, CLI_FN, IO(format), 0, 0, parse_format, "input, png or jpeg"},
+    {"--quality", NULL, CLI_INT, IO(quality), 1, 100, NULL, NULL},
+    {"--threads", NULL, CLI_INT, IO(threads), 0, 1024, NULL, NULL},
+};
+
+int cmd_inpaint(int argc, char **argv) {
+    ip_opts o = {.threads = -1};
+    const cli_spec spec = {"semipaint inpaint", inpaint_table, sizeof inpaint_table / sizeof inpaint_table[0], 0, 0,
+                           ip_usage};
+    int prc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
+    if (prc >= 0) return prc;
     if (!o.image || !o.mask || !o.out) {
         fprintf(stderr, "semipaint inpaint: --image, --mask and --out are required\n");
         ip_usage(stderr);

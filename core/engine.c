@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/models.h"
 #include "model/nn.h"
 #include "retrieval/rt.h"
-#include "imaging/telea.h"
 
 typedef struct world {
     rt_db *db;            /* NULL in Sim-0 */
@@ -21,8 +21,9 @@ typedef struct world {
 
 struct core_engine {
     cfg_config cfg;
-    nn_backend *be;
-    nn_net *coarse, *refine, *vgg;
+    core_models m;            /* backend, nets, descriptor (core/models.h) */
+    nn_backend *be;           /* m's, for short */
+    nn_net *coarse, *refine, *vgg; /* m's: refine is Sim-K's with a database, else Sim-0's */
     rt_descriptor *desc;
     int s, k, writable;
     pthread_mutex_t mu;       /* guards cur, reloads */
@@ -66,28 +67,15 @@ static sp_status world_new(core_engine *e, world **out) {
     w->loaded_at = (long)sp_wall();
     if (e->k > 0) {
         const char *dir = e->cfg.retrieval.database;
-        if ((st = rt_db_open(dir, e->desc, 0, &w->db))) goto fail;
-        if (rt_db_size(w->db) != e->s) {
-            st = sp_err(SP_ERR_INVALID, "%s stores %dx%d images but the models in %s work at %dx%d", dir,
-                        rt_db_size(w->db), rt_db_size(w->db), e->cfg.model.coarse, e->s, e->s);
-            goto fail;
-        }
-        if (rt_db_count(w->db) < e->k) {
-            st = sp_err(SP_ERR_INVALID, "%s holds %ld images, fewer than the %d neighbours %s needs", dir,
-                        rt_db_count(w->db), e->k, e->cfg.model.refine);
-            goto fail;
-        }
+        if ((st = core_models_open_db(&e->m, dir, "retrieval.database", 0, &w->db))) goto fail;
         if (rt_db_set_search_param(w->db, "nprobe", e->cfg.retrieval.nprobe))
             SP_DEBUG("%s: retrieval.nprobe not applied: %s", dir, sp_err_msg());
         rt_retriever_init(&w->retr, w->db, e->desc, e->k);
-        st = nn_pipeline_new(e->coarse, e->refine, &w->retr.hook, &w->pipe);
+        st = core_models_pipeline(&e->m, e->refine, &w->retr.hook, e->cfg.model.telea_blend, &w->pipe);
     } else {
-        st = nn_pipeline_new(e->coarse, e->refine, NULL, &w->pipe);
+        st = core_models_pipeline(&e->m, e->refine, NULL, e->cfg.model.telea_blend, &w->pipe);
     }
     if (st) goto fail;
-    nn_pipeline_opts po = {.blend = e->cfg.model.telea_blend, .blend_threads = e->cfg.model.cpu_threads,
-                           .overlap = nn_backend_has(e->be, NN_CAP_ASYNC_HOST_OVERLAP)};
-    nn_pipeline_set_opts(w->pipe, &po);
     w->refs = 1;
     *out = w;
     return SP_OK;
@@ -96,7 +84,6 @@ fail:
     return st;
 }
 
-/* Loads a network and checks its architecture. */
 /* The last component of `path` ("db" for "build/db/"), in `out`; what /v1/info shows of paths. */
 static const char *last_component(const char *path, char *out, size_t cap) {
     size_t n = strlen(path);
@@ -105,18 +92,6 @@ static const char *last_component(const char *path, char *out, size_t cap) {
     while (b > 0 && path[b - 1] != '/') b--;
     snprintf(out, cap, "%.*s", (int)(n - b), path + b);
     return out;
-}
-
-static sp_status load_net(core_engine *e, const char *path, nn_arch arch, const char *key, nn_net **out) {
-    if (!path[0]) return sp_err(SP_ERR_INVALID, "%s is empty: it must name a weights file", key);
-    sp_status st = nn_net_load(e->be, path, out);
-    if (st) return sp_err_wrap(st, "%s", key);
-    const nn_net_info *in = nn_net_get_info(*out);
-    if (in->arch != arch) {
-        static const char *const names[] = {"pconv_unet", "simk_unet", "vgg16_features"};
-        return sp_err(SP_ERR_INVALID, "%s: %s holds a %s network, expected %s", key, path, in->arch_name, names[arch]);
-    }
-    return SP_OK;
 }
 
 /* Runs the whole pipeline once at every batch size the executor uses (powers of two below
@@ -165,52 +140,35 @@ sp_status core_engine_new(const cfg_config *cfg, core_engine **out) {
     e->cfg = *cfg;
     e->writable = cfg->server.auth_token_file[0] != 0;
     sp_status st;
-    nn_backend_opts bo = {.device = (nn_device)cfg->model.device, .gpu = cfg->model.gpu,
-                          .precision = (nn_precision)cfg->model.precision, .threads = cfg->model.cpu_threads};
-    if ((st = nn_backend_opts_from_env(&bo, environ))) goto fail; /* SEMIPAINT_CONV */
-    if ((st = nn_backend_new(&bo, &e->be))) goto fail;
-    if ((st = load_net(e, cfg->model.coarse, NN_ARCH_PCONV_UNET, "model.coarse", &e->coarse))) goto fail;
-    e->s = nn_net_get_info(e->coarse)->size;
-    int with_db = cfg->retrieval.database[0] != 0;
-    const char *rpath = with_db ? cfg->model.refine : cfg->model.refine_fallback;
-    const char *rkey = with_db ? "model.refine" : "model.refine_fallback";
-    if ((st = load_net(e, rpath, NN_ARCH_SIMK_UNET, rkey, &e->refine))) goto fail;
-    e->k = nn_net_get_info(e->refine)->k;
-    if (with_db && e->k < 1) {
-        st = sp_err(SP_ERR_INVALID, "model.refine: %s is Sim-0 (k = 0); with a database it must use neighbours (k >= 1)",
-                    rpath);
+    const int with_db = cfg->retrieval.database[0] != 0;
+    /* with a database Sim-K (model.refine) and its descriptor, without one Sim-0 (model.refine_fallback) */
+    core_models_opts mo = {.device = (nn_device)cfg->model.device, .gpu = cfg->model.gpu,
+                           .precision = (nn_precision)cfg->model.precision, .threads = cfg->model.cpu_threads,
+                           .coarse = cfg->model.coarse, .coarse_key = "model.coarse",
+                           .refine = with_db ? cfg->model.refine : NULL, .refine_key = "model.refine",
+                           .sim0 = with_db ? NULL : cfg->model.refine_fallback, .sim0_key = "model.refine_fallback",
+                           .sim0_why = " but no retrieval.database is configured",
+                           .database = with_db ? cfg->retrieval.database : NULL, .database_key = "retrieval.database",
+                           .descriptor = with_db ? cfg->retrieval.descriptor : NULL,
+                           .descriptor_key = "retrieval.descriptor",
+                           .descriptor_weights = with_db ? cfg->retrieval.descriptor_weights : NULL,
+                           .descriptor_weights_key = "retrieval.descriptor_weights"};
+    const char *empty = !cfg->model.coarse[0]                ? "model.coarse"
+                        : with_db && !cfg->model.refine[0]   ? "model.refine"
+                        : !with_db && !cfg->model.refine_fallback[0] ? "model.refine_fallback"
+                                                             : NULL;
+    if (empty) {
+        st = sp_err(SP_ERR_INVALID, "%s is empty: it must name a weights file", empty);
         goto fail;
     }
-    if (!with_db && e->k != 0) {
-        st = sp_err(SP_ERR_INVALID, "model.refine_fallback: %s needs %d neighbours but no retrieval.database is "
-                    "configured; it must be a Sim-0 model (k = 0)", rpath, e->k);
-        goto fail;
-    }
-    if (with_db) {
-        char name[128];
-        snprintf(name, sizeof name, "%s", cfg->retrieval.descriptor);
-        if (!strcmp(name, "auto")) {
-            rt_db *probe;
-            if ((st = rt_db_open(cfg->retrieval.database, NULL, 0, &probe)))
-                goto fail;
-            snprintf(name, sizeof name, "%s", rt_db_descriptor(probe));
-            rt_db_close(probe);
-        }
-        if (!strncmp(name, "vgg16", 5)) {
-            if (!cfg->retrieval.descriptor_weights[0]) {
-                st = sp_err(SP_ERR_INVALID, "descriptor %s of %s needs retrieval.descriptor_weights (vgg16_features "
-                            "weights)", name, cfg->retrieval.database);
-                goto fail;
-            }
-            if ((st = load_net(e, cfg->retrieval.descriptor_weights, NN_ARCH_VGG16, "retrieval.descriptor_weights",
-                               &e->vgg)))
-                goto fail;
-        }
-        if ((st = rt_descriptor_new(name, e->vgg, &e->desc))) {
-            st = sp_err_wrap(st, "retrieval.descriptor");
-            goto fail;
-        }
-    }
+    if ((st = core_models_open(&mo, &e->m))) goto fail;
+    e->be = e->m.be;
+    e->coarse = e->m.coarse;
+    e->refine = with_db ? e->m.refine : e->m.sim0;
+    e->vgg = e->m.vgg;
+    e->desc = e->m.desc;
+    e->s = e->m.s;
+    e->k = e->m.k;
     if ((st = world_new(e, &e->cur))) goto fail;
     if (with_db && e->writable && (st = rt_db_open(cfg->retrieval.database, e->desc, 1, &e->writer))) {
         st = sp_err_wrap(st, "opening the database for POST /v1/index/images (server.auth_token_file is set)");
@@ -228,11 +186,7 @@ void core_engine_free(core_engine *e) {
     if (!e) return;
     if (e->cur) release(e, e->cur);
     rt_db_close(e->writer);
-    rt_descriptor_free(e->desc);
-    nn_net_free(e->vgg);
-    nn_net_free(e->refine);
-    nn_net_free(e->coarse);
-    nn_backend_free(e->be);
+    core_models_close(&e->m);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->write_mu);
     free(e);

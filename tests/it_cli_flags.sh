@@ -82,6 +82,13 @@ usage_error "semipaint bench: --iters 5x: expected an integer" "" bench --iters 
 usage_error "semipaint bench: --precision fp8: expected fp32, tf32 or fp16" "" bench --precision fp8
 usage_error "semipaint eval: --blend maybe: expected on or off" "" eval --images a --masks b --out c --blend maybe
 usage_error "semipaint eval: --seed -1: expected an integer" "" eval --images a --masks b --out c --seed -1
+usage_error "semipaint bench: --blend 1: expected on or off" "" bench --blend 1
+usage_error "semipaint inpaint: --method fancy: expected sim, coarse or telea" "" inpaint --image a --mask b --out c.png --method fancy
+usage_error "semipaint inpaint: --quality 0: expected an integer in [1, 100]" "" inpaint --image a --mask b --out c.png --quality=0
+echo "== inpaint: a stray word does not eat the next argument; a last unknown flag is named as unknown"
+usage_error "semipaint inpaint: unexpected argument 'extra'" "usage: semipaint inpaint" inpaint extra --image a --mask b --out c.png
+usage_error "semipaint inpaint: --bogus is not an option" "usage: semipaint inpaint" inpaint --image a --mask b --out c.png --bogus
+usage_error "semipaint inpaint: --out needs a value" "usage: semipaint inpaint" inpaint --image a --mask b --out
 usage_error "semipaint masks: --count 0: expected an integer in [1, 100000000]" "" masks --out d --count 0
 usage_error "semipaint masks: --size 4: expected an integer in [8, 8192]" "" masks --out d --size=4
 
