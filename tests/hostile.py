@@ -74,18 +74,22 @@ def multipart(fields):
     return body + b"--" + b + b"--\r\n", "multipart/form-data; boundary=" + b.decode()
 
 
-def post(port, body, ctype, timeout, path="/v1/inpaint"):
-    """(status, seconds); status -1 for a transport error."""
+def request(port, method, path, body=None, ctype=None, timeout=10):
+    """(status, seconds) of one HTTP request to 127.0.0.1:port; status -1 for a transport error."""
     t0 = time.time()
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        c.request("POST", path, body=body, headers={"Content-Type": ctype})
+        c.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
         r = c.getresponse()
         r.read()
         c.close()
         return r.status, time.time() - t0
     except Exception:
         return -1, time.time() - t0
+
+
+def post(port, body, ctype, timeout, path="/v1/inpaint"):
+    return request(port, "POST", path, body, ctype, timeout)
 
 
 def cmd_slow(args):
@@ -248,16 +252,7 @@ def cmd_telea(args):
 
 
 def get_health(port):
-    t0 = time.time()
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        c.request("GET", "/healthz")
-        r = c.getresponse()
-        r.read()
-        c.close()
-        return r.status, time.time() - t0
-    except Exception:
-        return -1, time.time() - t0
+    return request(port, "GET", "/healthz", timeout=5)
 
 
 def main():
