@@ -87,7 +87,7 @@ LABEL org.opencontainers.image.title="semipaint" \
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libdnnl2 libmicrohttpd12 libcjson1 libyaml-0-2 libturbojpeg0 libpng16-16 libdeflate0 libopenblas0 libgomp1 \
+      libdnnl2 libmicrohttpd12 libcjson1 libyaml-0-2 libturbojpeg0 libpng16-16 libwebp7 libdeflate0 libopenblas0 libgomp1 \
       libstdc++6 libgcc-s1 zlib1g curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 semipaint \

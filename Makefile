@@ -14,7 +14,7 @@ CUDA_HOME ?= /usr/local/cuda
 CPPFLAGS += -I. -I$(BUILD) -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -fopenmp $(SAN)
 LDFLAGS  += -pthread -fopenmp $(SAN)
-LDLIBS   += -ldnnl -lmicrohttpd -lcjson -lyaml -lturbojpeg -lpng -ldeflate -lz -lm
+LDLIBS   += -ldnnl -lmicrohttpd -lcjson -lyaml -lturbojpeg -lpng -lwebp -ldeflate -lz -lm
 
 # FAISS: Debian ships libfaiss.a and the C API headers; libfaiss_c is built from Debian's
 # source package by scripts/faiss_c.sh into .deps/ (cached across builds).

@@ -76,7 +76,7 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, void *dst, const char
 sp_status cli_make_dirs(const char *dir);
 /* The part of `path` after its last '/'. */
 const char *cli_base_name(const char *path);
-/* 1 when `name` ends in .jpg, .jpeg or .png (any case). */
+/* 1 when `name` ends in .jpg, .jpeg, .png or .webp (any case). */
 int cli_is_image_name(const char *name);
 /* The JPEG and PNG files directly in `dir` (names starting with '.' skipped), sorted by name:
  * *names are malloc'ed base names, *n of them (0 for none). Errors name the folder. */

@@ -97,7 +97,7 @@ static sp_status list_images(const char *dir, ev_list *out) {
     out->n = 0;
     sp_status st = cli_list_images(dir, &names, &n);
     if (st) return st;
-    if (n == 0) st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", dir);
+    if (n == 0) st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg, .png or .webp files", dir);
     else if (n > EV_MAX_FILES) st = sp_err(SP_ERR_LIMIT, "%s: more than %d images", dir, EV_MAX_FILES);
     else if (!(out->v = calloc((size_t)n, sizeof *out->v))) st = sp_err(SP_ERR_NOMEM, "file list of %s", dir);
     for (long i = 0; !st && i < n; i++) {

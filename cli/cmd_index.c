@@ -261,7 +261,7 @@ static int run_build(const build_opts *o) {
     if ((st = cli_list_images(o->images, &files, &nlisted))) goto done;
     nfiles = o->limit && nlisted > o->limit ? o->limit : nlisted;
     if (nfiles == 0) {
-        st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg or .png files", o->images);
+        st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg, .png or .webp files", o->images);
         goto done;
     }
     if ((st = rt_db_builder_new(o->out, m.cm.desc, o->factory ? o->factory : "Flat", IDX_SIZE, o->force, &b))) goto done;

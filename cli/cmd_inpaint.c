@@ -16,13 +16,14 @@
 extern char **environ;
 
 typedef enum { IP_SIM = 0, IP_COARSE, IP_TELEA } ip_method;
-typedef enum { IP_FMT_INPUT = 0, IP_FMT_PNG, IP_FMT_JPEG } ip_format;
+typedef enum { IP_FMT_INPUT = 0, IP_FMT_PNG, IP_FMT_JPEG, IP_FMT_WEBP } ip_format;
 
 typedef struct {
     const char *image, *mask, *out, *config, *db;
     ip_method method;
     ip_format format;
     int quality, threads;
+    int mask_from_alpha; /* no --mask: the image's alpha is the mask (alpha 0 = hole) */
 } ip_opts;
 
 /* What one run needs: the engine and its executor (NULL for telea), as semipaintd has them. */
@@ -37,22 +38,24 @@ typedef struct {
 
 static void ip_usage(FILE *f) {
     fprintf(f,
-            "usage: semipaint inpaint --image FILE|DIR --mask FILE|DIR --out FILE|DIR [options]\n"
+            "usage: semipaint inpaint --image FILE|DIR (--mask FILE|DIR | --mask-from-alpha) --out FILE|DIR [options]\n"
             "Inpaints images offline the way semipaintd answers POST /v1/inpaint: the same configuration\n"
             "(models, database, crop strategy; -c FILE and SEMIPAINT_* variables), crops and pipeline.\n"
-            "With directories, each image (.jpg, .jpeg, .png, sorted by name) takes the mask of the same\n"
-            "file stem from --mask DIR (a.jpg <- a.png) and is written to --out DIR/STEM.EXT. The mask has\n"
-            "the image's size; white (luminance > 127) marks the hole. Pixels outside the hole are kept\n"
-            "(bit for bit in PNG output).\n\n"
+            "With directories, each image (.jpg, .jpeg, .png, .webp, sorted by name) takes the mask of the\n"
+            "same file stem from --mask DIR (a.jpg <- a.png) and is written to --out DIR/STEM.EXT. The mask\n"
+            "has the image's size; white (luminance > 127) marks the hole. Pixels outside the hole are kept\n"
+            "(bit for bit in PNG output, and WebP at --quality 100, which is lossless).\n\n"
             "  --image FILE|DIR     image, or folder of images\n"
             "  --mask FILE|DIR      mask, or folder of masks matched by file stem\n"
-            "  --out FILE|DIR       result (.png, .jpg or .jpeg), or folder (created)\n"
+            "  --mask-from-alpha    no mask: the image's fully transparent pixels (alpha 0) are the hole;\n"
+            "                       they come out opaque, every other pixel as it was\n"
+            "  --out FILE|DIR       result (.png, .jpg, .jpeg or .webp), or folder (created)\n"
             "  -c, --config FILE    semipaintd configuration [config/semipaintd.yaml when present, else the\n"
             "                       defaults]\n"
             "  --db DIR|none        retrieval database, overriding retrieval.database; none = Sim-0\n"
             "  --method sim|coarse|telea  [sim]\n"
-            "  --format input|png|jpeg    format of folder output [input: the image's own]\n"
-            "  --quality N          JPEG quality 1-100 [inpaint.jpeg_quality]\n"
+            "  --format input|png|jpeg|webp  format of folder output [input: the image's own]\n"
+            "  --quality N          JPEG and WebP quality 1-100 (WebP 100 = lossless) [inpaint.jpeg_quality]\n"
             "  --threads N          CPU threads, overriding model.cpu_threads\n"
             "Exit status: 0 when every image was written, 1 when any failed (each failure is named on\n"
             "stderr and the others are still done), 2 for a usage error.\n");
@@ -72,26 +75,26 @@ static void stem_of(const char *path, char *out, size_t n) {
     if (dot && dot != out) *dot = 0;
 }
 
-/* Inpaints one image file with its mask file into `out_path`, through the request path the daemon
- * uses (core/request.h: the same hole map, plan, executor batches and paste-back). Errors name the
- * file at fault. */
+/* Inpaints one image file with its mask file (NULL: the image's alpha is the mask) into
+ * `out_path`, through the request path the daemon uses (core/request.h: the same hole map, plan,
+ * executor batches and paste-back). Errors name the file at fault. */
 static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_path, const char *out_path) {
     img_u8 im = {0}, mask = {0};
     core_request r = {0};
     long max_px = c->cfg.server.max_image_pixels;
     sp_status st = img_load(img_path, max_px, &im);
     if (st) return st;
-    if ((st = img_load(mask_path, max_px, &mask))) goto done;
+    if (mask_path && (st = img_load(mask_path, max_px, &mask))) goto done;
     core_method m = c->o->method == IP_TELEA ? CORE_METHOD_TELEA : c->o->method == IP_COARSE ? CORE_METHOD_COARSE
                                                                                              : CORE_METHOD_SIM;
     core_fault fault;
     int iw = im.w, ih = im.h;
     char why[512];
-    if ((st = core_request_prepare(&r, &c->cfg, c->s, c->k, m, &im, &mask, &fault))) {
+    if ((st = core_request_prepare(&r, &c->cfg, c->s, c->k, m, &im, mask_path ? &mask : NULL, &fault))) {
         snprintf(why, sizeof why, "%s", sp_err_msg()); /* sp_err writes the buffer sp_err_msg reads */
         if (fault == CORE_FAULT_MASK_SIZE)
             sp_err(st, "%s is %dx%d but its image %s is %dx%d", mask_path, mask.w, mask.h, img_path, iw, ih);
-        else sp_err(st, "%s: %s", fault == CORE_FAULT_NONE ? img_path : mask_path, why);
+        else sp_err(st, "%s: %s", fault == CORE_FAULT_NONE || !mask_path ? img_path : mask_path, why);
         goto done;
     }
     if ((st = core_request_run(&r, c->exec, 0))) {
@@ -108,10 +111,10 @@ done:
     return st;
 }
 
-/* The mask of `stem` in folder `dir`: the first of STEM.png, STEM.jpg, STEM.jpeg, STEM.PNG, ...
+/* The mask of `stem` in folder `dir`: the first of STEM.png, STEM.jpg, STEM.jpeg, STEM.webp, STEM.PNG, ...
  * that exists, into `out`; 0 when there is none. */
 static int find_mask(const char *dir, const char *stem, char *out, size_t n) {
-    static const char *const ext[] = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"};
+    static const char *const ext[] = {".png", ".jpg", ".jpeg", ".webp", ".PNG", ".JPG", ".JPEG", ".WEBP"};
     for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
         snprintf(out, n, "%s/%s%s", dir, stem, ext[i]);
         struct stat st;
@@ -171,7 +174,7 @@ static int run_dirs(ip_ctx *c) {
         return 1;
     }
     if (n == 0) {
-        fprintf(stderr, "semipaint inpaint: %s: no .jpg, .jpeg or .png files\n", o->image);
+        fprintf(stderr, "semipaint inpaint: %s: no .jpg, .jpeg, .png or .webp files\n", o->image);
         cli_free_names(names, n);
         return 1;
     }
@@ -187,10 +190,20 @@ static int run_dirs(ip_ctx *c) {
         char img_path[4096], mask_path[4096], out_path[4096], stem[1024];
         snprintf(img_path, sizeof img_path, "%s/%s", o->image, names[i]);
         stem_of(names[i], stem, sizeof stem);
-        const char *ext = o->format == IP_FMT_PNG ? ".png" : o->format == IP_FMT_JPEG ? ".jpg" : strrchr(names[i], '.');
+        const char *ext = o->format == IP_FMT_PNG    ? ".png"
+                          : o->format == IP_FMT_JPEG ? ".jpg"
+                          : o->format == IP_FMT_WEBP ? ".webp"
+                                                     : strrchr(names[i], '.');
         snprintf(out_path, sizeof out_path, "%s/%s%s", o->out, stem, ext);
-        if (!find_mask(o->mask, stem, mask_path, sizeof mask_path)) {
-            fprintf(stderr, "semipaint inpaint: %s: no mask %s/%s.png (or .jpg, .jpeg)\n", img_path, o->mask, stem);
+        if (o->mask_from_alpha) {
+            if (inpaint_one(c, img_path, NULL, out_path)) {
+                fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
+                failed++;
+            } else {
+                done++;
+            }
+        } else if (!find_mask(o->mask, stem, mask_path, sizeof mask_path)) {
+            fprintf(stderr, "semipaint inpaint: %s: no mask %s/%s.png (or .jpg, .jpeg, .webp)\n", img_path, o->mask, stem);
             failed++;
         } else if (inpaint_one(c, img_path, mask_path, out_path)) {
             fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
@@ -218,11 +231,12 @@ static int parse_method(const char *v, void *f) {
     return -1;
 }
 
-/* --format input|png|jpeg (jpg too) */
+/* --format input|png|jpeg|webp (jpg too) */
 static int parse_format(const char *v, void *f) {
     if (!strcmp(v, "input")) *(ip_format *)f = IP_FMT_INPUT;
     else if (!strcmp(v, "png")) *(ip_format *)f = IP_FMT_PNG;
     else if (!strcmp(v, "jpeg") || !strcmp(v, "jpg")) *(ip_format *)f = IP_FMT_JPEG;
+    else if (!strcmp(v, "webp")) *(ip_format *)f = IP_FMT_WEBP;
     else return -1;
     return 0;
 }
@@ -235,7 +249,8 @@ static const cli_opt inpaint_table[] = {
     {"--config", "-c", CLI_STR, IO(config), 0, 0, NULL, NULL},
     {"--db", NULL, CLI_STR, IO(db), 0, 0, NULL, NULL},
     {"--method", NULL, CLI_FN, IO(method), 0, 0, parse_method, "sim, coarse or telea"},
-    {"--format", NULL, CLI_FN, IO(format), 0, 0, parse_format, "input, png or jpeg"},
+    {"--format", NULL, CLI_FN, IO(format), 0, 0, parse_format, "input, png, jpeg or webp"},
+    {"--mask-from-alpha", NULL, CLI_FLAG, IO(mask_from_alpha), 0, 0, NULL, NULL},
     {"--quality", NULL, CLI_INT, IO(quality), 1, 100, NULL, NULL},
     {"--threads", NULL, CLI_INT, IO(threads), 0, 1024, NULL, NULL},
 };
@@ -246,18 +261,22 @@ int cmd_inpaint(int argc, char **argv) {
                            ip_usage};
     int prc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
     if (prc >= 0) return prc;
-    if (!o.image || !o.mask || !o.out) {
-        fprintf(stderr, "semipaint inpaint: --image, --mask and --out are required\n");
+    if (!o.image || (!o.mask && !o.mask_from_alpha) || !o.out) {
+        fprintf(stderr, "semipaint inpaint: --image, --mask (or --mask-from-alpha) and --out are required\n");
         ip_usage(stderr);
         return 2;
     }
+    if (o.mask && o.mask_from_alpha) {
+        fprintf(stderr, "semipaint inpaint: --mask and --mask-from-alpha are exclusive\n");
+        return 2;
+    }
     int dirs = is_dir(o.image);
-    if (dirs != is_dir(o.mask)) {
+    if (!o.mask_from_alpha && dirs != is_dir(o.mask)) {
         fprintf(stderr, "semipaint inpaint: --image and --mask must both be files or both be folders\n");
         return 2;
     }
     if (!dirs && !cli_is_image_name(o.out)) {
-        fprintf(stderr, "semipaint inpaint: --out %s: the file name must end in .png, .jpg or .jpeg\n", o.out);
+        fprintf(stderr, "semipaint inpaint: --out %s: the file name must end in .png, .jpg, .jpeg or .webp\n", o.out);
         return 2;
     }
     ip_ctx c = {.o = &o};

@@ -23,13 +23,25 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
     r->k = k;
     r->im = *image;
     memset(image, 0, sizeof *image);
-    if (mask->w != r->im.w || mask->h != r->im.h) {
+    if (!mask) {
+        if (r->im.c != 4) {
+            *fault = CORE_FAULT_NO_ALPHA;
+            return sp_err(SP_ERR_INVALID, "the image has no alpha channel to take the mask from (%s)",
+                          r->im.c == 1 ? "grey" : "RGB");
+        }
+        if (!(r->hole = malloc((size_t)r->im.w * r->im.h))) return sp_err(SP_ERR_NOMEM, "no memory for the hole map");
+        r->from_alpha = 1;
+        if ((r->holes = img_hole_map_alpha(&r->im, r->hole)) == 0) {
+            *fault = CORE_FAULT_EMPTY_MASK;
+            return sp_err(SP_ERR_INVALID, "the image has no fully transparent pixel (alpha 0 marks the hole)");
+        }
+    } else if (mask->w != r->im.w || mask->h != r->im.h) {
         *fault = CORE_FAULT_MASK_SIZE;
         return sp_err(SP_ERR_INVALID, "the mask is %dx%d but the image is %dx%d (after EXIF orientation)", mask->w,
                       mask->h, r->im.w, r->im.h);
-    }
-    if (!(r->hole = malloc((size_t)r->im.w * r->im.h))) return sp_err(SP_ERR_NOMEM, "no memory for the hole map");
-    if ((r->holes = img_hole_map(mask, r->hole)) == 0) {
+    } else if (!(r->hole = malloc((size_t)r->im.w * r->im.h))) {
+        return sp_err(SP_ERR_NOMEM, "no memory for the hole map");
+    } else if ((r->holes = img_hole_map(mask, r->hole)) == 0) {
         *fault = CORE_FAULT_EMPTY_MASK;
         return sp_err(SP_ERR_INVALID, "the mask marks no pixel as hole (white, luminance > 127, is the hole)");
     }
@@ -71,10 +83,19 @@ void core_request_work(core_request *r, double deadline) {
     w->deadline = deadline;
 }
 
+/* With a hole map from alpha, the filled pixels become opaque; every other pixel is left as it is. */
+static void opaque_holes(core_request *r) {
+    if (!r->from_alpha || r->im.c != 4) return;
+    size_t n = (size_t)r->im.w * r->im.h;
+    for (size_t i = 0; i < n; i++)
+        if (r->hole[i]) r->im.px[i * 4 + 3] = 255;
+}
+
 sp_status core_request_telea(core_request *r, double deadline) {
     double t0 = sp_now();
     sp_status st = telea_inpaint_until(&r->im, r->hole, TELEA_DEFAULT_RADIUS, 0, deadline);
     r->telea_ms = (sp_now() - t0) * 1e3;
+    if (!st) opaque_holes(r);
     return st;
 }
 
@@ -84,6 +105,7 @@ sp_status core_request_finish(core_request *r) {
         sp_status st = img_plan_paste(&r->plan, i, r->y + (size_t)i * crop, &r->im, r->hole);
         if (st) return st;
     }
+    opaque_holes(r);
     return SP_OK;
 }
 

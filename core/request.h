@@ -13,7 +13,8 @@ typedef enum { CORE_METHOD_SIM = 0, CORE_METHOD_COARSE, CORE_METHOD_TELEA } core
 typedef enum {
     CORE_FAULT_NONE = 0,
     CORE_FAULT_MASK_SIZE,  /* the mask's size is not the image's */
-    CORE_FAULT_EMPTY_MASK, /* the mask marks no hole pixel */
+    CORE_FAULT_EMPTY_MASK, /* the mask marks no hole pixel (from alpha: no fully transparent pixel) */
+    CORE_FAULT_NO_ALPHA,   /* the mask is to come from the image's alpha, and it has none */
 } core_fault;
 
 /*
@@ -26,6 +27,7 @@ typedef struct {
     img_u8 im;        /* the image being inpainted (RGB or RGBA; a grey upload becomes RGB) */
     uint8_t *hole;    /* w*h, 1 = hole */
     long holes;       /* hole pixels */
+    int from_alpha;   /* the hole map came from the image's alpha: the filled pixels turn opaque */
     img_plan plan;    /* crops (not for telea) */
     float *x, *m, *y; /* (n,3,s,s), (n,1,s,s), (n,3,s,s) */
     int64_t *ids;     /* (n,k) neighbours of each crop, with their scores */
@@ -41,7 +43,10 @@ long core_request_budget(const cfg_config *cfg, int s);
 /* Takes `image` (its pixels move into r; *image is emptied) and `mask` (not kept) and makes the
  * hole map (luminance > 127, alpha applied: img_hole_map), a grey image RGB, and for sim and coarse
  * the crop plan (cfg's strategy, margin and core_request_budget) and the crops' network inputs.
- * SP_ERR_INVALID with *fault set for a mask of another size or one without a hole pixel;
+ * A NULL `mask` takes the hole map from the image's own alpha (img_hole_map_alpha: alpha 0 is the
+ * hole); the alpha stays in r->im, and finish (or telea) makes only the filled pixels opaque (alpha
+ * 255: a fill left transparent would not show). SP_ERR_INVALID with *fault set for a
+ * mask of another size, one without a hole pixel, or (mask NULL) an image without alpha;
  * SP_ERR_NOMEM. On error r holds what was made so far: free it with core_request_free. */
 sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
                                img_u8 *image, const img_u8 *mask, core_fault *fault);
@@ -51,11 +56,12 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
 void core_request_work(core_request *r, double deadline);
 
 /* Method telea: fills the hole of r->im in place, giving up at `deadline` (sp_now() time, 0 =
- * never) with SP_ERR_TIMEOUT. */
+ * never) with SP_ERR_TIMEOUT. With a hole map from alpha, the filled pixels turn opaque. */
 sp_status core_request_telea(core_request *r, double deadline);
 
 /* After the executor finished r->work with SP_OK: pastes each crop's result into the hole pixels
- * of r->im (no other pixel changes). */
+ * of r->im (no other pixel changes; with a hole map from alpha, the hole pixels' alpha becomes
+ * 255). */
 sp_status core_request_finish(core_request *r);
 
 /* Runs the request to its end on `ex` (or Telea here) and waits: prepare must have succeeded.

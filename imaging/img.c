@@ -1,4 +1,4 @@
-/* img.c: JPEG (TurboJPEG) and PNG (libpng) decoding and encoding, EXIF orientation, channel conversion and resampling. */
+/* img.c: JPEG (TurboJPEG), PNG (libpng) and WebP (libwebp) decoding and encoding, EXIF orientation, channel conversion and resampling. */
 #include "imaging/img.h"
 
 #include <libdeflate.h>
@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 #include <turbojpeg.h>
+#include <webp/decode.h>
+#include <webp/encode.h>
 #include <zlib.h>
 
 /* The PNGs we write: the server encodes one per request, so speed matters more than the last
@@ -33,6 +35,7 @@ img_format img_sniff(const uint8_t *buf, size_t len) {
     if (!buf) return IMG_FMT_UNKNOWN;
     if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return IMG_FMT_JPEG;
     if (len >= 8 && !memcmp(buf, png_signature, 8)) return IMG_FMT_PNG;
+    if (len >= 12 && !memcmp(buf, "RIFF", 4) && !memcmp(buf + 8, "WEBP", 4)) return IMG_FMT_WEBP;
     return IMG_FMT_UNKNOWN;
 }
 
@@ -40,6 +43,7 @@ const char *img_format_name(img_format f) {
     switch (f) {
     case IMG_FMT_JPEG: return "jpeg";
     case IMG_FMT_PNG: return "png";
+    case IMG_FMT_WEBP: return "webp";
     default: return "unknown";
     }
 }
@@ -48,6 +52,7 @@ const char *img_format_mime(img_format f) {
     switch (f) {
     case IMG_FMT_JPEG: return "image/jpeg";
     case IMG_FMT_PNG: return "image/png";
+    case IMG_FMT_WEBP: return "image/webp";
     default: return "application/octet-stream";
     }
 }
@@ -56,6 +61,7 @@ img_format img_format_parse(const char *s) {
     if (!s) return IMG_FMT_UNKNOWN;
     if (!strcasecmp(s, "jpeg") || !strcasecmp(s, "jpg")) return IMG_FMT_JPEG;
     if (!strcasecmp(s, "png")) return IMG_FMT_PNG;
+    if (!strcasecmp(s, "webp")) return IMG_FMT_WEBP;
     return IMG_FMT_UNKNOWN;
 }
 
@@ -90,6 +96,18 @@ static sp_status jpeg_header(const uint8_t *buf, size_t len, int *w, int *h, int
     return st;
 }
 
+/* The features of a WebP from its RIFF header and first chunks (VP8, VP8L or VP8X), without
+ * decoding: canvas size, alpha, animation. */
+static sp_status webp_header(const uint8_t *buf, size_t len, WebPBitstreamFeatures *ft) {
+    VP8StatusCode vs = WebPGetFeatures(buf, len, ft);
+    if (vs == VP8_STATUS_NOT_ENOUGH_DATA)
+        return sp_err(SP_ERR_FORMAT, "webp: truncated header (%zu bytes)", len);
+    if (vs != VP8_STATUS_OK) return sp_err(SP_ERR_FORMAT, "webp: invalid header (libwebp status %d)", (int)vs);
+    if (ft->width <= 0 || ft->height <= 0 || ft->width > 16384 || ft->height > 16384) /* 14 bits of size - 1 */
+        return sp_err(SP_ERR_FORMAT, "webp: invalid dimensions %dx%d", ft->width, ft->height);
+    return SP_OK;
+}
+
 sp_status img_probe(const uint8_t *buf, size_t len, img_format *fmt, int *w, int *h) {
     int pw = 0, ph = 0;
     img_format f = img_sniff(buf, len);
@@ -98,8 +116,11 @@ sp_status img_probe(const uint8_t *buf, size_t len, img_format *fmt, int *w, int
         st = png_header(buf, len, &pw, &ph);
     else if (f == IMG_FMT_JPEG)
         st = jpeg_header(buf, len, &pw, &ph, NULL);
-    else
-        st = sp_err(SP_ERR_FORMAT, "not a JPEG or PNG image (%zu bytes)", len);
+    else if (f == IMG_FMT_WEBP) {
+        WebPBitstreamFeatures ft;
+        if (!(st = webp_header(buf, len, &ft))) pw = ft.width, ph = ft.height;
+    } else
+        st = sp_err(SP_ERR_FORMAT, "not a JPEG, PNG or WebP image (%zu bytes)", len);
     if (fmt) *fmt = st ? IMG_FMT_UNKNOWN : f;
     if (w) *w = st ? 0 : pw;
     if (h) *h = st ? 0 : ph;
@@ -698,6 +719,86 @@ static sp_status png_encode(const img_u8 *im, uint8_t **out, size_t *len) {
     return st;
 }
 
+/* ---- WebP ---- */
+
+/* One still WebP (lossy or lossless) to RGB, or RGBA when it has alpha. An animated WebP is
+ * refused (SP_ERR_UNSUPPORTED) rather than cut to its first frame: which frame a client meant
+ * is not ours to guess. */
+static sp_status webp_decode(const uint8_t *buf, size_t len, long max_pixels, img_u8 *out) {
+    WebPBitstreamFeatures ft;
+    sp_status st = webp_header(buf, len, &ft);
+    if (st) return st;
+    if (ft.has_animation)
+        return sp_err(SP_ERR_UNSUPPORTED, "webp: animated WebP (%dx%d) is not supported; send a still image",
+                      ft.width, ft.height);
+    if ((st = check_pixels("webp", ft.width, ft.height, max_pixels))) return st;
+    int c = ft.has_alpha ? 4 : 3;
+    if ((st = img_alloc(out, ft.width, ft.height, c)))
+        return sp_err(SP_ERR_NOMEM, "webp: out of memory for %dx%d pixels", ft.width, ft.height);
+    size_t size = (size_t)ft.width * ft.height * c;
+    int stride = ft.width * c; /* at most 16383 * 4 */
+    uint8_t *r = c == 4 ? WebPDecodeRGBAInto(buf, len, out->px, size, stride)
+                        : WebPDecodeRGBInto(buf, len, out->px, size, stride);
+    if (!r) {
+        img_free(out);
+        return sp_err(SP_ERR_FORMAT, "webp: truncated or corrupt image data (%dx%d, %zu bytes)", ft.width, ft.height,
+                      len);
+    }
+    return SP_OK;
+}
+
+/* Lossy at `quality` (1-99), lossless at 100 (the kept pixels bit-exact, as in PNG). Grey is
+ * written as RGB; alpha is kept (losslessly, in both modes). */
+static sp_status webp_encode(const img_u8 *im, int quality, uint8_t **out, size_t *len) {
+    if (quality < 1 || quality > 100) return sp_err(SP_ERR_INVALID, "webp: quality %d is not in 1-100", quality);
+    if (im->w > 16383 || im->h > 16383)
+        return sp_err(SP_ERR_INVALID, "webp: %dx%d is larger than WebP's 16383x16383", im->w, im->h);
+    img_u8 rgb = {0};
+    const img_u8 *src = im;
+    if (im->c == 1) {
+        sp_status st = img_convert(im, 3, &rgb);
+        if (st) return st;
+        src = &rgb;
+    }
+    WebPConfig cfg;
+    WebPPicture pic;
+    WebPMemoryWriter wr;
+    sp_status st = SP_OK;
+    if (!WebPConfigInit(&cfg) || !WebPPictureInit(&pic)) {
+        img_free(&rgb);
+        return sp_err(SP_ERR_BACKEND, "webp: libwebp version mismatch");
+    }
+    WebPMemoryWriterInit(&wr);
+    cfg.quality = (float)quality;
+    cfg.method = 4;
+    if (quality == 100) {
+        cfg.lossless = 1;
+        cfg.quality = 50; /* lossless effort: a middle one, for speed */
+        cfg.method = 1;
+        cfg.exact = 1; /* keep the RGB of fully transparent pixels too */
+    }
+    pic.use_argb = cfg.lossless;
+    pic.width = src->w;
+    pic.height = src->h;
+    pic.writer = WebPMemoryWrite;
+    pic.custom_ptr = &wr;
+    int ok = src->c == 4 ? WebPPictureImportRGBA(&pic, src->px, src->w * 4) : WebPPictureImportRGB(&pic, src->px, src->w * 3);
+    if (!ok) st = sp_err(SP_ERR_NOMEM, "webp: out of memory for %dx%d pixels", src->w, src->h);
+    else if (!WebPEncode(&cfg, &pic))
+        st = pic.error_code == VP8_ENC_ERROR_OUT_OF_MEMORY || pic.error_code == VP8_ENC_ERROR_BITSTREAM_OUT_OF_MEMORY
+                 ? sp_err(SP_ERR_NOMEM, "webp: out of memory while encoding %dx%d", src->w, src->h)
+                 : sp_err(SP_ERR_BACKEND, "webp: encoding failed (libwebp error %d)", (int)pic.error_code);
+    WebPPictureFree(&pic);
+    img_free(&rgb);
+    if (!st) { /* the caller frees with free(): copy out of libwebp's allocator */
+        *out = malloc(wr.size ? wr.size : 1);
+        if (!*out) st = sp_err(SP_ERR_NOMEM, "webp: out of memory for %zu bytes", wr.size);
+        else memcpy(*out, wr.mem, wr.size), *len = wr.size;
+    }
+    WebPMemoryWriterClear(&wr);
+    return st;
+}
+
 /* ---- public decode / encode ---- */
 
 sp_status img_decode(const uint8_t *buf, size_t len, long max_pixels, img_u8 *out, img_format *fmt) {
@@ -706,7 +807,8 @@ sp_status img_decode(const uint8_t *buf, size_t len, long max_pixels, img_u8 *ou
     if (fmt) *fmt = f;
     if (f == IMG_FMT_JPEG) return jpeg_decode(buf, len, max_pixels, out);
     if (f == IMG_FMT_PNG) return png_decode(buf, len, max_pixels, out);
-    return sp_err(SP_ERR_FORMAT, "not a JPEG or PNG image (%zu bytes)", len);
+    if (f == IMG_FMT_WEBP) return webp_decode(buf, len, max_pixels, out);
+    return sp_err(SP_ERR_FORMAT, "not a JPEG, PNG or WebP image (%zu bytes)", len);
 }
 
 sp_status img_load(const char *path, long max_pixels, img_u8 *out) {
@@ -726,13 +828,14 @@ sp_status img_encode(const img_u8 *im, img_format fmt, int quality, uint8_t **ou
     if (!img_valid(im)) return sp_err(SP_ERR_INVALID, "img_encode: invalid image");
     if (fmt == IMG_FMT_JPEG) return jpeg_encode(im, quality, out, len);
     if (fmt == IMG_FMT_PNG) return png_encode(im, out, len);
+    if (fmt == IMG_FMT_WEBP) return webp_encode(im, quality, out, len);
     return sp_err(SP_ERR_INVALID, "img_encode: unknown format %d", (int)fmt);
 }
 
 sp_status img_save(const img_u8 *im, const char *path, int quality) {
     const char *dot = strrchr(path, '.');
     img_format f = dot && !strchr(dot, '/') ? img_format_parse(dot + 1) : IMG_FMT_UNKNOWN;
-    if (f == IMG_FMT_UNKNOWN) return sp_err(SP_ERR_INVALID, "%s: extension is not .png, .jpg or .jpeg", path);
+    if (f == IMG_FMT_UNKNOWN) return sp_err(SP_ERR_INVALID, "%s: extension is not .png, .jpg, .jpeg or .webp", path);
     uint8_t *buf = NULL;
     size_t len = 0;
     sp_status st = img_encode(im, f, quality, &buf, &len);

@@ -1,10 +1,10 @@
-/* img.h: decoding, encoding and resampling of 8-bit images (JPEG through libjpeg-turbo, PNG through libpng). */
+/* img.h: decoding, encoding and resampling of 8-bit images (JPEG through libjpeg-turbo, PNG through libpng, WebP through libwebp). */
 #ifndef IMG_H
 #define IMG_H
 
 #include "common/sp.h"
 
-typedef enum { IMG_FMT_UNKNOWN = 0, IMG_FMT_JPEG, IMG_FMT_PNG } img_format;
+typedef enum { IMG_FMT_UNKNOWN = 0, IMG_FMT_JPEG, IMG_FMT_PNG, IMG_FMT_WEBP } img_format;
 
 /* An 8-bit image, interleaved: px[(y*w + x)*c + ch], c = 1 (grey), 3 (RGB) or 4 (RGBA). */
 typedef struct {
@@ -12,33 +12,39 @@ typedef struct {
     uint8_t *px; /* malloc'ed; owned by the struct, released by img_free */
 } img_u8;
 
-/* Identifies the format from the first bytes; IMG_FMT_UNKNOWN when neither JPEG nor PNG. */
+/* Identifies the format from the first bytes (a WebP: "RIFF", 4 bytes, "WEBP"); IMG_FMT_UNKNOWN when
+ * not a JPEG, PNG or WebP. */
 img_format img_sniff(const uint8_t *buf, size_t len);
 
-/* "jpeg"/"png" and the MIME type ("image/jpeg", "image/png"). */
+/* "jpeg"/"png"/"webp" and the MIME type ("image/jpeg", "image/png", "image/webp"). */
 const char *img_format_name(img_format f);
 const char *img_format_mime(img_format f);
-/* Parses "jpeg", "jpg" or "png"; IMG_FMT_UNKNOWN otherwise. */
+/* Parses "jpeg", "jpg", "png" or "webp" (any case); IMG_FMT_UNKNOWN otherwise. */
 img_format img_format_parse(const char *s);
 
-/* Reads only the header: format, width and height (before EXIF orientation). Fails with
- * SP_ERR_FORMAT on bytes that are not a JPEG or PNG header. */
+/* Reads only the header: format, width and height (before EXIF orientation; a WebP's canvas, also
+ * of an animated one), so that a pixel limit can be checked before any decoding. Fails with
+ * SP_ERR_FORMAT on bytes that are not a JPEG, PNG or WebP header (truncated, corrupt, sizes out
+ * of range). */
 sp_status img_probe(const uint8_t *buf, size_t len, img_format *fmt, int *w, int *h);
 
-/* Decodes a JPEG or PNG held in memory. Applies the EXIF orientation of a JPEG. Keeps an alpha
- * channel (c = 4), gives grey as c = 1 and everything else as c = 3. Refuses, before
+/* Decodes a JPEG, PNG or still WebP held in memory. Applies the EXIF orientation of a JPEG. Keeps
+ * an alpha channel (c = 4), gives grey as c = 1 and everything else as c = 3. Refuses, before
  * allocating, an image of more than `max_pixels` pixels (SP_ERR_LIMIT; 0 = no limit). Truncated
- * or corrupt data is SP_ERR_FORMAT. On success `out` owns new pixels; on failure it is zeroed. */
+ * or corrupt data is SP_ERR_FORMAT; an animated WebP is SP_ERR_UNSUPPORTED (not cut to its first
+ * frame). On success `out` owns new pixels; on failure it is zeroed. */
 sp_status img_decode(const uint8_t *buf, size_t len, long max_pixels, img_u8 *out, img_format *fmt);
 
 /* Reads and decodes a file; errors name the path. */
 sp_status img_load(const char *path, long max_pixels, img_u8 *out);
 
-/* Encodes to JPEG (quality 1-100; alpha dropped) or PNG (quality ignored). `*out` is
+/* Encodes to JPEG (quality 1-100; alpha dropped), PNG (quality ignored) or WebP (lossy at quality
+ * 1-99, lossless at 100 with the RGB of transparent pixels kept, so every pixel is bit-exact as in
+ * PNG; alpha kept losslessly in both; grey written as RGB; at most 16383x16383). `*out` is
  * malloc'ed; the caller frees it. */
 sp_status img_encode(const img_u8 *im, img_format fmt, int quality, uint8_t **out, size_t *len);
 
-/* Encodes and writes to `path`, the format taken from its extension (.png, .jpg, .jpeg). */
+/* Encodes and writes to `path`, the format taken from its extension (.png, .jpg, .jpeg, .webp). */
 sp_status img_save(const img_u8 *im, const char *path, int quality);
 
 /* Allocates a w x h x c image (zeroed). */

@@ -18,6 +18,17 @@ long img_hole_map(const img_u8 *mask, uint8_t *hole) {
     return holes;
 }
 
+long img_hole_map_alpha(const img_u8 *im, uint8_t *hole) {
+    if (im->c != 4) return -1;
+    size_t n = (size_t)im->w * im->h;
+    long holes = 0;
+    for (size_t i = 0; i < n; i++) {
+        hole[i] = im->px[i * 4 + 3] == 0;
+        holes += hole[i];
+    }
+    return holes;
+}
+
 sp_status img_hole_map_scaled(const img_u8 *mask, int w, int h, uint8_t *hole, long *holes) {
     img_u8 r = {0};
     const img_u8 *m = mask;

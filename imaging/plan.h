@@ -28,6 +28,11 @@ typedef struct {
  * 127, else 0. `hole` has mask->w * mask->h bytes. Returns the number of hole pixels. */
 long img_hole_map(const img_u8 *mask, uint8_t *hole);
 
+/* Builds a hole map from an image's own alpha channel, the images/edits convention: 1 where the
+ * alpha is 0 (fully transparent), else 0. `hole` has im->w * im->h bytes. Returns the number of
+ * hole pixels, or -1 (hole untouched) when the image has no alpha channel (c != 4). */
+long img_hole_map_alpha(const img_u8 *im, uint8_t *hole);
+
 /* The hole map of a mask of any size scaled to w x h: the mask is resampled as img_resize_rect
  * does (area averaging when shrinking), then thresholded as img_hole_map does. `hole` has w * h
  * bytes; *holes (when non-NULL) gets the number of hole pixels. */

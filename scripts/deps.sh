@@ -2,7 +2,7 @@
 # deps.sh: installs the Debian packages semipaint builds and tests with, only those missing.
 set -euo pipefail
 pkgs=(build-essential pkg-config libdnnl-dev libfaiss-dev libopenblas-dev libmicrohttpd-dev libcjson-dev
-      libyaml-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libdeflate-dev zlib1g-dev python3-torch python3-numpy curl bc
+      libyaml-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libdeflate-dev zlib1g-dev python3-torch python3-numpy curl bc
       xxd clang-14 libclang-rt-14-dev python3-pil python3-opencv yamllint)
 # tests/it_deploy.sh renders the Kubernetes manifests with `kubectl kustomize`: Debian's kubectl,
 # unless another package already provides the command (they would conflict over /usr/bin/kubectl).

@@ -7,7 +7,7 @@
 
 #include "server/srv_http_int.h"
 
-/* Decodes one uploaded image, mapping failures to 415 (not an image), 413 (too many pixels),
+/* Decodes one uploaded image, mapping failures to 415 (not an image, or an animated WebP), 413 (too many pixels),
  * 400 (corrupt or truncated) and 503 (memory, or server.max_pixels_in_flight: with `count`, its
  * pixels are counted there from before the decoding until the request ends; a mask, which has
  * the image's size and lives only until the hole map is made, is not counted). Returns 0 or the
@@ -17,7 +17,7 @@ int srv_decode_upload(req *r, const srv_blob *b, const char *what, int count, im
     img_format f;
     int w, h;
     if (img_sniff(b->data, b->len) == IMG_FMT_UNKNOWN)
-        return srv_error_set(&r->err, 415, "unsupported_image", "the %s is neither a JPEG nor a PNG", what);
+        return srv_error_set(&r->err, 415, "unsupported_image", "the %s is not a JPEG, PNG or WebP", what);
     if (img_probe(b->data, b->len, &f, &w, &h))
         return srv_error_set(&r->err, 400, "bad_image", "the %s has a corrupt header: %s", what, sp_err_msg());
     if ((long long)w * h > maxpx)
@@ -31,6 +31,7 @@ int srv_decode_upload(req *r, const srv_blob *b, const char *what, int count, im
         r->retry_after = 5;
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to decode the %s", what);
     }
+    if (st == SP_ERR_UNSUPPORTED) return srv_error_set(&r->err, 415, "unsupported_image", "the %s: %s", what, sp_err_msg());
     if (st) return srv_error_set(&r->err, 400, "bad_image", "the %s cannot be decoded: %s", what, sp_err_msg());
     return 0;
 }
@@ -109,7 +110,8 @@ static int finish_build(req *r) {
     int n = r->cr.work.n;
     if (n > 0 && core_request_finish(&r->cr))
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
-    img_format fmt = (img_format)r->args.format;
+    img_format fmt = (img_format)r->args.format; /* format, then Accept, then inpaint.default_format */
+    if (fmt == IMG_FMT_UNKNOWN && !r->want_json) fmt = r->accept_fmt;
     if (fmt == IMG_FMT_UNKNOWN) {
         int df = s->cfg.inpaint.default_format;
         fmt = df == CFG_FORMAT_PNG ? IMG_FMT_PNG : df == CFG_FORMAT_JPEG ? IMG_FMT_JPEG : r->in_fmt;
@@ -235,10 +237,11 @@ static void telea_job(core_job *job, int cancelled) {
 static int prepare(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
-    img_u8 im, mask;
+    img_u8 im, mask = {0};
     img_format mfmt;
+    int from_alpha = r->args.mask_from_alpha;
     if (srv_decode_upload(r, &r->args.image, "image", 1, &im, &r->in_fmt)) return r->err.status;
-    if (srv_decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) {
+    if (!from_alpha && srv_decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) {
         img_free(&im);
         return r->err.status;
     }
@@ -251,12 +254,14 @@ static int prepare(req *r) {
                          : r->args.method == SRV_METHOD_COARSE ? CORE_METHOD_COARSE
                                                                : CORE_METHOD_SIM;
     core_fault fault;
-    sp_status st = core_request_prepare(&r->cr, &s->cfg, s->s, core_engine_k(s->engine), method, &im, &mask, &fault);
+    sp_status st = core_request_prepare(&r->cr, &s->cfg, s->s, core_engine_k(s->engine), method, &im,
+                                        from_alpha ? NULL : &mask, &fault);
     img_free(&mask);
     if (st) {
         img_free(&im);
         if (fault == CORE_FAULT_MASK_SIZE) return srv_error_set(&r->err, 422, "mask_size_mismatch", "%s", sp_err_msg());
         if (fault == CORE_FAULT_EMPTY_MASK) return srv_error_set(&r->err, 422, "empty_mask", "%s", sp_err_msg());
+        if (fault == CORE_FAULT_NO_ALPHA) return srv_error_set(&r->err, 422, "no_alpha", "%s", sp_err_msg());
         r->retry_after = 5;
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare the image");
     }

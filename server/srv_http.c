@@ -216,6 +216,7 @@ static int on_headers(req *r, const char *url, const char *method) {
         return srv_head_error(r, 415, "unsupported_media_type", "no Content-Type: send multipart/form-data or application/json");
     const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
     r->want_json = accept && strstr(accept, "application/json") && !strstr(accept, "image/");
+    r->accept_fmt = (img_format)srv_accept_image_format(accept);
     while (*ct == ' ') ct++;
     if (!strncasecmp(ct, "application/json", 16) && (!ct[16] || ct[16] == ';' || ct[16] == ' ')) {
         r->is_json = 1;

@@ -167,6 +167,7 @@ struct req {
     /* inpaint */
     srv_inpaint_args args;
     img_format in_fmt;
+    img_format accept_fmt; /* the image format the Accept header asks for; UNKNOWN = none */
     core_request cr; /* the image, hole map, crops and executor work (core/request.h) */
     core_work work;  /* an index task */
     double decode_ms, encode_ms;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "imaging/img.h"
 #include "server/srv_multipart.h"
@@ -55,7 +56,7 @@ static int set_method(srv_inpaint_args *a, const char *v, srv_error *err) {
 static int set_format(srv_inpaint_args *a, const char *v, srv_error *err) {
     img_format f = img_format_parse(v);
     if (f == IMG_FMT_UNKNOWN)
-        return srv_error_set(err, 422, "invalid_field", "format '%.64s' is not allowed; allowed: png, jpeg", v);
+        return srv_error_set(err, 422, "invalid_field", "format '%.64s' is not allowed; allowed: png, jpeg, webp", v);
     a->format = f;
     return 0;
 }
@@ -69,20 +70,72 @@ static int set_quality_text(srv_inpaint_args *a, const char *v, srv_error *err) 
     return 0;
 }
 
+/* mask_from_alpha as a form's text: true/false, 1/0, on/off (an HTML checkbox sends "on"). */
+static int set_mask_from_alpha_text(srv_inpaint_args *a, const char *v, srv_error *err) {
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on")) a->mask_from_alpha = 1;
+    else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off")) a->mask_from_alpha = 0;
+    else
+        return srv_error_set(err, 422, "invalid_field",
+                             "mask_from_alpha '%.64s' is not allowed; allowed: true, false (1, 0, on, off)", v);
+    return 0;
+}
+
 static int check_inpaint(const srv_inpaint_args *a, srv_error *err) {
+    int has_mask = a->mask.data || a->mask.len;
     if (!a->image.data && !a->image.len)
         return srv_error_set(err, 422, "missing_field", "the request has no 'image' field");
-    if (!a->mask.data && !a->mask.len)
-        return srv_error_set(err, 422, "missing_field", "the request has no 'mask' field");
+    if (a->mask_from_alpha && has_mask)
+        return srv_error_set(err, 422, "conflicting_fields",
+                             "'mask' and mask_from_alpha=true are exclusive: send a mask, or take it from the alpha");
+    if (!a->mask_from_alpha && !has_mask)
+        return srv_error_set(err, 422, "missing_field",
+                             "the request has no 'mask' field (or mask_from_alpha=true to take it from the image's alpha)");
     if (a->image.len == 0) return srv_error_set(err, 400, "empty_image", "the 'image' field is empty");
-    if (a->mask.len == 0) return srv_error_set(err, 400, "empty_mask_file", "the 'mask' field is empty");
+    if (has_mask && a->mask.len == 0) return srv_error_set(err, 400, "empty_mask_file", "the 'mask' field is empty");
     return 0;
+}
+
+/* ---- Accept ---- */
+
+int srv_accept_image_format(const char *accept) {
+    if (!accept) return IMG_FMT_UNKNOWN;
+    const char *p = accept;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        const char *t = p;
+        while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t') p++;
+        size_t tl = (size_t)(p - t);
+        int zero_q = 0; /* a parameter q=0 (0, 0.0, 0.000): "not acceptable" */
+        while (*p && *p != ',') {
+            if (*p == ';') {
+                p++;
+                while (*p == ' ' || *p == '\t') p++;
+                if ((p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+                    const char *v = p + 2;
+                    if (*v == '0') {
+                        v++;
+                        if (*v == '.') v++;
+                        while (*v == '0') v++;
+                        zero_q = !*v || *v == ',' || *v == ';' || *v == ' ' || *v == '\t';
+                    }
+                }
+                continue;
+            }
+            p++;
+        }
+        if (zero_q) continue;
+        if (tl == 10 && !strncasecmp(t, "image/webp", 10)) return IMG_FMT_WEBP;
+        if (tl == 9 && !strncasecmp(t, "image/png", 9)) return IMG_FMT_PNG;
+        if ((tl == 10 && !strncasecmp(t, "image/jpeg", 10)) || (tl == 9 && !strncasecmp(t, "image/jpg", 9)))
+            return IMG_FMT_JPEG;
+    }
+    return IMG_FMT_UNKNOWN;
 }
 
 /* ---- multipart ---- */
 
-enum { F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_COUNT };
-static const char *const inpaint_fields[F_COUNT] = {"image", "mask", "method", "format", "quality"};
+enum { F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_MASK_FROM_ALPHA, F_COUNT };
+static const char *const inpaint_fields[F_COUNT] = {"image", "mask", "method", "format", "quality", "mask_from_alpha"};
 
 struct srv_form {
     srv_form_kind kind;
@@ -130,7 +183,8 @@ static sp_status on_begin(void *ctx, const char *name, const char *filename, con
         if (!strcmp(name, inpaint_fields[i])) f->field = i;
     if (f->field < 0)
         return form_fail(f, 422, "unknown_field",
-                         "unknown field '%.64s'; allowed: image, mask, method, format, quality", name);
+                         "unknown field '%.64s'; allowed: image, mask, method, format, quality, mask_from_alpha",
+                         name);
     if (f->seen[f->field]++) return form_fail(f, 422, "repeated_field", "field '%.64s' given twice", name);
     if (f->field == F_IMAGE || f->field == F_MASK) {
         f->blob = f->field == F_IMAGE ? &f->ia.image : &f->ia.mask;
@@ -178,6 +232,7 @@ static sp_status on_end(void *ctx) {
     if (f->field == F_METHOD) r = set_method(&f->ia, f->text, &f->err);
     else if (f->field == F_FORMAT) r = set_format(&f->ia, f->text, &f->err);
     else if (f->field == F_QUALITY) r = set_quality_text(&f->ia, f->text, &f->err);
+    else if (f->field == F_MASK_FROM_ALPHA) r = set_mask_from_alpha_text(&f->ia, f->text, &f->err);
     if (r) {
         f->failed = 1;
         return sp_err(SP_ERR_INVALID, "%s", f->err.message);
@@ -360,7 +415,7 @@ char *srv_b64_encode(const uint8_t *d, size_t n, size_t *outlen) {
  * fields of a body that passed. */
 
 /* The kinds of value a member may hold. */
-enum { JV_STRING = 1, JV_NUMBER, JV_STRINGS };
+enum { JV_STRING = 1, JV_NUMBER, JV_STRINGS, JV_BOOL };
 
 /* A member a body may hold, and its limits. */
 typedef struct {
@@ -384,7 +439,7 @@ typedef struct {
 /* What the scan found for one field. */
 typedef struct {
     int present;
-    json_span v;      /* JV_STRING, JV_NUMBER */
+    json_span v;      /* JV_STRING, JV_NUMBER, JV_BOOL (the literal) */
     json_span *items; /* JV_STRINGS: room for max_items spans, given by the caller */
     int n;
 } json_member;
@@ -399,6 +454,7 @@ static const json_field inpaint_json[] = {
     {"method", JV_STRING, TEXT_FIELD_MAX, 0, 0, NULL, "a string", NULL},
     {"format", JV_STRING, TEXT_FIELD_MAX, 0, 0, NULL, "a string", NULL},
     {"quality", JV_NUMBER, JSON_NUMBER_MAX, 0, 0, NULL, "an integer 1..100", NULL},
+    {"mask_from_alpha", JV_BOOL, 0, 0, 0, NULL, "true or false", NULL},
 };
 static const json_field index_json[] = {
     {"images", JV_STRINGS, 0, SRV_INDEX_MAX_IMAGES, 413, "too_many_images", "a non-empty array of base64 strings",
@@ -772,6 +828,18 @@ static int json_scan(const uint8_t *body, size_t len, const json_field *fields, 
                         shape_fault(&s, 422, "invalid_field", "field '%s' must be %s", f->name, f->what);
                     r = skip_value(&s, 1);
                 }
+            } else if (f->kind == JV_BOOL) {
+                const char *q = s.p;
+                int t = s.end - s.p >= 4 && !memcmp(s.p, "true", 4);
+                int fl = !t && s.end - s.p >= 5 && !memcmp(s.p, "false", 5);
+                if (t || fl) {
+                    s.p += t ? 4 : 5;
+                    m[fi].v = (json_span){q, (size_t)(s.p - q), 0};
+                } else {
+                    if (s.p < s.end && value_start(*s.p))
+                        shape_fault(&s, 422, "invalid_field", "field '%s' must be %s", f->name, f->what);
+                    r = skip_value(&s, 1);
+                }
             } else if (s.p >= s.end || *s.p != '[') { /* JV_STRINGS */
                 if (s.p < s.end && value_start(*s.p))
                     shape_fault(&s, 422, "invalid_field", "'%s' must be %s", f->name, f->what);
@@ -871,9 +939,15 @@ int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *ou
     json_member m[N_INPAINT_JSON];
     int r = json_scan(body, len, inpaint_json, N_INPAINT_JSON, m, err);
     if (r) return r;
-    if (!m[F_IMAGE].present || !m[F_MASK].present)
-        return srv_error_set(err, 422, "missing_field", "the request has no '%s' field",
-                             !m[F_IMAGE].present ? "image" : "mask");
+    if (!m[F_IMAGE].present) return srv_error_set(err, 422, "missing_field", "the request has no 'image' field");
+    int from_alpha = m[F_MASK_FROM_ALPHA].present && m[F_MASK_FROM_ALPHA].v.raw[0] == 't';
+    if (from_alpha && m[F_MASK].present)
+        return srv_error_set(err, 422, "conflicting_fields",
+                             "'mask' and mask_from_alpha=true are exclusive: send a mask, or take it from the alpha");
+    if (!from_alpha && !m[F_MASK].present)
+        return srv_error_set(err, 422, "missing_field",
+                             "the request has no 'mask' field (or mask_from_alpha=true to take it from the image's alpha)");
+    out->mask_from_alpha = from_alpha;
     char text[TEXT_FIELD_MAX + 1];
     if (m[F_METHOD].present && !(r = text_span(&m[F_METHOD].v, "method", text, sizeof text, err)))
         r = set_method(out, text, err);
@@ -890,7 +964,7 @@ int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *ou
         else out->quality = (int)q;
     }
     if (!r) r = decode_span(&m[F_IMAGE].v, "image", &out->image, err);
-    if (!r) r = decode_span(&m[F_MASK].v, "mask", &out->mask, err);
+    if (!r && m[F_MASK].present) r = decode_span(&m[F_MASK].v, "mask", &out->mask, err);
     if (!r) r = check_inpaint(out, err);
     if (r) srv_inpaint_args_free(out);
     return r;

@@ -31,6 +31,7 @@ typedef struct {
     srv_method method; /* default SIM */
     int format;        /* img_format; IMG_FMT_UNKNOWN (0) = not given */
     int quality;       /* 1-100; 0 = not given */
+    int mask_from_alpha; /* 1: no mask; the image's alpha is the mask (alpha 0 = hole) */
 } srv_inpaint_args;
 /* Releases the blobs and zeroes the struct; safe on a zeroed struct. */
 void srv_inpaint_args_free(srv_inpaint_args *a);
@@ -60,11 +61,14 @@ int srv_form_finish_index(srv_form *f, srv_index_args *out, srv_error *err);
 /* Frees the form and any fields it still holds; NULL is a no-op. */
 void srv_form_free(srv_form *f);
 
-/* Parses a JSON inpainting body {"image", "mask", "method", "format", "quality"}: image and mask
- * as base64 or data URLs. One linear pass over the raw bytes, allocating nothing, checks the
+/* Parses a JSON inpainting body {"image", "mask", "method", "format", "quality",
+ * "mask_from_alpha"}: image and mask as base64 or data URLs, mask_from_alpha a boolean (true: no
+ * mask, the image's alpha is the mask; with a mask too, 422 conflicting_fields; without either,
+ * 422 missing_field). One linear pass over the raw bytes, allocating nothing, checks the
  * syntax of the whole body (at most 64 levels of nesting) and its shape before anything is
  * decoded: the root must be one object (only whitespace after it) whose members are among those
- * five, each at most once; image, mask, method and format strings, quality a number; method and
+ * six, each at most once; image, mask, method and format strings, quality a number,
+ * mask_from_alpha true or false; method and
  * format at most 64 bytes once unescaped, quality at most 32 characters; image and mask are
  * bounded only by the body. A syntax error wins over a shape fault; of shape faults the first in
  * the body is reported. 400 empty_body, malformed_json (syntax, too deep, or a root that is not an
@@ -81,6 +85,11 @@ int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *ou
  * without NUL (422 invalid_field). Other statuses as srv_parse_inpaint_json, with 422
  * missing_field for a missing or empty images array and 400 empty_image for an empty image. */
 int srv_parse_index_json(const uint8_t *body, size_t len, srv_index_args *out, srv_error *err);
+
+/* The image format an Accept header asks for: the first of image/webp, image/png, image/jpeg
+ * (image/jpg) in the header's order, skipping ranges with q=0 (other q values and wildcards are not
+ * weighed); IMG_FMT_UNKNOWN (0) when it names none of them or is NULL. Returns an img_format. */
+int srv_accept_image_format(const char *accept);
 
 /* Decodes standard or URL-safe base64 (padding optional, ASCII whitespace ignored), or a
  * `data:[type];base64,` URL, into a malloc'ed buffer. SP_ERR_FORMAT on any other byte, a

@@ -24,7 +24,7 @@ common=(common/sp.c)
 build() { # name sources...
   local name=$1; shift
   if [ ! -x "$out/$name" ] || [ -n "$(find tests/fuzz/"$name".c "$@" common/sp.c -newer "$out/$name" 2>/dev/null)" ]; then
-    "$CLANG" "${flags[@]}" tests/fuzz/"$name".c "$@" "${common[@]}" -lcjson -lturbojpeg -lpng -ldeflate -lz -lm -o "$out/$name"
+    "$CLANG" "${flags[@]}" tests/fuzz/"$name".c "$@" "${common[@]}" -lcjson -lturbojpeg -lpng -lwebp -ldeflate -lz -lm -o "$out/$name"
   fi
 }
 build fuzz_multipart server/srv_multipart.c server/srv_request.c imaging/img.c
@@ -38,9 +38,12 @@ seed() { # corpus file, content on stdin
   cat > "$out/corpus-$1/$2"
 }
 printf '\x05--B0und'"'"'ry\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\r\n--B0und\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name="mask"\r\n\r\nM\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name=method\r\n\r\ncoarse\r\n--B0und'"'"'ry--\r\n' | seed multipart two-files
+printf '\x05--B0und'"'"'ry\r\nContent-Disposition: form-data; name="image"; filename="a.webp"\r\n\r\nRIFF\x00\x00\x00\x00WEBPVP8L\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name="mask_from_alpha"\r\n\r\ntrue\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name=format\r\n\r\nwebp\r\n--B0und'"'"'ry--\r\n' | seed multipart mask-from-alpha
 printf '\x01preamble\r\n--B0und'"'"'ry \t\r\ncontent-disposition: form-data; name="image"; filename="x.jpg"\r\nContent-Transfer-Encoding: binary\r\n\r\n\xff\xd8\xff\r\n--B0und'"'"'ry--' | seed multipart padding
 printf '{"image":"iVBORw0KGgo=","mask":"data:image/png;base64,iVBORw0KGgo=","method":"sim","format":"png","quality":90}' | seed json inpaint
 printf '{"images":["/9j/4AAQ","iVBORw0KGgo="],"names":["a.jpg","b.png"]}' | seed json index
+printf '{"image":"UklGRgAAAABXRUJQ","mask_from_alpha":true,"format":"webp","quality":100}' | seed json mask-from-alpha
+printf '{"image":"UklGRgAAAABXRUJQ","mask":"QQ==","mask_from_alpha":false}' | seed json mask-from-alpha-false
 # the pathological shapes of issue 15 (small versions): many keys, deep nesting, long arrays, escapes
 awk 'BEGIN { printf "{"; for (i = 0; i < 2000; i++) printf "%s\"k%d\":0", (i ? "," : ""), i; printf "}" }' | seed json many-keys
 awk 'BEGIN { for (i = 0; i < 5000; i++) printf "[" }' | seed json deep-open
@@ -66,6 +69,12 @@ echo 'iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAYAAACddGYaAAAAE0lEQVR4nGNkZGJmYYACJgYkAA
 # one-pass decoder of imaging/img.c takes both
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAIAAAACDbGyAAAALUlEQVR4nAFQAK//AAAFCiUqL0pPVG90eZSZngELEBUwNTpVWl96f4SfpKkCFhsgO0Ae/nKbAAAALklEQVRFYGVqhYqPqq+0AyEmK0ZLUGtwdZCVmrW6vwQsMTZRVlt2e4CboKXAxcr4MR2iJCLKtgAAAABJRU5ErkJggg==' | base64 -d | seed probe rgb-5x5-filters-2idat.png
 echo 'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAHElEQVR4nGNhUPXKZ+Y2CK1iErNOaGVUdMueAAAmegSL1xciDwAAAABJRU5ErkJggg==' | base64 -d | seed probe grey-4x4.png
+# WebP (made with PIL): lossless RGBA (VP8L), lossy RGB (VP8), lossy with an ALPH chunk (VP8X), and
+# a two-frame animation (ANIM/ANMF), which the decoder refuses
+echo 'UklGRkAAAABXRUJQVlA4TDMAAAAvAkAAECcgICFkq/8T7BCQEPJ/mFfIBCw2IunfzCEgITyX5QKAWcu/miCQtMXb/oj+h+sA' | base64 -d | seed probe lossless-3x2-rgba.webp
+echo 'UklGRjAAAABXRUJQVlA4ICQAAABQAQCdASoEAAQAAsBMJQBOgCgAAP7wm0LpP1QIA4NkimuwAAA=' | base64 -d | seed probe lossy-4x4.webp
+echo 'UklGRlQAAABXRUJQVlA4WAoAAAAQAAAAAwAAAwAAQUxQSAoAAAABB1CyiAhERP8DVlA4ICQAAABQAQCdASoEAAQAAsBMJQBOgCgAAP7wm0LpP1QIA4NkimuwAAA=' | base64 -d | seed probe lossy-alpha-4x4.webp
+echo 'UklGRsQAAABXRUJQVlA4WAoAAAACAAAAAQAAAQAAQU5JTQYAAAAAAAAAAABBTk1GSgAAAAAAAAAAAAEAAAEAAAoAAAJWUDggMgAAADABAJ0BKgIAAgABQCYloAADcAD+8ut///mwP/bz/wR6Af//0uD//pcH//S4P/SkAAAAQU5NRkYAAAAAAAAAAAABAAABAAAKAAAAVlA4IC4AAAA0AQCdASoCAAIAAAAmJaAAA3AA/vtV4///S4P/+lwf/9Lg/9Lg//rV5Vesq6AA' | base64 -d | seed probe animated-2x2.webp
 
 status=0
 for h in fuzz_multipart:multipart fuzz_json:json fuzz_probe:probe fuzz_st:st; do

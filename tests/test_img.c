@@ -1,4 +1,4 @@
-/* test_img.c: image decode/encode/resize tests: round trips, EXIF orientations, PNG variants (the one-pass path and libpng), corrupt input, limits. */
+/* test_img.c: image decode/encode/resize tests: round trips (JPEG, PNG, WebP), EXIF orientations, PNG variants (the one-pass path and libpng), corrupt input, limits, hole maps. */
 #include <dirent.h>
 #include <math.h>
 #include <stdint.h>
@@ -765,8 +765,137 @@ static void test_hole_map_scaled(void) {
     CHECK(img_hole_map_scaled(&c4, 0, 2, hole, &n) == SP_ERR_INVALID);
 }
 
+/* A hand-made WebP RIFF holding one chunk `fourcc` with `payload` (padded to even). */
+static bytes webp_riff(const char *fourcc, const uint8_t *payload, uint32_t n) {
+    bytes o = {0};
+    uint32_t padded = n + (n & 1), riff = 4 + 8 + padded;
+    uint8_t le[4];
+    put(&o, "RIFF", 4);
+    for (int i = 0; i < 4; i++) le[i] = (uint8_t)(riff >> (8 * i));
+    put(&o, le, 4);
+    put(&o, "WEBP", 4);
+    put(&o, fourcc, 4);
+    for (int i = 0; i < 4; i++) le[i] = (uint8_t)(n >> (8 * i));
+    put(&o, le, 4);
+    put(&o, payload, n);
+    if (n & 1) put(&o, "", 1);
+    return o;
+}
+
+static void test_webp(void) {
+    CHECK(img_format_parse("webp") == IMG_FMT_WEBP && img_format_parse("WebP") == IMG_FMT_WEBP);
+    CHECK(!strcmp(img_format_mime(IMG_FMT_WEBP), "image/webp") && !strcmp(img_format_name(IMG_FMT_WEBP), "webp"));
+    CHECK(img_sniff((const uint8_t *)"RIFF\0\0\0\0WEBP", 12) == IMG_FMT_WEBP);
+    CHECK(img_sniff((const uint8_t *)"RIFF\0\0\0\0WAVE", 12) == IMG_FMT_UNKNOWN);
+    CHECK(img_sniff((const uint8_t *)"RIFF\0\0\0\0WEB", 11) == IMG_FMT_UNKNOWN);
+
+    /* Lossless (quality 100): bit-exact for RGB and RGBA, the RGB of transparent pixels included;
+     * grey comes back as RGB. */
+    for (int c = 1; c <= 4; c++) {
+        if (c == 2) continue;
+        img_u8 a = {0}, b = {0}, want = {0};
+        CHECK(img_alloc(&a, 37, 23, c) == SP_OK);
+        fill_pattern(&a, 7u + (unsigned)c);
+        if (c == 4)
+            for (int i = 0; i < 37 * 23; i += 5) a.px[i * 4 + 3] = 0; /* transparent pixels with colour */
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        CHECK(img_encode(&a, IMG_FMT_WEBP, 100, &buf, &len) == SP_OK);
+        CHECK(img_sniff(buf, len) == IMG_FMT_WEBP);
+        img_format f = IMG_FMT_UNKNOWN;
+        int w = 0, h = 0;
+        CHECK(img_probe(buf, len, &f, &w, &h) == SP_OK && f == IMG_FMT_WEBP && w == 37 && h == 23);
+        CHECK(img_decode(buf, len, 0, &b, &f) == SP_OK && f == IMG_FMT_WEBP);
+        CHECK(img_convert(&a, c == 1 ? 3 : c, &want) == SP_OK);
+        CHECKF(img_equal(&want, &b), "lossless WebP round trip of c=%d is not bit-exact", c);
+        img_free(&b);
+        /* the pixel limit is checked from the header, before decoding */
+        CHECK(img_decode(buf, len, 37 * 23 - 1, &b, NULL) == SP_ERR_LIMIT && b.px == NULL);
+        /* truncated data: the header still probes, the decode fails cleanly */
+        CHECK(img_probe(buf, len / 2, &f, &w, &h) == SP_OK && w == 37);
+        CHECKF(img_decode(buf, len / 2, 0, &b, NULL) == SP_ERR_FORMAT, "truncated: %s", sp_err_msg());
+        CHECK(b.px == NULL);
+        CHECK(img_probe(buf, 20, &f, &w, &h) == SP_ERR_FORMAT && f == IMG_FMT_UNKNOWN && w == 0);
+        CHECK(img_decode(buf, 20, 0, &b, NULL) == SP_ERR_FORMAT);
+        buf[12] = 'X'; /* VP8L -> XP8L: no image chunk */
+        CHECK(img_probe(buf, len, &f, &w, &h) == SP_ERR_FORMAT);
+        CHECK(img_decode(buf, len, 0, &b, NULL) == SP_ERR_FORMAT && b.px == NULL);
+        free(buf);
+        img_free(&a);
+        img_free(&want);
+    }
+
+    /* Lossy: within a tolerance on a smooth image; alpha kept exactly. */
+    img_u8 a = {0}, b = {0};
+    CHECK(img_alloc(&a, 64, 48, 4) == SP_OK);
+    fill_smooth(&a);
+    for (int i = 0; i < 64 * 48; i++) a.px[i * 4 + 3] = (uint8_t)(i % 3 ? 255 : 0);
+    uint8_t *buf = NULL;
+    size_t len = 0, lossless_len = 0;
+    CHECK(img_encode(&a, IMG_FMT_WEBP, 90, &buf, &len) == SP_OK);
+    CHECK(img_decode(buf, len, 0, &b, NULL) == SP_OK && b.c == 4 && b.w == 64 && b.h == 48);
+    double err = 0;
+    int alpha_ok = 1;
+    for (int i = 0; i < 64 * 48; i++) {
+        alpha_ok &= b.px[i * 4 + 3] == a.px[i * 4 + 3];
+        if (a.px[i * 4 + 3])
+            for (int k = 0; k < 3; k++) err += abs((int)a.px[i * 4 + k] - (int)b.px[i * 4 + k]);
+    }
+    err /= 64.0 * 48 * 2 / 3 * 3;
+    CHECKF(err < 4.0, "lossy WebP mean error %.2f", err);
+    CHECK(alpha_ok);
+    free(buf);
+    img_free(&b);
+    CHECK(img_encode(&a, IMG_FMT_WEBP, 100, &buf, &lossless_len) == SP_OK);
+    free(buf);
+    CHECKF(len < lossless_len, "lossy %zu bytes, lossless %zu", len, lossless_len);
+    CHECK(img_encode(&a, IMG_FMT_WEBP, 0, &buf, &len) == SP_ERR_INVALID);
+    img_free(&a);
+    CHECK(img_alloc(&a, 16384, 1, 3) == SP_OK);
+    CHECK(img_encode(&a, IMG_FMT_WEBP, 90, &buf, &len) == SP_ERR_INVALID && buf == NULL);
+    img_free(&a);
+
+    /* A hand-made VP8L header of 16384x16384 (WebP's largest): probed, and refused over the
+     * limit before anything is allocated or decoded. */
+    uint8_t vp8l[13] = {0x2f, 0xff, 0xff, 0xff, 0x0f}; /* width-1, height-1 = 16383 (14 bits each) */
+    bytes o = webp_riff("VP8L", vp8l, sizeof vp8l);
+    int w = 0, h = 0;
+    img_format f;
+    CHECK(img_probe(o.b, o.n, &f, &w, &h) == SP_OK && f == IMG_FMT_WEBP && w == 16384 && h == 16384);
+    double t0 = sp_now();
+    sp_status st = img_decode(o.b, o.n, 50L * 1000 * 1000, &b, NULL);
+    CHECKF(st == SP_ERR_LIMIT && sp_now() - t0 < 0.05, "16384^2 WebP: %s", sp_status_name(st));
+    CHECK(img_decode(o.b, o.n, 0, &b, NULL) == SP_ERR_FORMAT && b.px == NULL); /* no data behind it */
+    o.b[12 + 8] = 0x2e; /* a bad VP8L signature */
+    CHECK(img_probe(o.b, o.n, &f, &w, &h) == SP_ERR_FORMAT);
+    free(o.b);
+
+    /* An animated WebP (VP8X with the animation flag, 8x8 canvas) is refused, not cut to a frame. */
+    uint8_t vp8x[10] = {0x02, 0, 0, 0, 7, 0, 0, 7, 0, 0};
+    o = webp_riff("VP8X", vp8x, sizeof vp8x);
+    CHECK(img_probe(o.b, o.n, &f, &w, &h) == SP_OK && w == 8 && h == 8);
+    st = img_decode(o.b, o.n, 0, &b, NULL);
+    CHECKF(st == SP_ERR_UNSUPPORTED && strstr(sp_err_msg(), "animated"), "animated: %s %s", sp_status_name(st),
+           sp_err_msg());
+    free(o.b);
+}
+
+static void test_hole_map_alpha(void) {
+    uint8_t rgba[12] = {1, 2, 3, 0, 4, 5, 6, 1, 7, 8, 9, 255};
+    img_u8 im = {3, 1, 4, rgba};
+    uint8_t hole[3] = {9, 9, 9};
+    CHECK(img_hole_map_alpha(&im, hole) == 1 && hole[0] == 1 && hole[1] == 0 && hole[2] == 0);
+    img_u8 rgb = {1, 1, 3, rgba};
+    hole[0] = 9;
+    CHECK(img_hole_map_alpha(&rgb, hole) == -1 && hole[0] == 9);
+    rgba[3] = 255;
+    CHECK(img_hole_map_alpha(&im, hole) == 0);
+}
+
 int main(void) {
     test_hole_map_scaled();
+    test_hole_map_alpha();
+    test_webp();
     test_names();
     test_png_roundtrip();
     test_jpeg_roundtrip();

@@ -540,7 +540,81 @@ static void test_base64(void) {
     CHECK(srv_b64_decode("data:,abc", 9, &d, &dl) == SP_ERR_FORMAT);
 }
 
+/* Issue 18: format=webp, mask_from_alpha (multipart text, JSON boolean) and its conflicts, Accept. */
+static void test_webp_alpha(void) {
+    srv_inpaint_args a;
+    srv_error e;
+    const char *n1[] = {"image", "mask_from_alpha", "format", "quality"};
+    const char *v1[] = {"IMG", "true", "webp", "100"};
+    CHECKF(form_parse(n1, v1, 4, &a, &e) == 0, "%s", e.message);
+    CHECK(a.mask_from_alpha == 1 && !a.mask.data && a.mask.len == 0 && a.format == IMG_FMT_WEBP && a.quality == 100);
+    srv_inpaint_args_free(&a);
+    struct {
+        const char *names[3], *values[3];
+        int n, status, from_alpha;
+        const char *code;
+    } cases[] = {
+        {{"image", "mask_from_alpha"}, {"I", "1"}, 2, 0, 1, ""},
+        {{"image", "mask_from_alpha"}, {"I", "on"}, 2, 0, 1, ""},
+        {{"image", "mask", "mask_from_alpha"}, {"I", "M", "false"}, 3, 0, 0, ""},
+        {{"image", "mask", "mask_from_alpha"}, {"I", "M", "0"}, 3, 0, 0, ""},
+        {{"image", "mask_from_alpha", "mask"}, {"I", "true", "M"}, 3, 422, 0, "conflicting_fields"},
+        {{"image", "mask_from_alpha"}, {"I", "false"}, 2, 422, 0, "missing_field"},
+        {{"image", "mask_from_alpha"}, {"I", "yes"}, 2, 422, 0, "invalid_field"},
+        {{"image", "mask_from_alpha", "mask_from_alpha"}, {"I", "1", "1"}, 3, 422, 0, "repeated_field"},
+        {{"image", "mask_from_alpha"}, {"", "true"}, 2, 400, 0, "empty_image"},
+        {{"image", "mask", "format"}, {"I", "M", "WEBP"}, 3, 0, 0, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int r = form_parse(cases[i].names, cases[i].values, cases[i].n, &a, &e);
+        CHECKF(r == cases[i].status && (r ? !strcmp(e.code, cases[i].code) : a.mask_from_alpha == cases[i].from_alpha),
+               "form case %zu: %d %s (%s)", i, r, r ? e.code : "", r ? e.message : "");
+        if (!r) srv_inpaint_args_free(&a);
+    }
+    struct {
+        const char *body;
+        int status, from_alpha;
+        const char *code;
+    } jcases[] = {
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":true,\"format\":\"webp\"}", 0, 1, ""},
+        {"{\"mask_from_alpha\" : true , \"image\":\"SU1H\"}", 0, 1, ""},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"mask_from_alpha\":false}", 0, 0, ""},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"mask_from_alpha\":true}", 422, 0, "conflicting_fields"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":false}", 422, 0, "missing_field"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":\"true\"}", 422, 0, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":1}", 422, 0, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":null}", 422, 0, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":true,\"mask_from_alpha\":true}", 422, 0, "repeated_field"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":tru}", 400, 0, "malformed_json"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":truex}", 400, 0, "malformed_json"},
+        {"{\"image\":\"SU1H\",\"mask_from_alpha\":t", 400, 0, "malformed_json"},
+        {"{\"image\":\"\",\"mask_from_alpha\":true}", 400, 0, "empty_image"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"format\":\"webp\"}", 0, 0, ""},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"format\":\"gif\"}", 422, 0, "invalid_field"},
+    };
+    for (size_t i = 0; i < sizeof jcases / sizeof jcases[0]; i++) {
+        int r = srv_parse_inpaint_json((const uint8_t *)jcases[i].body, strlen(jcases[i].body), &a, &e);
+        CHECKF(r == jcases[i].status && (r ? !strcmp(e.code, jcases[i].code) : a.mask_from_alpha == jcases[i].from_alpha),
+               "json case %zu: %d %s (%s)", i, r, r ? e.code : "", r ? e.message : "");
+        if (!r) srv_inpaint_args_free(&a);
+        else CHECK(!a.image.data && !a.mask.data && !a.mask_from_alpha);
+    }
+    /* Accept: the first supported image type in the header's order; q=0 is "not this one" */
+    CHECK(srv_accept_image_format(NULL) == IMG_FMT_UNKNOWN);
+    CHECK(srv_accept_image_format("*/*") == IMG_FMT_UNKNOWN);
+    CHECK(srv_accept_image_format("image/webp") == IMG_FMT_WEBP);
+    CHECK(srv_accept_image_format("image/avif,image/webp,image/png,*/*;q=0.8") == IMG_FMT_WEBP);
+    CHECK(srv_accept_image_format("text/html, image/png;q=0.9, image/webp") == IMG_FMT_PNG);
+    CHECK(srv_accept_image_format("image/webp;q=0, image/jpeg") == IMG_FMT_JPEG);
+    CHECK(srv_accept_image_format("image/webp; q=0.0 ,Image/PNG") == IMG_FMT_PNG);
+    CHECK(srv_accept_image_format("image/webp;q=0.5") == IMG_FMT_WEBP);
+    CHECK(srv_accept_image_format("image/webpx, image/pngx, image/jpg") == IMG_FMT_JPEG);
+    CHECK(srv_accept_image_format("application/json") == IMG_FMT_UNKNOWN);
+    CHECK(srv_accept_image_format(";;,,, ;q=0") == IMG_FMT_UNKNOWN);
+}
+
 int main(void) {
+    test_webp_alpha();
     test_multipart();
     test_forms();
     test_json();

@@ -10,7 +10,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     srv_inpaint_args a;
     int r = srv_parse_inpaint_json(data, size, &a, &e);
     if (r == 0) {
-        if (!a.image.data || !a.mask.data || !a.image.len || !a.mask.len) abort();
+        /* a mask, or (exclusively) mask_from_alpha */
+        if (!a.image.data || !a.image.len || (a.mask_from_alpha ? a.mask.data || a.mask.len : !a.mask.data || !a.mask.len))
+            abort();
         if ((int)a.method < SRV_METHOD_SIM || a.method > SRV_METHOD_TELEA || a.quality < 0 || a.quality > 100) abort();
         srv_inpaint_args_free(&a);
     } else if (r < 400 || r > 599 || r != e.status || !e.code) {
