@@ -90,7 +90,7 @@ static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_p
     core_fault fault;
     int iw = im.w, ih = im.h;
     char why[512];
-    if ((st = core_request_prepare(&r, &c->cfg, c->s, c->k, m, &im, mask_path ? &mask : NULL, &fault))) {
+    if ((st = core_request_prepare(&r, &c->cfg, c->s, c->k, m, &im, mask_path ? &mask : NULL, CORE_MASK_LUMA, &fault))) {
         snprintf(why, sizeof why, "%s", sp_err_msg()); /* sp_err writes the buffer sp_err_msg reads */
         if (fault == CORE_FAULT_MASK_SIZE)
             sp_err(st, "%s is %dx%d but its image %s is %dx%d", mask_path, mask.w, mask.h, img_path, iw, ih);

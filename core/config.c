@@ -26,7 +26,7 @@ typedef struct {
 } cfg_entry;
 
 static const char *const strategies[] = {"crop", "resize", NULL};
-static const char *const formats[] = {"input", "png", "jpeg", NULL};
+static const char *const formats[] = {"input", "png", "jpeg", "webp", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
 

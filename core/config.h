@@ -10,7 +10,7 @@
 /* inpaint.strategy */
 typedef enum { CFG_STRATEGY_CROP = 0, CFG_STRATEGY_RESIZE } cfg_strategy;
 /* inpaint.default_format: the answer's format when a request does not name one */
-typedef enum { CFG_FORMAT_INPUT = 0, CFG_FORMAT_PNG, CFG_FORMAT_JPEG } cfg_format;
+typedef enum { CFG_FORMAT_INPUT = 0, CFG_FORMAT_PNG, CFG_FORMAT_JPEG, CFG_FORMAT_WEBP } cfg_format;
 /* model.device and model.precision use the order of nn_device and nn_precision (nn.h). */
 typedef enum { CFG_DEVICE_AUTO = 0, CFG_DEVICE_CPU, CFG_DEVICE_CUDA } cfg_device;
 typedef enum { CFG_PREC_FP32 = 0, CFG_PREC_TF32, CFG_PREC_FP16 } cfg_precision;

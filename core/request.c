@@ -15,7 +15,7 @@ long core_request_budget(const cfg_config *cfg, int s) {
 }
 
 sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
-                               img_u8 *image, const img_u8 *mask, core_fault *fault) {
+                               img_u8 *image, const img_u8 *mask, core_mask_kind kind, core_fault *fault) {
     memset(r, 0, sizeof *r);
     *fault = CORE_FAULT_NONE;
     r->method = method;
@@ -41,6 +41,17 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
                       mask->h, r->im.w, r->im.h);
     } else if (!(r->hole = malloc((size_t)r->im.w * r->im.h))) {
         return sp_err(SP_ERR_NOMEM, "no memory for the hole map");
+    } else if (kind == CORE_MASK_ALPHA) {
+        if (mask->c != 4) {
+            *fault = CORE_FAULT_MASK_NO_ALPHA;
+            return sp_err(SP_ERR_INVALID, "the mask has no alpha channel (%s): its transparent pixels, alpha 0, mark the hole",
+                          mask->c == 1 ? "grey" : "RGB");
+        }
+        r->from_alpha = 1;
+        if ((r->holes = img_hole_map_alpha(mask, r->hole)) == 0) {
+            *fault = CORE_FAULT_EMPTY_MASK;
+            return sp_err(SP_ERR_INVALID, "the mask has no fully transparent pixel (alpha 0 marks the hole)");
+        }
     } else if ((r->holes = img_hole_map(mask, r->hole)) == 0) {
         *fault = CORE_FAULT_EMPTY_MASK;
         return sp_err(SP_ERR_INVALID, "the mask marks no pixel as hole (white, luminance > 127, is the hole)");

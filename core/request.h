@@ -15,7 +15,14 @@ typedef enum {
     CORE_FAULT_MASK_SIZE,  /* the mask's size is not the image's */
     CORE_FAULT_EMPTY_MASK, /* the mask marks no hole pixel (from alpha: no fully transparent pixel) */
     CORE_FAULT_NO_ALPHA,   /* the mask is to come from the image's alpha, and it has none */
+    CORE_FAULT_MASK_NO_ALPHA, /* the mask is to come from the mask's alpha (CORE_MASK_ALPHA), and it has none */
 } core_fault;
+
+/* How a separate mask image marks the hole. */
+typedef enum {
+    CORE_MASK_LUMA = 0, /* semipaint's convention: luminance > 127 (alpha applied) is the hole (img_hole_map) */
+    CORE_MASK_ALPHA,    /* OpenAI's images/edits convention: the mask's alpha 0 is the hole (img_hole_map_alpha) */
+} core_mask_kind;
 
 /*
  * A request's state. The image, hole map, plan and crop buffers belong to it from prepare until
@@ -27,7 +34,8 @@ typedef struct {
     img_u8 im;        /* the image being inpainted (RGB or RGBA; a grey upload becomes RGB) */
     uint8_t *hole;    /* w*h, 1 = hole */
     long holes;       /* hole pixels */
-    int from_alpha;   /* the hole map came from the image's alpha: the filled pixels turn opaque */
+    int from_alpha;   /* the hole map came from an alpha (the image's or, CORE_MASK_ALPHA, the mask's):
+                       * the filled pixels turn opaque */
     img_plan plan;    /* crops (not for telea) */
     float *x, *m, *y; /* (n,3,s,s), (n,1,s,s), (n,3,s,s) */
     int64_t *ids;     /* (n,k) neighbours of each crop, with their scores */
@@ -41,15 +49,17 @@ typedef struct {
 long core_request_budget(const cfg_config *cfg, int s);
 
 /* Takes `image` (its pixels move into r; *image is emptied) and `mask` (not kept) and makes the
- * hole map (luminance > 127, alpha applied: img_hole_map), a grey image RGB, and for sim and coarse
+ * hole map (`kind` CORE_MASK_LUMA: luminance > 127, alpha applied: img_hole_map; CORE_MASK_ALPHA:
+ * the mask's alpha 0, img_hole_map_alpha, and the filled pixels of an image with alpha turn
+ * opaque as below), a grey image RGB, and for sim and coarse
  * the crop plan (cfg's strategy, margin and core_request_budget) and the crops' network inputs.
  * A NULL `mask` takes the hole map from the image's own alpha (img_hole_map_alpha: alpha 0 is the
  * hole); the alpha stays in r->im, and finish (or telea) makes only the filled pixels opaque (alpha
  * 255: a fill left transparent would not show). SP_ERR_INVALID with *fault set for a
- * mask of another size, one without a hole pixel, or (mask NULL) an image without alpha;
- * SP_ERR_NOMEM. On error r holds what was made so far: free it with core_request_free. */
+ * mask of another size, one without a hole pixel, (mask NULL) an image without alpha, or
+ * (CORE_MASK_ALPHA) a mask without alpha; SP_ERR_NOMEM. On error r holds what was made so far: free it with core_request_free. */
 sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
-                               img_u8 *image, const img_u8 *mask, core_fault *fault);
+                               img_u8 *image, const img_u8 *mask, core_mask_kind kind, core_fault *fault);
 
 /* Fills r->work with the request's crops for the executor (buffers, method, deadline); the caller
  * sets `done` and `user` and submits it. */

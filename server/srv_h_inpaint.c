@@ -1,9 +1,10 @@
-/* srv_h_inpaint.c: POST /v1/inpaint in stages on the pools (prepare, telea, finish, send), around core/request.h; the decoding of uploads with their pixel accounting. */
+/* srv_h_inpaint.c: POST /v1/inpaint and POST /v1/images/edits (OpenAI's image edit API) in stages on the pools (prepare, telea, finish, send), around core/request.h; the decoding of uploads with their pixel accounting. */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "server/srv_http_int.h"
 
@@ -102,6 +103,44 @@ static void to_finish(req *r) {
 /* Called by the executor when every crop of the request is back or the work failed. */
 static void inpaint_done(core_work *w) { to_finish(w->user); }
 
+/* The answer of POST /v1/images/edits, OpenAI's shape: {"created", "data": [{"b64_json"}],
+ * "model", "output_format", "size"} in r->out*, from the encoded image `enc` (freed). "model" names
+ * what ran: every requested name maps to semipaint's one model family until there are several. */
+static int openai_answer(req *r, uint8_t *enc, size_t len, img_format fmt) {
+    size_t blen;
+    char *b64 = srv_b64_encode(enc, len, &blen);
+    free(enc);
+    cJSON *root = cJSON_CreateObject(), *data = cJSON_CreateArray(), *item = cJSON_CreateObject();
+    char *text = NULL;
+    if (b64 && root && data && item) {
+        char model[32], size[32];
+        snprintf(model, sizeof model, "semipaint-%s", srv_method_name(r->args.method));
+        snprintf(size, sizeof size, "%dx%d", r->cr.im.w, r->cr.im.h);
+        cJSON_AddNumberToObject(root, "created", (double)time(NULL));
+        cJSON_AddItemToObject(item, "b64_json", cJSON_CreateStringReference(b64));
+        cJSON_AddItemToArray(data, item);
+        cJSON_AddItemToObject(root, "data", data);
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON_AddStringToObject(root, "output_format", img_format_name(fmt));
+        cJSON_AddStringToObject(root, "size", size);
+        text = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+    } else {
+        cJSON_Delete(root);
+        cJSON_Delete(data);
+        cJSON_Delete(item);
+    }
+    free(b64);
+    if (!text) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
+    }
+    r->out = text;
+    r->out_len = strlen(text);
+    r->out_ctype = "application/json";
+    return 0;
+}
+
 /* Paste and encode: the answer's body and headers in r->out*. 0, or the status with r->err set. */
 static int finish_build(req *r) {
     srv_server *s = r->srv;
@@ -114,7 +153,10 @@ static int finish_build(req *r) {
     if (fmt == IMG_FMT_UNKNOWN && !r->want_json) fmt = r->accept_fmt;
     if (fmt == IMG_FMT_UNKNOWN) {
         int df = s->cfg.inpaint.default_format;
-        fmt = df == CFG_FORMAT_PNG ? IMG_FMT_PNG : df == CFG_FORMAT_JPEG ? IMG_FMT_JPEG : r->in_fmt;
+        fmt = df == CFG_FORMAT_PNG    ? IMG_FMT_PNG
+              : df == CFG_FORMAT_JPEG ? IMG_FMT_JPEG
+              : df == CFG_FORMAT_WEBP ? IMG_FMT_WEBP
+                                      : r->in_fmt;
     }
     int quality = r->args.quality ? r->args.quality : s->cfg.inpaint.jpeg_quality;
     uint8_t *enc;
@@ -145,6 +187,12 @@ static int finish_build(req *r) {
         cJSON_AddNumberToObject(e, "id", (double)r->cr.ids[i]);
         cJSON_AddNumberToObject(e, "score", round(best * 1e4) / 1e4);
         cJSON_AddItemToArray(nb, e);
+    }
+    if (r->route->api == SRV_API_OPENAI) { /* its total includes the base64 and JSON of the answer */
+        cJSON_Delete(nb);
+        int ret = openai_answer(r, enc, len, fmt);
+        format_timings(r, (sp_now() - r->t0) * 1e3, r->server_timing, sizeof r->server_timing, NULL);
+        return ret;
     }
     double total = (sp_now() - r->t0) * 1e3;
     cJSON *tj = r->want_json ? cJSON_CreateObject() : NULL;
@@ -240,9 +288,22 @@ static int prepare(req *r) {
     img_u8 im, mask = {0};
     img_format mfmt;
     int from_alpha = r->args.mask_from_alpha;
-    if (srv_decode_upload(r, &r->args.image, "image", 1, &im, &r->in_fmt)) return r->err.status;
+    if (srv_decode_upload(r, &r->args.image, "image", 1, &im, &r->in_fmt)) {
+        snprintf(r->err.param, sizeof r->err.param, "image");
+        return r->err.status;
+    }
     if (!from_alpha && srv_decode_upload(r, &r->args.mask, "mask", 0, &mask, &mfmt)) {
         img_free(&im);
+        snprintf(r->err.param, sizeof r->err.param, "mask");
+        return r->err.status;
+    }
+    if (r->edits.size_w && (r->edits.size_w != im.w || r->edits.size_h != im.h)) { /* images/edits: `size` */
+        srv_error_set(&r->err, 400, "unsupported_value",
+                      "size %dx%d is not supported: the answer has the image's own size, %dx%d (or give size=auto)",
+                      r->edits.size_w, r->edits.size_h, im.w, im.h);
+        snprintf(r->err.param, sizeof r->err.param, "size");
+        img_free(&im);
+        img_free(&mask);
         return r->err.status;
     }
     /* the uploaded bytes are not needed any more: a queued request holds only its pixels */
@@ -255,13 +316,20 @@ static int prepare(req *r) {
                                                                : CORE_METHOD_SIM;
     core_fault fault;
     sp_status st = core_request_prepare(&r->cr, &s->cfg, s->s, core_engine_k(s->engine), method, &im,
-                                        from_alpha ? NULL : &mask, &fault);
+                                        from_alpha ? NULL : &mask, r->args.mask_alpha ? CORE_MASK_ALPHA : CORE_MASK_LUMA,
+                                        &fault);
     img_free(&mask);
     if (st) {
         img_free(&im);
-        if (fault == CORE_FAULT_MASK_SIZE) return srv_error_set(&r->err, 422, "mask_size_mismatch", "%s", sp_err_msg());
-        if (fault == CORE_FAULT_EMPTY_MASK) return srv_error_set(&r->err, 422, "empty_mask", "%s", sp_err_msg());
-        if (fault == CORE_FAULT_NO_ALPHA) return srv_error_set(&r->err, 422, "no_alpha", "%s", sp_err_msg());
+        int ret = 0;
+        if (fault == CORE_FAULT_MASK_SIZE) ret = srv_error_set(&r->err, 422, "mask_size_mismatch", "%s", sp_err_msg());
+        if (fault == CORE_FAULT_EMPTY_MASK) ret = srv_error_set(&r->err, 422, "empty_mask", "%s", sp_err_msg());
+        if (fault == CORE_FAULT_NO_ALPHA || fault == CORE_FAULT_MASK_NO_ALPHA)
+            ret = srv_error_set(&r->err, 422, "no_alpha", "%s", sp_err_msg());
+        if (ret) {
+            snprintf(r->err.param, sizeof r->err.param, "%s", from_alpha ? "image" : "mask");
+            return ret;
+        }
         r->retry_after = 5;
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare the image");
     }

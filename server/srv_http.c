@@ -82,8 +82,16 @@ enum MHD_Result srv_queue_held(req *r, struct MHD_Response *resp) {
 
 enum MHD_Result srv_answer_error(req *r, const srv_error *e) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddStringToObject(err, "code", e->code ? e->code : "error");
-    cJSON_AddStringToObject(err, "message", e->message);
+    if (r->route->api == SRV_API_OPENAI) { /* OpenAI's shape, with semipaint's code and the status kept */
+        cJSON_AddStringToObject(err, "message", e->message);
+        cJSON_AddStringToObject(err, "type", e->status >= 500 ? "server_error" : "invalid_request_error");
+        if (e->param[0]) cJSON_AddStringToObject(err, "param", e->param);
+        else cJSON_AddNullToObject(err, "param");
+        cJSON_AddStringToObject(err, "code", e->code ? e->code : "error");
+    } else {
+        cJSON_AddStringToObject(err, "code", e->code ? e->code : "error");
+        cJSON_AddStringToObject(err, "message", e->message);
+    }
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!text) return MHD_NO;
@@ -106,7 +114,7 @@ enum MHD_Result srv_answer_error(req *r, const srv_error *e) {
 }
 
 enum MHD_Result srv_failv(req *r, int status, const char *code, const char *fmt, va_list ap) {
-    srv_error e = {status, code, ""};
+    srv_error e = {status, code, "", ""};
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     return srv_answer_error(r, &e);
 }
@@ -218,6 +226,17 @@ static int on_headers(req *r, const char *url, const char *method) {
     r->want_json = accept && strstr(accept, "application/json") && !strstr(accept, "image/");
     r->accept_fmt = (img_format)srv_accept_image_format(accept);
     while (*ct == ' ') ct++;
+    if (rt->api == SRV_API_OPENAI) { /* OpenAI's image edit form is multipart; its answer JSON */
+        r->want_json = 1;
+        if (srv_form_new(SRV_FORM_EDITS, ct, &r->form, &r->err)) {
+            r->failed = 1;
+            if (r->err.status == 415)
+                snprintf(r->err.message, sizeof r->err.message,
+                         "Content-Type %.80s is not supported: send multipart/form-data", ct);
+            return r->err.status;
+        }
+        return 0;
+    }
     if (!strncasecmp(ct, "application/json", 16) && (!ct[16] || ct[16] == ';' || ct[16] == ' ')) {
         r->is_json = 1;
         r->want_json = 1;
@@ -311,6 +330,7 @@ static int parse_body(req *r) {
     int st = rt->body == SRV_BODY_INDEX
                  ? (r->is_json ? srv_parse_index_json(r->body, r->body_len, &r->xargs, &r->err)
                                : srv_form_finish_index(r->form, &r->xargs, &r->err))
+             : rt->api == SRV_API_OPENAI ? srv_form_finish_edits(r->form, &r->args, &r->edits, &r->err)
                  : (r->is_json ? srv_parse_inpaint_json(r->body, r->body_len, &r->args, &r->err)
                                : srv_form_finish_inpaint(r->form, &r->args, &r->err));
     free(r->body);
@@ -402,17 +422,24 @@ void srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
     sp_log_level lvl = status >= 500 && status != 503 ? SP_LOG_WARN : SP_LOG_INFO;
     /* probes and scrapes would drown the log: they are logged at debug level when they succeed */
     if (r->route->quiet && status < 400) lvl = SP_LOG_DEBUG;
+    /* POST /v1/images/edits logs OpenAI's `user` and `model` fields too (as the client gave them) */
+    char user[2 * SRV_EDITS_TEXT_MAX + 8], model[2 * SRV_EDITS_TEXT_MAX + 8];
+    int ex = r->route->api == SRV_API_OPENAI ? 2 : 0;
+    json_str(user, sizeof user, r->edits.user);
+    json_str(model, sizeof model, r->edits.model);
     if (r->failed || status >= 400) {
         json_str(err, sizeof err, status == 408 ? "the client sent nothing for the idle timeout"
                                   : status == 499 ? "the client closed the connection before the answer"
                                                   : r->err.message);
         json_str(errcode, sizeof errcode, status == 408 ? "client_timeout" : status == 499 ? "client_closed"
                                                         : r->err.code ? r->err.code : "error");
-        sp_log_kv(lvl, "request", 9, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in", bin,
-                  "bytes_out", bout, "duration_ms", dur, "error_code", errcode, "error", err);
+        sp_log_kv(lvl, "request", 9 + ex, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in",
+                  bin, "bytes_out", bout, "duration_ms", dur, "error_code", errcode, "error", err, "user", user, "model",
+                  model);
     } else {
-        sp_log_kv(lvl, "request", 8, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in", bin,
-                  "bytes_out", bout, "duration_ms", dur, "timings_ms", r->timings[0] ? r->timings : "{}");
+        sp_log_kv(lvl, "request", 8 + ex, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in",
+                  bin, "bytes_out", bout, "duration_ms", dur, "timings_ms", r->timings[0] ? r->timings : "{}", "user",
+                  user, "model", model);
     }
     req_free(r);
 }

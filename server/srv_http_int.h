@@ -11,7 +11,8 @@
  *   srv_routes.c   the route table: matching, 404 and 405 with Allow, readiness, auth, and the
  *                  executor's queue before an inpainting body
  *   srv_h_get.c    the GET handlers: healthz, readyz, metrics, info, images, openapi, the web page
- *   srv_h_inpaint.c  POST /v1/inpaint's stages on the pools (core/request.h does the work)
+ *   srv_h_inpaint.c  POST /v1/inpaint's and POST /v1/images/edits' stages on the pools
+ *                  (core/request.h does the work)
  *   srv_h_admin.c  POST /v1/index/images and POST /v1/admin/reload
  */
 
@@ -85,6 +86,13 @@ typedef enum {
     SRV_BODY_IGNORED,  /* may come, is read and dropped; the request is a change all the same */
 } srv_body;
 
+/* The API a route speaks: its error bodies and, for an inpainting route, its form and answer. */
+typedef enum {
+    SRV_API_NATIVE = 0, /* semipaint's: {"error": {"code", "message"}} */
+    SRV_API_OPENAI,     /* OpenAI's image edit API: {"error": {"message", "type", "param", "code"}}, the
+                         * edits form (srv_form_finish_edits), {"created", "data": [{"b64_json"}]} */
+} srv_api;
+
 /* Answers the request, or starts its work and suspends the connection; called once the request
  * is complete and its body (if the route takes one) parsed. `arg` is the path parameter of a
  * prefix route (what follows the prefix, never empty), NULL for the others. */
@@ -107,6 +115,7 @@ typedef struct {
     int needs_ready;     /* answered 503 not_ready (loading) or draining unless the server is ready */
     srv_body body;
     int quiet;           /* probes and scrapes: logged at debug level when they succeed */
+    srv_api api;
 } srv_route;
 
 /* What a request on no route is labelled with (label "other", method NULL): answered 404. */
@@ -166,6 +175,7 @@ struct req {
     int retry_after; /* seconds, for 503 */
     /* inpaint */
     srv_inpaint_args args;
+    srv_edits_args edits; /* POST /v1/images/edits' own fields */
     img_format in_fmt;
     img_format accept_fmt; /* the image format the Accept header asks for; UNKNOWN = none */
     core_request cr; /* the image, hole map, crops and executor work (core/request.h) */
@@ -197,7 +207,9 @@ enum MHD_Result srv_answer(req *r, int status, const char *ctype, void *body, si
 enum MHD_Result srv_queue_held(req *r, struct MHD_Response *resp);
 
 /* Answers the JSON error {"error": {"code", "message"}} of `e` (copied into r->err; may be
- * &r->err), with Retry-After (r->retry_after, at least 1) on 503, Allow on 405 and
+ * &r->err) or, on a SRV_API_OPENAI route, OpenAI's {"error": {"message", "type", "param", "code"}}
+ * (type invalid_request_error below 500, server_error from 500; param e->param or null) with the
+ * same status, with Retry-After (r->retry_after, at least 1) on 503, Allow on 405 and
  * WWW-Authenticate on 401. */
 enum MHD_Result srv_answer_error(req *r, const srv_error *e);
 
@@ -260,7 +272,7 @@ enum MHD_Result srv_get_root(req *r, const char *arg);
 enum MHD_Result srv_get_info(req *r, const char *arg);
 enum MHD_Result srv_get_image(req *r, const char *arg);
 
-/* srv_h_inpaint.c: POST /v1/inpaint. srv_inpaint_start hands the parsed request (r->args) to the
+/* srv_h_inpaint.c: POST /v1/inpaint and POST /v1/images/edits (r->route->api). srv_inpaint_start hands the parsed request (r->args) to the
  * work pool and suspends the connection (503 overloaded "inflight" when the pool refuses);
  * srv_inpaint_send answers what the stages prepared, or the error one of them recorded. */
 enum MHD_Result srv_inpaint_start(req *r, const char *arg);

@@ -19,6 +19,7 @@ int srv_error_set(srv_error *e, int status, const char *code, const char *fmt, .
     va_end(ap);
     e->status = status;
     e->code = code;
+    e->param[0] = 0;
     return status;
 }
 
@@ -137,19 +138,32 @@ int srv_accept_image_format(const char *accept) {
 enum { F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_MASK_FROM_ALPHA, F_COUNT };
 static const char *const inpaint_fields[F_COUNT] = {"image", "mask", "method", "format", "quality", "mask_from_alpha"};
 
+/* The fields of the images/edits form (SRV_FORM_EDITS), OpenAI's names. */
+enum {
+    E_IMAGE = 0, E_IMAGES, E_MASK, E_PROMPT, E_N, E_SIZE, E_RESPONSE_FORMAT, E_MODEL, E_OUTPUT_FORMAT, E_USER,
+    E_QUALITY, E_BACKGROUND, E_OUTPUT_COMPRESSION, E_INPUT_FIDELITY, E_STREAM, E_PARTIAL_IMAGES, E_MODERATION,
+    E_COUNT
+};
+static const char *const edits_fields[E_COUNT] = {
+    "image",          "image[]", "mask",   "prompt",  "n",                  "size",           "response_format",
+    "model",          "output_format", "user", "quality", "background", "output_compression", "input_fidelity",
+    "stream",         "partial_images", "moderation"};
+
 struct srv_form {
     srv_form_kind kind;
     srv_mp *mp;
     srv_error err;
     int failed;
     int field;         /* field of the current part, -1 between parts */
+    int skip;          /* the current part's data is dropped (prompt, image[] after the first) */
     srv_blob *blob;    /* file part being received */
     size_t cap;        /* capacity of blob->data */
-    char text[TEXT_FIELD_MAX + 1];
+    char text[SRV_EDITS_TEXT_MAX + 1];
     size_t tlen;
-    int seen[F_COUNT];
+    int seen[(int)E_COUNT > (int)F_COUNT ? (int)E_COUNT : (int)F_COUNT];
     srv_inpaint_args ia;
     srv_index_args xa;
+    srv_edits_args ea;
 };
 
 static sp_status form_fail(srv_form *f, int status, const char *code, const char *fmt, const char *arg) {
@@ -158,12 +172,130 @@ static sp_status form_fail(srv_form *f, int status, const char *code, const char
     return sp_err(SP_ERR_INVALID, "%s", f->err.message);
 }
 
+/* Ends an edits form with the error just recorded in f->err (every fault of that form names its
+ * field: `param`). */
+static sp_status edits_fail(srv_form *f, const char *param, int status) {
+    (void)status;
+    snprintf(f->err.param, sizeof f->err.param, "%s", param);
+    f->failed = 1;
+    return sp_err(SP_ERR_INVALID, "%s", f->err.message);
+}
+
+/* A part of the edits form begins. */
+static sp_status edits_begin(srv_form *f, const char *name, const char *filename) {
+    for (int i = 0; i < E_COUNT; i++)
+        if (!strcmp(name, edits_fields[i])) f->field = i;
+    if (f->field < 0)
+        return edits_fail(f, name,
+                          srv_error_set(&f->err, 400, "unknown_field",
+                                        "unknown parameter '%.64s' (OpenAI's image edit fields: image, mask, prompt, "
+                                        "model, n, size, response_format, output_format, user, ...)",
+                                        name));
+    if ((f->field == E_IMAGES && f->seen[E_IMAGE]) || (f->field == E_IMAGE && f->seen[E_IMAGES]))
+        return edits_fail(f, "image",
+                          srv_error_set(&f->err, 400, "repeated_field", "give 'image' or 'image[]', not both"));
+    if (f->seen[f->field]++) {
+        if (f->field == E_IMAGES) { /* the first of image[] is the image; the others are dropped */
+            f->skip = 1;
+            return SP_OK;
+        }
+        return edits_fail(f, name, srv_error_set(&f->err, 400, "repeated_field", "parameter '%.64s' given twice", name));
+    }
+    if (f->field == E_PROMPT) f->skip = 1; /* accepted, and not used: semipaint fills from the image */
+    if (f->field == E_IMAGE || f->field == E_IMAGES || f->field == E_MASK) {
+        f->blob = f->field == E_MASK ? &f->ia.mask : &f->ia.image;
+        snprintf(f->blob->name, sizeof f->blob->name, "%s", filename ? filename : "");
+        f->cap = 0;
+    }
+    return SP_OK;
+}
+
+/* An integer in [lo, hi] written in decimal digits only: 1 and *out set, else 0. */
+static int parse_bounded(const char *v, long lo, long hi, long *out) {
+    if (!*v || strlen(v) > 9) return 0;
+    for (const char *p = v; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    long n = strtol(v, NULL, 10);
+    if (n < lo || n > hi) return 0;
+    *out = n;
+    return 1;
+}
+
+/* A text value of the edits form is complete (f->text, NUL-terminated, no NUL inside). */
+static sp_status edits_value(srv_form *f) {
+    const char *v = f->text, *nm = edits_fields[f->field];
+    long n;
+    switch (f->field) {
+    case E_N:
+        if (!parse_bounded(v, 1, 10, &n))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field", "n '%.64s' is not an integer 1..10", v));
+        if (n != 1)
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "unsupported_value",
+                                                   "n=%ld is not supported: this server makes one image per request (n=1)", n));
+        break;
+    case E_SIZE:
+        if (strcmp(v, "auto")) {
+            const char *x = strchr(v, 'x');
+            char wt[16] = "";
+            long w = 0, h = 0;
+            if (x && (size_t)(x - v) < sizeof wt) memcpy(wt, v, (size_t)(x - v)), wt[x - v] = 0;
+            if (!x || !parse_bounded(wt, 1, 1000000, &w) || !parse_bounded(x + 1, 1, 1000000, &h))
+                return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field",
+                                                       "size '%.64s' is not allowed; allowed: auto, or WIDTHxHEIGHT", v));
+            f->ea.size_w = (int)w;
+            f->ea.size_h = (int)h;
+        }
+        break;
+    case E_RESPONSE_FORMAT:
+        if (!strcmp(v, "url"))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "unsupported_value",
+                                                   "response_format=url is not supported: this server keeps no images "
+                                                   "to link to; use b64_json (the default)"));
+        if (strcmp(v, "b64_json"))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field",
+                                                   "response_format '%.64s' is not allowed; allowed: b64_json", v));
+        break;
+    case E_OUTPUT_FORMAT: {
+        img_format fmt = img_format_parse(v);
+        if (fmt == IMG_FMT_UNKNOWN)
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field",
+                                                   "output_format '%.64s' is not allowed; allowed: png, jpeg, webp", v));
+        f->ia.format = fmt;
+        break;
+    }
+    case E_MODEL: snprintf(f->ea.model, sizeof f->ea.model, "%s", v); break;
+    case E_USER: snprintf(f->ea.user, sizeof f->ea.user, "%s", v); break;
+    case E_OUTPUT_COMPRESSION:
+        if (!parse_bounded(v, 0, 100, &n))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field",
+                                                   "output_compression '%.64s' is not an integer 0..100", v));
+        break;
+    case E_PARTIAL_IMAGES:
+        if (!parse_bounded(v, 0, 3, &n))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field",
+                                                   "partial_images '%.64s' is not an integer 0..3", v));
+        break;
+    case E_STREAM:
+        if (!strcmp(v, "true"))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "unsupported_value",
+                                                   "stream=true is not supported: the answer comes whole"));
+        if (strcmp(v, "false"))
+            return edits_fail(f, nm, srv_error_set(&f->err, 400, "invalid_field",
+                                                   "stream '%.64s' is not allowed; allowed: true, false", v));
+        break;
+    default: break; /* quality, background, input_fidelity, moderation: accepted and ignored */
+    }
+    return SP_OK;
+}
+
 static sp_status on_begin(void *ctx, const char *name, const char *filename, const char *ctype) {
     srv_form *f = ctx;
     (void)ctype; /* the bytes are sniffed; a part's declared type is not trusted */
     f->field = -1;
     f->blob = NULL;
     f->tlen = 0;
+    f->skip = 0;
+    if (f->kind == SRV_FORM_EDITS) return edits_begin(f, name, filename);
     if (f->kind == SRV_FORM_INDEX) {
         if (strcmp(name, "image"))
             return form_fail(f, 422, "unknown_field", "unknown field '%.64s'; allowed: image (repeated)", name);
@@ -210,7 +342,12 @@ static sp_status on_data(void *ctx, const uint8_t *d, size_t n) {
         b->len += n;
         return SP_OK;
     }
-    if (f->tlen + n > TEXT_FIELD_MAX)
+    if (f->skip) return SP_OK;
+    if (f->kind == SRV_FORM_EDITS && f->tlen + n > SRV_EDITS_TEXT_MAX)
+        return edits_fail(f, edits_fields[f->field],
+                          srv_error_set(&f->err, 400, "invalid_field", "parameter '%s' is longer than %d bytes",
+                                        edits_fields[f->field], SRV_EDITS_TEXT_MAX));
+    if (f->kind != SRV_FORM_EDITS && f->tlen + n > TEXT_FIELD_MAX)
         return form_fail(f, 422, "invalid_field", "field '%s' is longer than 64 bytes", inpaint_fields[f->field]);
     memcpy(f->text + f->tlen, d, n);
     f->tlen += n;
@@ -225,7 +362,21 @@ static sp_status on_end(void *ctx) {
         f->blob = NULL;
         return SP_OK;
     }
+    if (f->skip) {
+        f->skip = 0;
+        f->field = -1;
+        return SP_OK;
+    }
     f->text[f->tlen] = 0;
+    if (f->kind == SRV_FORM_EDITS) {
+        if (memchr(f->text, 0, f->tlen))
+            return edits_fail(f, edits_fields[f->field], srv_error_set(&f->err, 400, "invalid_field",
+                                                                     "parameter '%s' holds a NUL byte",
+                                                                     edits_fields[f->field]));
+        sp_status st = edits_value(f);
+        f->field = -1;
+        return st;
+    }
     if (memchr(f->text, 0, f->tlen))
         return form_fail(f, 422, "invalid_field", "field '%s' holds a NUL byte", inpaint_fields[f->field]);
     int r = 0;
@@ -301,6 +452,28 @@ int srv_form_finish_index(srv_form *f, srv_index_args *out, srv_error *err) {
         if (f->xa.images[i].len == 0) return srv_error_set(err, 400, "empty_image", "image %d is empty", i);
     *out = f->xa;
     memset(&f->xa, 0, sizeof f->xa);
+    return 0;
+}
+
+int srv_form_finish_edits(srv_form *f, srv_inpaint_args *out, srv_edits_args *ex, srv_error *err) {
+    memset(out, 0, sizeof *out);
+    memset(ex, 0, sizeof *ex);
+    int r = form_finish(f, err);
+    if (r) return r;
+    srv_inpaint_args *a = &f->ia;
+    if (!a->image.data) r = srv_error_set(err, 400, "missing_field", "the request has no 'image' (or 'image[]') field");
+    else if (a->image.len == 0) r = srv_error_set(err, 400, "empty_image", "the 'image' field is empty");
+    else if (a->mask.data && a->mask.len == 0) r = srv_error_set(err, 400, "empty_mask_file", "the 'mask' field is empty");
+    if (r) {
+        snprintf(err->param, sizeof err->param, "%s", a->image.data && a->image.len ? "mask" : "image");
+        return r;
+    }
+    if (a->mask.data) a->mask_alpha = 1;
+    else a->mask_from_alpha = 1;
+    if (a->format == IMG_FMT_UNKNOWN) a->format = IMG_FMT_PNG; /* OpenAI's default */
+    *out = *a;
+    *ex = f->ea;
+    memset(a, 0, sizeof *a);
     return 0;
 }
 

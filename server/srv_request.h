@@ -9,9 +9,11 @@ typedef struct {
     int status;       /* 400, 401, 403, 404, 405, 413, 415, 422, 500, 503, 504 */
     const char *code; /* static string: "bad_request", "unknown_field", ... */
     char message[512];
+    char param[32];   /* the request field at fault, for OpenAI-shaped answers; "" = none */
 } srv_error;
 
-/* Fills `e` (printf message) and returns its status, so parsers can `return srv_error_set(...)`. */
+/* Fills `e` (printf message; param cleared) and returns its status, so parsers can
+ * `return srv_error_set(...)`. */
 int srv_error_set(srv_error *e, int status, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 typedef enum { SRV_METHOD_SIM = 0, SRV_METHOD_COARSE, SRV_METHOD_TELEA } srv_method;
@@ -32,6 +34,7 @@ typedef struct {
     int format;        /* img_format; IMG_FMT_UNKNOWN (0) = not given */
     int quality;       /* 1-100; 0 = not given */
     int mask_from_alpha; /* 1: no mask; the image's alpha is the mask (alpha 0 = hole) */
+    int mask_alpha;      /* 1: the mask's own alpha is the mask (alpha 0 = hole; POST /v1/images/edits) */
 } srv_inpaint_args;
 /* Releases the blobs and zeroes the struct; safe on a zeroed struct. */
 void srv_inpaint_args_free(srv_inpaint_args *a);
@@ -45,8 +48,18 @@ typedef struct {
 /* Releases the images and zeroes the struct; safe on a zeroed struct. */
 void srv_index_args_free(srv_index_args *a);
 
+/* The fields of a POST /v1/images/edits request (OpenAI's image edit form) that have no place in
+ * srv_inpaint_args. */
+#define SRV_EDITS_TEXT_MAX 256
+typedef struct {
+    char model[SRV_EDITS_TEXT_MAX + 1]; /* as given ("" = not given); every name runs the one model */
+    char user[SRV_EDITS_TEXT_MAX + 1];  /* as given, for the log line */
+    int size_w, size_h;                  /* `size` WxH; 0 = auto (not given) */
+} srv_edits_args;
+
 /* A multipart body being received, for one route's field set. */
-typedef enum { SRV_FORM_INPAINT = 0, SRV_FORM_INDEX } srv_form_kind;
+typedef enum { SRV_FORM_INPAINT = 0, SRV_FORM_INDEX, SRV_FORM_EDITS } srv_form_kind;
+#define SRV_FORM_KINDS 3
 typedef struct srv_form srv_form;
 
 /* Starts a form for a request whose Content-Type is `content_type`. Fails with 415 for a type
@@ -58,6 +71,18 @@ int srv_form_feed(srv_form *f, const uint8_t *data, size_t len, srv_error *err);
 /* Ends the body and hands the fields over (the form keeps nothing). 0 or an error status. */
 int srv_form_finish_inpaint(srv_form *f, srv_inpaint_args *out, srv_error *err);
 int srv_form_finish_index(srv_form *f, srv_index_args *out, srv_error *err);
+/* The SRV_FORM_EDITS form (OpenAI's image edit API; docs/http-api.md): `image`, or `image[]` of
+ * which the first is kept and the others dropped; optional `mask` (its alpha 0 is the hole:
+ * out->mask_alpha), else the image's own alpha (out->mask_from_alpha); `output_format` png, jpeg
+ * or webp (out->format; png when not given); `model`, `user` and `size` (auto or WxH) into `ex`;
+ * `prompt`, `quality`, `background`, `input_fidelity`, `moderation`, `output_compression` (0..100)
+ * and `partial_images` (0..3) checked where they have a syntax, and ignored. Every fault is 400
+ * with err->param naming the field: unknown_field, repeated_field, invalid_field, missing_field,
+ * empty_image, empty_mask_file, and unsupported_value for what cannot be honoured: n other than 1,
+ * stream=true, response_format=url (the image's size is checked by the handler). The statuses of
+ * the form layer (413, 503) otherwise. Text fields are at most SRV_EDITS_TEXT_MAX bytes, `prompt`
+ * any length (not kept). */
+int srv_form_finish_edits(srv_form *f, srv_inpaint_args *out, srv_edits_args *ex, srv_error *err);
 /* Frees the form and any fields it still holds; NULL is a no-op. */
 void srv_form_free(srv_form *f);
 

@@ -7,25 +7,28 @@
 
 /* Every route (docs/http-api.md, server/openapi.yaml). Columns, as srv_route in
  * server/srv_http_int.h: method, path, prefix (1: the path is a prefix and what follows it the
- * parameter), label, the start and resumed handlers, auth, needs_ready, body, quiet. The label is
- * how metrics, logs and error messages name a route: /inpaint is an alias of /v1/inpaint. */
+ * parameter), label, the start and resumed handlers, auth, needs_ready, body, quiet, api. The label
+ * is how metrics, logs and error messages name a route: /inpaint is an alias of /v1/inpaint.
+ * /v1/images/edits is OpenAI's image edit API on the same stages, admission and budgets as
+ * /v1/inpaint. */
 static const srv_route routes[] = {
-    {"POST", "/v1/inpaint",      0, "/v1/inpaint",      srv_inpaint_start, srv_inpaint_send,   SRV_AUTH_NONE,          1, SRV_BODY_INPAINT, 0},
-    {"POST", "/inpaint",         0, "/v1/inpaint",      srv_inpaint_start, srv_inpaint_send,   SRV_AUTH_NONE,          1, SRV_BODY_INPAINT, 0},
-    {"GET",  "/healthz",         0, "/healthz",         srv_get_healthz,   NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    1},
-    {"GET",  "/readyz",          0, "/readyz",          srv_get_readyz,    NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    1},
-    {"GET",  "/metrics",         0, "/metrics",         srv_get_metrics,   NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    1},
-    {"GET",  "/v1/info",         0, "/v1/info",         srv_get_info,      NULL,               SRV_AUTH_NONE,          1, SRV_BODY_NONE,    0},
-    {"GET",  "/v1/images/",      1, "/v1/images/{id}",  srv_get_image,     NULL,               SRV_AUTH_BEARER_IMAGES, 1, SRV_BODY_NONE,    0},
-    {"GET",  "/openapi.yaml",    0, "/openapi.yaml",    srv_get_openapi,   NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    0},
-    {"GET",  "/",                0, "/",                srv_get_root,      NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    0},
-    {"POST", "/v1/index/images", 0, "/v1/index/images", srv_index_start,   srv_index_resumed,  SRV_AUTH_BEARER,        1, SRV_BODY_INDEX,   0},
-    {"POST", "/v1/admin/reload", 0, "/v1/admin/reload", srv_reload_start,  srv_reload_resumed, SRV_AUTH_BEARER,        1, SRV_BODY_IGNORED, 0},
+    {"POST", "/v1/inpaint",      0, "/v1/inpaint",      srv_inpaint_start, srv_inpaint_send,   SRV_AUTH_NONE,          1, SRV_BODY_INPAINT, 0, SRV_API_NATIVE},
+    {"POST", "/inpaint",         0, "/v1/inpaint",      srv_inpaint_start, srv_inpaint_send,   SRV_AUTH_NONE,          1, SRV_BODY_INPAINT, 0, SRV_API_NATIVE},
+    {"POST", "/v1/images/edits", 0, "/v1/images/edits", srv_inpaint_start, srv_inpaint_send,   SRV_AUTH_NONE,          1, SRV_BODY_INPAINT, 0, SRV_API_OPENAI},
+    {"GET",  "/healthz",         0, "/healthz",         srv_get_healthz,   NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    1, SRV_API_NATIVE},
+    {"GET",  "/readyz",          0, "/readyz",          srv_get_readyz,    NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    1, SRV_API_NATIVE},
+    {"GET",  "/metrics",         0, "/metrics",         srv_get_metrics,   NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    1, SRV_API_NATIVE},
+    {"GET",  "/v1/info",         0, "/v1/info",         srv_get_info,      NULL,               SRV_AUTH_NONE,          1, SRV_BODY_NONE,    0, SRV_API_NATIVE},
+    {"GET",  "/v1/images/",      1, "/v1/images/{id}",  srv_get_image,     NULL,               SRV_AUTH_BEARER_IMAGES, 1, SRV_BODY_NONE,    0, SRV_API_NATIVE},
+    {"GET",  "/openapi.yaml",    0, "/openapi.yaml",    srv_get_openapi,   NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    0, SRV_API_NATIVE},
+    {"GET",  "/",                0, "/",                srv_get_root,      NULL,               SRV_AUTH_NONE,          0, SRV_BODY_NONE,    0, SRV_API_NATIVE},
+    {"POST", "/v1/index/images", 0, "/v1/index/images", srv_index_start,   srv_index_resumed,  SRV_AUTH_BEARER,        1, SRV_BODY_INDEX,   0, SRV_API_NATIVE},
+    {"POST", "/v1/admin/reload", 0, "/v1/admin/reload", srv_reload_start,  srv_reload_resumed, SRV_AUTH_BEARER,        1, SRV_BODY_IGNORED, 0, SRV_API_NATIVE},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
 /* No route: 404 from srv_route_check; a body that comes anyway is read and dropped. */
-const srv_route srv_route_none = {NULL, "", 0, "other", NULL, NULL, SRV_AUTH_NONE, 0, SRV_BODY_IGNORED, 0};
+const srv_route srv_route_none = {NULL, "", 0, "other", NULL, NULL, SRV_AUTH_NONE, 0, SRV_BODY_IGNORED, 0, SRV_API_NATIVE};
 
 static int path_matches(const srv_route *rt, const char *url) {
     if (!rt->prefix) return !strcmp(url, rt->path);

@@ -1,4 +1,4 @@
-/* test_srv_request.c: the multipart parser (any chunking gives the same parts), the form and JSON request parsers (and the JSON shape limits) and base64. */
+/* test_srv_request.c: the multipart parser (any chunking gives the same parts), the form (inpaint, index, images/edits) and JSON request parsers (and the JSON shape limits) and base64. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -613,8 +613,89 @@ static void test_webp_alpha(void) {
     CHECK(srv_accept_image_format(";;,,, ;q=0") == IMG_FMT_UNKNOWN);
 }
 
+/* Parses an images/edits form of the given fields (every step chunking, one byte at a time too). */
+static int edits_parse(const char *const *names, const char *const *values, int n, size_t step, srv_inpaint_args *a,
+                       srv_edits_args *x, srv_error *e) {
+    char body[8192];
+    size_t len = form_body(body, names, values, n);
+    srv_form *f;
+    int r = srv_form_new(SRV_FORM_EDITS, "multipart/form-data; boundary=BB", &f, e);
+    if (r) return r;
+    for (size_t i = 0; i < len && !r; i += step) r = srv_form_feed(f, (const uint8_t *)body + i, i + step <= len ? step : len - i, e);
+    if (!r) r = srv_form_finish_edits(f, a, x, e);
+    srv_form_free(f);
+    return r;
+}
+
+static void test_edits_form(void) {
+    srv_inpaint_args a;
+    srv_edits_args x;
+    srv_error e;
+    char prompt[2001];
+    memset(prompt, 'p', 2000);
+    prompt[2000] = 0;
+    const char *n1[] = {"image", "mask", "prompt", "model", "n", "size", "response_format", "output_format", "user",
+                        "quality", "background", "output_compression", "input_fidelity", "stream", "partial_images",
+                        "moderation"};
+    const char *v1[] = {"IMG", "MASK", prompt, "gpt-image-1", "1", "320x200", "b64_json", "webp", "u-42",
+                        "high", "transparent", "80", "low", "false", "0", "auto"};
+    for (size_t step = 1; step <= 4096; step *= 8) {
+        CHECKF(edits_parse(n1, v1, 16, step, &a, &x, &e) == 0, "%s", e.message);
+        CHECK(a.image.len == 3 && a.mask.len == 4 && a.mask_alpha && !a.mask_from_alpha && a.format == IMG_FMT_WEBP);
+        CHECK(!strcmp(x.model, "gpt-image-1") && !strcmp(x.user, "u-42") && x.size_w == 320 && x.size_h == 200);
+        srv_inpaint_args_free(&a);
+    }
+    /* no mask: the image's own alpha; image[]: the first is kept; png by default, size auto */
+    const char *n2[] = {"image[]", "image[]", "prompt", "size"};
+    const char *v2[] = {"FIRST", "SECOND", "x", "auto"};
+    CHECKF(edits_parse(n2, v2, 4, 4096, &a, &x, &e) == 0, "%s", e.message);
+    CHECK(a.image.len == 5 && !memcmp(a.image.data, "FIRST", 5) && a.mask_from_alpha && !a.mask_alpha);
+    CHECK(a.format == IMG_FMT_PNG && x.size_w == 0 && !x.model[0]);
+    srv_inpaint_args_free(&a);
+
+    struct {
+        const char *names[3], *values[3];
+        int n;
+        const char *code, *param;
+    } cases[] = {
+        {{"image", "colour"}, {"I", "red"}, 2, "unknown_field", "colour"},
+        {{"image", "image"}, {"I", "I"}, 2, "repeated_field", "image"},
+        {{"image", "image[]"}, {"I", "I"}, 2, "repeated_field", "image"},
+        {{"image", "n", "n"}, {"I", "1", "1"}, 3, "repeated_field", "n"},
+        {{"image", "n"}, {"I", "2"}, 2, "unsupported_value", "n"},
+        {{"image", "n"}, {"I", "0"}, 2, "invalid_field", "n"},
+        {{"image", "n"}, {"I", "1.5"}, 2, "invalid_field", "n"},
+        {{"image", "stream"}, {"I", "true"}, 2, "unsupported_value", "stream"},
+        {{"image", "stream"}, {"I", "yes"}, 2, "invalid_field", "stream"},
+        {{"image", "response_format"}, {"I", "url"}, 2, "unsupported_value", "response_format"},
+        {{"image", "response_format"}, {"I", "b64"}, 2, "invalid_field", "response_format"},
+        {{"image", "size"}, {"I", "1024"}, 2, "invalid_field", "size"},
+        {{"image", "size"}, {"I", "x5"}, 2, "invalid_field", "size"},
+        {{"image", "output_format"}, {"I", "gif"}, 2, "invalid_field", "output_format"},
+        {{"image", "output_compression"}, {"I", "101"}, 2, "invalid_field", "output_compression"},
+        {{"image", "partial_images"}, {"I", "4"}, 2, "invalid_field", "partial_images"},
+        {{"prompt"}, {"x"}, 1, "missing_field", "image"},
+        {{"image", "mask"}, {"", "M"}, 2, "empty_image", "image"},
+        {{"image", "mask"}, {"I", ""}, 2, "empty_mask_file", "mask"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int r = edits_parse(cases[i].names, cases[i].values, cases[i].n, 4096, &a, &x, &e);
+        CHECKF(r == 400 && !strcmp(e.code, cases[i].code) && !strcmp(e.param, cases[i].param), "case %zu: %d %s %s (%s)",
+               i, r, r ? e.code : "", r ? e.param : "", r ? e.message : "");
+        if (!r) srv_inpaint_args_free(&a);
+    }
+    /* a text field past SRV_EDITS_TEXT_MAX */
+    char longv[SRV_EDITS_TEXT_MAX + 2];
+    memset(longv, 'u', sizeof longv - 1);
+    longv[sizeof longv - 1] = 0;
+    const char *n3[] = {"image", "user"};
+    const char *v3[] = {"I", longv};
+    CHECK(edits_parse(n3, v3, 2, 7, &a, &x, &e) == 400 && !strcmp(e.code, "invalid_field") && !strcmp(e.param, "user"));
+}
+
 int main(void) {
     test_webp_alpha();
+    test_edits_form();
     test_multipart();
     test_forms();
     test_json();

@@ -1,4 +1,4 @@
-/* fuzz_multipart.c: libFuzzer harness for the streaming multipart parser and the form layer: no crash, and any chunking gives the same parts. */
+/* fuzz_multipart.c: libFuzzer harness for the streaming multipart parser and the form layer (inpaint, index and images/edits forms): no crash, and any chunking gives the same parts. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (sa == SP_OK && (a.n != b.n || memcmp(a.log, b.log, a.n))) abort();
     free(a.log);
     free(b.log);
-    /* the form layer on the same body, for both routes */
-    for (int kind = 0; kind < 2; kind++) {
+    /* the form layer on the same body, for every route's form (inpaint, index, images/edits) */
+    for (int kind = 0; kind < SRV_FORM_KINDS; kind++) {
         srv_form *f;
         srv_error e;
         if (srv_form_new((srv_form_kind)kind, "multipart/form-data; boundary=\"B0und'ry\"", &f, &e)) abort();
@@ -75,6 +75,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (kind == SRV_FORM_INPAINT) {
                 srv_inpaint_args args;
                 if (!srv_form_finish_inpaint(f, &args, &e)) srv_inpaint_args_free(&args);
+            } else if (kind == SRV_FORM_EDITS) {
+                srv_inpaint_args args;
+                srv_edits_args ex;
+                if (!srv_form_finish_edits(f, &args, &ex, &e)) {
+                    if (!args.image.len || !(args.mask_alpha ^ args.mask_from_alpha)) abort();
+                    srv_inpaint_args_free(&args);
+                }
             } else {
                 srv_index_args args;
                 if (!srv_form_finish_index(f, &args, &e)) srv_index_args_free(&args);
