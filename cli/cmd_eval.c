@@ -24,9 +24,11 @@
 #define EV_MAX_FILES 1000000
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-/* The columns of the tables: telea, coarse, sim0, simK, and the section 5.6 variants of simK. */
-enum { M_TELEA = 0, M_COARSE, M_SIM0, M_SIMK, M_SIMK_RANDOM, M_SIMK_NOISE, M_COUNT };
-static const char *const method_key[M_COUNT] = {"telea", "coarse", "sim0", "sim1", "sim1-random", "sim1-noise"};
+/* The columns of the tables: telea, coarse, sim0, simK, and the section 5.6 variants of simK (the
+ * true image as its own reference, a random database image, noise). */
+enum { M_TELEA = 0, M_COARSE, M_SIM0, M_SIMK, M_SIMK_TRUE, M_SIMK_RANDOM, M_SIMK_NOISE, M_COUNT };
+static const char *const method_key[M_COUNT] = {"telea", "coarse", "sim0", "sim1", "sim1-true", "sim1-random",
+                                                "sim1-noise"};
 enum { Q_L1 = 0, Q_PSNR, Q_SSIM, Q_HOLE_L1, Q_COUNT };
 
 typedef struct {
@@ -52,7 +54,8 @@ static void ev_usage(FILE *f) {
             "original, per hole-ratio bucket [0.01,0.1], (0.1,0.2], ..., (0.5,0.6], mean +- std, for telea,\n"
             "coarse (PConv), Sim-0 and Sim-K; the L1 over hole pixels by their distance to the nearest\n"
             "known pixel; a Figure 1 grid (original, masked, each method, the retrieved image); and the\n"
-            "section 5.6 check (Sim-K with its retrieved neighbour, a random database image, noise).\n"
+            "section 5.6 check (Sim-K with its retrieved neighbour, the true image as its own reference -\n"
+            "an upper bound of what a caller-supplied reference is worth -, a random database image, noise).\n"
             "Writes DIR/report.md, DIR/grid.png and DIR/samples.csv.\n\n"
             "  --images DIR         evaluation images (JPEG/PNG, sorted by name; centre-cropped and scaled\n"
             "                       to the nets' size when they are not square at that size)\n"
@@ -290,17 +293,20 @@ typedef struct {
     nn_net *coarse, *sim0, *simk; /* cm's coarse, sim0 and refine */
     rt_db *db;
     rt_retriever retr;
-    nn_retriever random_hook, noise_hook; /* section 5.6: Sim-K fed a random image or noise */
-    nn_pipeline *p0, *pk, *prandom, *pnoise;
+    nn_retriever true_hook, random_hook, noise_hook; /* section 5.6: Sim-K fed the true image, a random
+                                                      * image or noise */
+    nn_pipeline *p0, *pk, *ptrue, *prandom, *pnoise;
     int k, s;
     uint64_t seed; /* --seed */
     long j0;       /* the first sample of the batch being run, for the section 5.6 hooks */
+    const float *truth; /* the batch's original images (n,3,s,s), for the true-image hook */
 } ev_models;
 
 /* Frees what models_load loaded and zeroes `m`. */
 static void models_free(ev_models *m) {
     nn_pipeline_free(m->pnoise);
     nn_pipeline_free(m->prandom);
+    nn_pipeline_free(m->ptrue);
     nn_pipeline_free(m->pk);
     nn_pipeline_free(m->p0);
     rt_db_close(m->db);
@@ -341,6 +347,23 @@ static sp_status random_query(void *ctx, int n, int s, const float *comp, int64_
     return fake_neighbours(ctx, 0, n, s, ids, scores, nb);
 }
 
+/* The nn_retriever query of the true-image variant: each sample's own original (hole included) as
+ * all K neighbours, id -1, score 1: what a perfect caller-supplied reference is worth. */
+static sp_status true_query(void *ctx, int n, int s, const float *comp, int64_t *ids, float *scores, float *nb,
+                            double *dms, double *sms) {
+    (void)comp;
+    ev_models *m = ctx;
+    const size_t isz = (size_t)3 * s * s;
+    *dms = *sms = 0;
+    for (int i = 0; i < n; i++)
+        for (int q = 0; q < m->k; q++) {
+            memcpy(nb + ((size_t)i * m->k + q) * isz, m->truth + (size_t)i * isz, isz * sizeof(float));
+            ids[(size_t)i * m->k + q] = -1;
+            scores[(size_t)i * m->k + q] = 1;
+        }
+    return SP_OK;
+}
+
 /* The nn_retriever query of the noise variant. */
 static sp_status noise_query(void *ctx, int n, int s, const float *comp, int64_t *ids, float *scores, float *nb,
                              double *dms, double *sms) {
@@ -376,9 +399,11 @@ static sp_status models_load(const ev_opts *o, const int want[M_COUNT], ev_model
     if (!want[M_SIMK]) return SP_OK;
     if ((st = core_models_open_db(&m->cm, o->db, "--db", 0, &m->db))) return st;
     rt_retriever_init(&m->retr, m->db, m->cm.desc, m->k);
+    m->true_hook = (nn_retriever){.k = m->k, .query = true_query, .ctx = m};
     m->random_hook = (nn_retriever){.k = m->k, .query = random_query, .ctx = m};
     m->noise_hook = (nn_retriever){.k = m->k, .query = noise_query, .ctx = m};
     if ((st = core_models_pipeline(&m->cm, m->simk, &m->retr.hook, o->blend, &m->pk))) return st;
+    if ((st = core_models_pipeline(&m->cm, m->simk, &m->true_hook, o->blend, &m->ptrue))) return st;
     if ((st = core_models_pipeline(&m->cm, m->simk, &m->random_hook, o->blend, &m->prandom))) return st;
     return core_models_pipeline(&m->cm, m->simk, &m->noise_hook, o->blend, &m->pnoise);
 }
@@ -512,7 +537,7 @@ static int choose_methods(const ev_opts *o, int want[M_COUNT]) {
         fprintf(stderr, "semipaint eval: sim1 needs --db (a database made by `semipaint index build`); skipping it\n");
         want[M_SIMK] = 0;
     }
-    want[M_SIMK_RANDOM] = want[M_SIMK_NOISE] = want[M_SIMK];
+    want[M_SIMK_TRUE] = want[M_SIMK_RANDOM] = want[M_SIMK_NOISE] = want[M_SIMK];
     return 0;
 }
 
@@ -603,9 +628,11 @@ static sp_status run_method(ev_run *r, int mth) {
     double t0 = sp_now();
     nn_pipeline *p = mth == M_COARSE || mth == M_SIM0 ? m->p0
                      : mth == M_SIMK                  ? m->pk
+                     : mth == M_SIMK_TRUE             ? m->ptrue
                      : mth == M_SIMK_RANDOM           ? m->prandom
                                                       : m->pnoise;
     m->j0 = r->j0;
+    m->truth = r->x;
     sp_status st = nn_pipeline_run(p, r->n, r->x, r->keep, mth == M_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM,
                                    r->outf, mth == M_SIMK ? r->ids : NULL, mth == M_SIMK ? r->scores : NULL, NULL);
     if (st) return st;
@@ -791,11 +818,13 @@ static void report_tail(FILE *mf, ev_run *r) {
     const int *want = r->want, k = r->k;
     if (want[M_SIMK]) {
         int show56[M_COUNT] = {0};
-        show56[M_SIMK] = show56[M_SIMK_RANDOM] = show56[M_SIMK_NOISE] = 1;
+        show56[M_SIMK] = show56[M_SIMK_TRUE] = show56[M_SIMK_RANDOM] = show56[M_SIMK_NOISE] = 1;
         fprintf(mf,
                 "\n## Section 5.6: does Sim-%d use its neighbour?\n\nSim-%d fed with the retrieved neighbour "
-                "(of the coarse composite), with a uniformly random database image, and with uniform noise.\n",
-                k, k);
+                "(of the coarse composite), with the true image as its own reference (sim%d-true: an upper bound of what "
+                "a caller-supplied reference is worth), with a uniformly random database image, and with uniform "
+                "noise.\n",
+                k, k, k);
         table(mf, "L1 (%)", Q_L1, show56, r->acc, 3, k);
         table(mf, "L1 over the hole pixels only (%)", Q_HOLE_L1, show56, r->acc, 3, k);
         table(mf, "PSNR (dB)", Q_PSNR, show56, r->acc, 3, k);

@@ -18,8 +18,19 @@ extern char **environ;
 typedef enum { IP_SIM = 0, IP_COARSE, IP_TELEA } ip_method;
 typedef enum { IP_FMT_INPUT = 0, IP_FMT_PNG, IP_FMT_JPEG, IP_FMT_WEBP } ip_format;
 
+#define IP_MAX_REFS 8 /* as semipaintd's SRV_MAX_REFERENCES */
+
+/* --reference FILE and --reference-id N, each repeatable (exclusive with each other). */
+typedef struct {
+    const char *files[IP_MAX_REFS];
+    int nfiles;
+    int64_t ids[IP_MAX_REFS];
+    int nids;
+} ip_refs;
+
 typedef struct {
     const char *image, *mask, *out, *config, *db;
+    ip_refs refs;
     ip_method method;
     ip_format format;
     int quality, threads;
@@ -57,6 +68,9 @@ static void ip_usage(FILE *f) {
             "  --format input|png|jpeg|webp  format of folder output [input: the image's own]\n"
             "  --quality N          JPEG and WebP quality 1-100 (WebP 100 = lossless) [inpaint.jpeg_quality]\n"
             "  --threads N          CPU threads, overriding model.cpu_threads\n"
+            "  --reference FILE     a reference image (repeatable, up to the model's K): Sim-K paints from it\n"
+            "                       instead of the retrieved neighbours; fewer than K: the last repeats\n"
+            "  --reference-id N     a database image as the reference (repeatable; exclusive with --reference)\n"
             "Exit status: 0 when every image was written, 1 when any failed (each failure is named on\n"
             "stderr and the others are still done), 2 for a usage error.\n");
 }
@@ -73,6 +87,35 @@ static void stem_of(const char *path, char *out, size_t n) {
     snprintf(out, n, "%s", b);
     char *dot = strrchr(out, '.');
     if (dot && dot != out) *dot = 0;
+}
+
+/* The --reference images (loaded from their files) or --reference-id rows (from the database) made
+ * the neighbours of every crop of `r`, as semipaintd does with `reference` / `reference_id`
+ * (core_request_set_refs). Errors name the file or id at fault. */
+static sp_status set_refs(ip_ctx *c, core_request *r) {
+    const ip_refs *rf = &c->o->refs;
+    int n = rf->nfiles ? rf->nfiles : rf->nids;
+    if (n == 0) return SP_OK;
+    img_u8 ims[IP_MAX_REFS] = {{0}};
+    int64_t ids[IP_MAX_REFS];
+    sp_status st = SP_OK;
+    if (c->k == 0) st = sp_err(SP_ERR_INVALID, "Sim-0 (no database) takes no references");
+    for (int i = 0; !st && i < n; i++) {
+        if (rf->nfiles) {
+            ids[i] = -1;
+            if ((st = img_load(rf->files[i], c->cfg.server.max_image_pixels, &ims[i]))) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", sp_err_msg());
+                st = sp_err(st, "--reference %s: %s", rf->files[i], why);
+            }
+        } else {
+            ids[i] = rf->ids[i];
+            st = core_engine_image(c->engine, ids[i], &ims[i]);
+        }
+    }
+    if (!st) st = core_request_set_refs(r, n, ims, ids);
+    for (int i = 0; i < n; i++) img_free(&ims[i]);
+    return st;
 }
 
 /* Inpaints one image file with its mask file (NULL: the image's alpha is the mask) into
@@ -95,6 +138,11 @@ static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_p
         if (fault == CORE_FAULT_MASK_SIZE)
             sp_err(st, "%s is %dx%d but its image %s is %dx%d", mask_path, mask.w, mask.h, img_path, iw, ih);
         else sp_err(st, "%s: %s", fault == CORE_FAULT_NONE || !mask_path ? img_path : mask_path, why);
+        goto done;
+    }
+    if ((st = set_refs(c, &r))) {
+        snprintf(why, sizeof why, "%s", sp_err_msg());
+        sp_err(st, "%s: %s", img_path, why);
         goto done;
     }
     if ((st = core_request_run(&r, c->exec, 0))) {
@@ -241,6 +289,23 @@ static int parse_format(const char *v, void *f) {
     return 0;
 }
 
+/* --reference FILE (repeatable) */
+static int add_reference(const char *v, void *f) {
+    ip_refs *r = f;
+    if (r->nfiles >= IP_MAX_REFS || !*v) return -1;
+    r->files[r->nfiles++] = v;
+    return 0;
+}
+
+/* --reference-id N (repeatable) */
+static int add_reference_id(const char *v, void *f) {
+    ip_refs *r = f;
+    long id;
+    if (r->nids >= IP_MAX_REFS || cli_parse_long(v, 0, 1L << 53, &id)) return -1;
+    r->ids[r->nids++] = id;
+    return 0;
+}
+
 #define IO(f) offsetof(ip_opts, f)
 static const cli_opt inpaint_table[] = {
     {"--image", NULL, CLI_STR, IO(image), 0, 0, NULL, NULL},
@@ -253,6 +318,8 @@ static const cli_opt inpaint_table[] = {
     {"--mask-from-alpha", NULL, CLI_FLAG, IO(mask_from_alpha), 0, 0, NULL, NULL},
     {"--quality", NULL, CLI_INT, IO(quality), 1, 100, NULL, NULL},
     {"--threads", NULL, CLI_INT, IO(threads), 0, 1024, NULL, NULL},
+    {"--reference", NULL, CLI_FN, IO(refs), 0, 0, add_reference, "an image file (at most 8)"},
+    {"--reference-id", NULL, CLI_FN, IO(refs), 0, 0, add_reference_id, "a database id >= 0 (at most 8)"},
 };
 
 int cmd_inpaint(int argc, char **argv) {
@@ -268,6 +335,14 @@ int cmd_inpaint(int argc, char **argv) {
     }
     if (o.mask && o.mask_from_alpha) {
         fprintf(stderr, "semipaint inpaint: --mask and --mask-from-alpha are exclusive\n");
+        return 2;
+    }
+    if (o.refs.nfiles && o.refs.nids) {
+        fprintf(stderr, "semipaint inpaint: --reference and --reference-id are exclusive\n");
+        return 2;
+    }
+    if ((o.refs.nfiles || o.refs.nids) && o.method != IP_SIM) {
+        fprintf(stderr, "semipaint inpaint: references are used only by --method sim\n");
         return 2;
     }
     int dirs = is_dir(o.image);

@@ -208,11 +208,12 @@ long core_engine_db_count(core_engine *e) {
     return n;
 }
 
-static sp_status engine_run(void *ctx, int n, const float *img, const float *mask, nn_method method, float *out,
-                            int64_t *ids, float *scores, nn_timings *t) {
+static sp_status engine_run(void *ctx, int n, const float *img, const float *mask, const float *refs,
+                            const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores,
+                            nn_timings *t) {
     core_engine *e = ctx;
     world *w = acquire(e);
-    sp_status st = nn_pipeline_run(w->pipe, n, img, mask, method, out, ids, scores, t);
+    sp_status st = nn_pipeline_run_refs(w->pipe, n, img, mask, refs, given, method, out, ids, scores, t);
     release(e, w);
     return st;
 }

@@ -26,6 +26,8 @@ struct core_exec {
     double batch_s;         /* smoothed seconds per batch of recent batches; 0 = no measurement yet */
     /* batch buffers, max_batch crops each */
     float *img, *mask, *out, *scores;
+    float *refs;    /* (max_batch,k,3,s,s) caller-supplied neighbours of the batch's crops */
+    uint8_t *given; /* (max_batch) 1 = the crop's neighbours are in refs */
     int64_t *ids;
     core_work **bw; /* work of each batch slot */
     int *bc;       /* crop index within its work */
@@ -141,8 +143,15 @@ static void *exec_main(void *arg) {
         pthread_mutex_unlock(&ex->mu);
 
         core_metric_observe(ex->metrics.batch_size, NULL, nb);
+        const size_t nsz = (size_t)k * 3 * s2; /* one crop's neighbours */
+        int any_given = 0;
         for (int i = 0; i < nb; i++) {
             const core_work *w = ex->bw[i];
+            ex->given[i] = k > 0 && w->refs && method == NN_METHOD_SIM;
+            if (ex->given[i]) {
+                memcpy(ex->refs + (size_t)i * nsz, w->refs, sizeof(float) * nsz);
+                any_given = 1;
+            }
             memcpy(ex->img + (size_t)i * 3 * s2, w->img + (size_t)ex->bc[i] * 3 * s2, sizeof(float) * 3 * s2);
             memcpy(ex->mask + (size_t)i * s2, w->mask + (size_t)ex->bc[i] * s2, sizeof(float) * s2);
             double waited = now - w->enqueued;
@@ -156,10 +165,13 @@ static void *exec_main(void *arg) {
         for (int i = nb; i < run_n; i++) {
             memcpy(ex->img + (size_t)i * 3 * s2, ex->img + (size_t)(nb - 1) * 3 * s2, sizeof(float) * 3 * s2);
             memcpy(ex->mask + (size_t)i * s2, ex->mask + (size_t)(nb - 1) * s2, sizeof(float) * s2);
+            ex->given[i] = ex->given[nb - 1];
+            if (ex->given[i]) memcpy(ex->refs + (size_t)i * nsz, ex->refs + (size_t)(nb - 1) * nsz, sizeof(float) * nsz);
         }
         nn_timings t = {0};
         double t0 = sp_now();
-        sp_status st = ex->runner.run(ex->runner.ctx, run_n, ex->img, ex->mask, method, ex->out, k ? ex->ids : NULL,
+        sp_status st = ex->runner.run(ex->runner.ctx, run_n, ex->img, ex->mask, any_given ? ex->refs : NULL,
+                                      any_given ? ex->given : NULL, method, ex->out, k ? ex->ids : NULL,
                                       k ? ex->scores : NULL, &t);
         double took = sp_now() - t0;
         if (!st) {
@@ -183,6 +195,10 @@ static void *exec_main(void *arg) {
                 if (k && w->ids) memcpy(w->ids + (size_t)c * k, ex->ids + (size_t)i * k, sizeof(int64_t) * (size_t)k);
                 if (k && w->scores)
                     memcpy(w->scores + (size_t)c * k, ex->scores + (size_t)i * k, sizeof(float) * (size_t)k);
+                for (int q = 0; ex->given[i] && q < k; q++) { /* what the caller gave, as it named it */
+                    if (w->ids) w->ids[(size_t)c * k + q] = w->ref_ids ? w->ref_ids[q] : -1;
+                    if (w->scores) w->scores[(size_t)c * k + q] = 1;
+                }
             }
             /* count each work's timings once per batch: at its first slot */
             if (i == 0 || ex->bw[i - 1] != w) {
@@ -238,7 +254,11 @@ sp_status core_exec_new(const core_runner *runner, int max_batch, int max_delay_
     ex->scores = calloc(nb * (size_t)(runner->k + 1), sizeof *ex->scores);
     ex->bw = calloc(nb, sizeof *ex->bw);
     ex->bc = calloc(nb, sizeof *ex->bc);
-    if (!ex->img || !ex->mask || !ex->out || !ex->ids || !ex->scores || !ex->bw || !ex->bc) goto nomem;
+    ex->given = calloc(nb, 1);
+    ex->refs = runner->k ? sp_aligned_alloc(sizeof(float) * nb * (size_t)runner->k * 3 * s2) : NULL;
+    if (!ex->img || !ex->mask || !ex->out || !ex->ids || !ex->scores || !ex->bw || !ex->bc || !ex->given ||
+        (runner->k && !ex->refs))
+        goto nomem;
     pthread_mutex_init(&ex->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -251,6 +271,7 @@ sp_status core_exec_new(const core_runner *runner, int max_batch, int max_delay_
         pthread_cond_destroy(&ex->wake);
         pthread_cond_destroy(&ex->idle);
         free(ex->img), free(ex->mask), free(ex->out), free(ex->ids), free(ex->scores), free(ex->bw), free(ex->bc);
+        free(ex->given), free(ex->refs);
         free(ex);
         return sp_err(SP_ERR_NOMEM, "executor: cannot start its thread");
     }
@@ -258,6 +279,7 @@ sp_status core_exec_new(const core_runner *runner, int max_batch, int max_delay_
     return SP_OK;
 nomem:
     free(ex->img), free(ex->mask), free(ex->out), free(ex->ids), free(ex->scores), free(ex->bw), free(ex->bc);
+    free(ex->given), free(ex->refs);
     free(ex);
     return sp_err(SP_ERR_NOMEM, "executor: out of memory for batch buffers of %d crops", max_batch);
 }
@@ -393,5 +415,7 @@ void core_exec_free(core_exec *ex) {
     free(ex->scores);
     free(ex->bw);
     free(ex->bc);
+    free(ex->given);
+    free(ex->refs);
     free(ex);
 }

@@ -23,10 +23,11 @@ typedef struct {
     int s; /* working size of a crop */
     int k; /* neighbours per crop written to ids/scores (0 for none) */
     /* Inpaints n crops (n a power of two or max_batch): img (n,3,s,s), mask (n,1,s,s) 1 = keep;
-     * writes out (n,3,s,s) and, with
-     * k > 0 and method SIM, ids/scores (n,k). Called only from the executor thread. */
-    sp_status (*run)(void *ctx, int n, const float *img, const float *mask, nn_method method, float *out,
-                     int64_t *ids, float *scores, nn_timings *t);
+     * refs (n,k,3,s,s) the neighbours of the crops with given[i] != 0, which skip retrieval
+     * (nn_pipeline_run_refs; both NULL when no crop of the batch has any); writes out (n,3,s,s) and,
+     * with k > 0 and method SIM, ids/scores (n,k). Called only from the executor thread. */
+    sp_status (*run)(void *ctx, int n, const float *img, const float *mask, const float *refs, const uint8_t *given,
+                     nn_method method, float *out, int64_t *ids, float *scores, nn_timings *t);
     void *ctx;
 } core_runner;
 
@@ -40,6 +41,10 @@ struct core_work {
     float *out;        /* (n,3,s,s) */
     int64_t *ids;      /* (n,k), may be NULL */
     float *scores;     /* (n,k), may be NULL */
+    /* Caller-supplied neighbours (method SIM, k > 0): the same K images for every crop of the work,
+     * which then skip retrieval; NULL = retrieve. ids/scores of its crops get ref_ids and 1. */
+    const float *refs;      /* (k,3,s,s) in [0,1], or NULL */
+    const int64_t *ref_ids; /* (k) what to report for each (a database id, or -1 for an upload) */
     double deadline;   /* sp_now() time after which the work is dropped with SP_ERR_TIMEOUT */
     /* A task instead of crops: called on the executor thread between batches (n = 0). */
     void (*call)(core_work *w);

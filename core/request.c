@@ -81,6 +81,38 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
     return SP_OK;
 }
 
+sp_status core_request_set_refs(core_request *r, int n, const img_u8 *imgs, const int64_t *ids) {
+    if (r->method != CORE_METHOD_SIM) return sp_err(SP_ERR_INVALID, "references are used only by method sim");
+    if (r->k < 1) return sp_err(SP_ERR_INVALID, "Sim-0 (no database) takes no reference images");
+    if (n < 1 || n > r->k)
+        return sp_err(SP_ERR_INVALID, "%d references given; this model takes 1 to %d (its K)", n, r->k);
+    const size_t isz = (size_t)3 * r->s * r->s;
+    free(r->refs);
+    free(r->ref_ids);
+    r->refs = malloc(sizeof(float) * isz * (size_t)r->k);
+    r->ref_ids = malloc(sizeof(int64_t) * (size_t)r->k);
+    r->nrefs = 0;
+    if (!r->refs || !r->ref_ids) return sp_err(SP_ERR_NOMEM, "no memory for %d reference images", r->k);
+    for (int i = 0; i < n; i++) {
+        const img_u8 *im = &imgs[i];
+        img_u8 sq = {0};
+        const int as_is = im->w == r->s && im->h == r->s && im->c == 3; /* already a database row */
+        if (!as_is) {
+            sp_status st = img_square(im, r->s, &sq);
+            if (st) return st;
+        }
+        img_to_chw(as_is ? im : &sq, r->refs + isz * i);
+        img_free(&sq);
+        r->ref_ids[i] = ids[i];
+    }
+    for (int i = n; i < r->k; i++) { /* fewer than K: the last repeats */
+        memcpy(r->refs + isz * i, r->refs + isz * (n - 1), sizeof(float) * isz);
+        r->ref_ids[i] = ids[n - 1];
+    }
+    r->nrefs = n;
+    return SP_OK;
+}
+
 void core_request_work(core_request *r, double deadline) {
     core_work *w = &r->work;
     memset(w, 0, sizeof *w);
@@ -91,6 +123,8 @@ void core_request_work(core_request *r, double deadline) {
     w->out = r->y;
     w->ids = r->ids;
     w->scores = r->scores;
+    w->refs = r->refs;
+    w->ref_ids = r->ref_ids;
     w->deadline = deadline;
 }
 
@@ -162,5 +196,7 @@ void core_request_free(core_request *r) {
     free(r->y);
     free(r->ids);
     free(r->scores);
+    free(r->refs);
+    free(r->ref_ids);
     memset(r, 0, sizeof *r);
 }

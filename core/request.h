@@ -40,6 +40,9 @@ typedef struct {
     float *x, *m, *y; /* (n,3,s,s), (n,1,s,s), (n,3,s,s) */
     int64_t *ids;     /* (n,k) neighbours of each crop, with their scores */
     float *scores;
+    float *refs;      /* (k,3,s,s) caller-supplied neighbours of every crop (core_request_set_refs), or NULL */
+    int64_t *ref_ids; /* (k) their ids: a database id, or -1 for an uploaded image */
+    int nrefs;        /* references given (1..k; the last fills the remaining of the K slots) */
     core_work work;
     double telea_ms;
 } core_request;
@@ -60,6 +63,15 @@ long core_request_budget(const cfg_config *cfg, int s);
  * (CORE_MASK_ALPHA) a mask without alpha; SP_ERR_NOMEM. On error r holds what was made so far: free it with core_request_free. */
 sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
                                img_u8 *image, const img_u8 *mask, core_mask_kind kind, core_fault *fault);
+
+/* Caller-supplied references (issue 18): the `n` images `imgs` (any size; RGB, RGBA or grey) become
+ * every crop's neighbours instead of retrieved ones, each made a database row the way the database
+ * stores images (an s x s RGB image as it is, else img_square: the centre square of the short
+ * side, resampled to s x s). ids[i] is what the answer reports for image i (its database id, or -1
+ * for an upload). With fewer than K images the last fills the remaining slots. Call after a
+ * successful prepare of a sim request. SP_ERR_INVALID when n is not 1..K (K = 0, Sim-0: none is
+ * accepted) or the method is not sim; SP_ERR_NOMEM. */
+sp_status core_request_set_refs(core_request *r, int n, const img_u8 *imgs, const int64_t *ids);
 
 /* Fills r->work with the request's crops for the executor (buffers, method, deadline); the caller
  * sets `done` and `user` and submits it. */

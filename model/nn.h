@@ -173,6 +173,14 @@ void nn_pipeline_free(nn_pipeline *p);
  * at a time per pipeline. */
 sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
                           int64_t *ids, float *scores, nn_timings *t);
+/* nn_pipeline_run with caller-supplied neighbours: for each crop i with given[i] != 0, refs
+ * (n,K,3,s,s) in [0,1] holds its K neighbours, which replace the retrieved ones (its ids are set to
+ * -1 and its scores to 1; the caller knows what it gave). The retriever runs only when some crop
+ * has given[i] == 0 (for the whole batch, its neighbours then overwritten for the given crops).
+ * refs and given NULL: nn_pipeline_run. Refs with K = 0 (Sim-0) are SP_ERR_INVALID. */
+sp_status nn_pipeline_run_refs(nn_pipeline *p, int n, const float *img, const float *mask, const float *refs,
+                               const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores,
+                               nn_timings *t);
 /* Refine's K (0 for Sim-0). */
 int nn_pipeline_k(const nn_pipeline *p);
 

@@ -126,8 +126,9 @@ static sp_status reserve(nn_pipeline *p, int n) {
 }
 
 /* The networks' part of nn_pipeline_run. */
-static sp_status run_nets(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
-                          int64_t *ids, float *scores, nn_timings *t) {
+static sp_status run_nets(nn_pipeline *p, int n, const float *img, const float *mask, const float *refs,
+                          const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores,
+                          nn_timings *t) {
     nn_timings tm = {0};
     const int s = p->s;
     const size_t hw = (size_t)s * s, img_sz = 3 * hw;
@@ -141,10 +142,22 @@ static sp_status run_nets(nn_pipeline *p, int n, const float *img, const float *
         return SP_OK;
     }
     if (p->k) {
-        nn_composite(n, 3, s, s, img, p->fill, mask, p->comp);
-        st = p->retriever->query(p->retriever->ctx, n, s, p->comp, ids ? ids : p->ids, scores ? scores : p->scores,
-                                 p->neighbors, &tm.descriptor, &tm.search);
-        if (st) return st;
+        int64_t *oid = ids ? ids : p->ids;
+        float *osc = scores ? scores : p->scores;
+        int ngiven = 0;
+        for (int i = 0; given && i < n; i++) ngiven += given[i] != 0;
+        if (ngiven < n) { /* some crop retrieves its own */
+            nn_composite(n, 3, s, s, img, p->fill, mask, p->comp);
+            st = p->retriever->query(p->retriever->ctx, n, s, p->comp, oid, osc, p->neighbors, &tm.descriptor,
+                                     &tm.search);
+            if (st) return st;
+        }
+        for (int i = 0; given && i < n; i++) {
+            if (!given[i]) continue;
+            const size_t off = (size_t)i * p->k;
+            memcpy(p->neighbors + off * img_sz, refs + off * img_sz, (size_t)p->k * img_sz * sizeof(float));
+            for (int q = 0; q < p->k; q++) oid[off + q] = -1, osc[off + q] = 1;
+        }
     }
     /* Refine input per image: [I*M (3), M (1), S_1..S_K (3 each)]. */
     const int cin = 4 + 3 * p->k;
@@ -166,6 +179,16 @@ static sp_status run_nets(nn_pipeline *p, int n, const float *img, const float *
 
 sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *mask, nn_method method, float *out,
                           int64_t *ids, float *scores, nn_timings *t) {
+    return nn_pipeline_run_refs(p, n, img, mask, NULL, NULL, method, out, ids, scores, t);
+}
+
+sp_status nn_pipeline_run_refs(nn_pipeline *p, int n, const float *img, const float *mask, const float *refs,
+                               const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores,
+                               nn_timings *t) {
+    if (given && !refs) return sp_err(SP_ERR_INVALID, "pipeline: given neighbours without their images");
+    if (given && !p->k)
+        for (int i = 0; i < n; i++)
+            if (given[i]) return sp_err(SP_ERR_INVALID, "pipeline: Sim-0 takes no neighbours");
     sp_status st = reserve(p, n);
     if (st) return st;
     const nn_net_info *in = nn_net_get_info(method == NN_METHOD_COARSE ? p->coarse : p->refine);
@@ -174,7 +197,7 @@ sp_status nn_pipeline_run(nn_pipeline *p, int n, const float *img, const float *
     pthread_t th;
     int threaded = blend && p->opts.overlap && pthread_create(&th, NULL, blend_fill_main, &job) == 0;
     nn_timings tm = {0};
-    st = run_nets(p, n, img, mask, method, out, ids, scores, &tm);
+    st = run_nets(p, n, img, mask, refs, given, method, out, ids, scores, &tm);
     if (blend) {
         double t0 = sp_now(); /* the wait for the fill and the mixing, timed as part of the net's stage */
         if (threaded) pthread_join(th, NULL);

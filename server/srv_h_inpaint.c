@@ -168,11 +168,30 @@ static int finish_build(req *r) {
     r->encode_ms = (sp_now() - t0) * 1e3;
     core_metric_observe(s->m_stage, (const char *[]){"encode"}, r->encode_ms / 1e3);
 
-    /* neighbours: each crop's, best score per id, in crop order */
+    /* neighbours: the caller's references (the same for every crop), else each crop's retrieved
+     * ones, best score per id, in crop order */
     size_t nk = 0;
     r->neighbors[0] = 0;
     cJSON *nb = cJSON_CreateArray();
     int use_nb = n > 0 && k > 0 && r->cr.work.method == NN_METHOD_SIM;
+    for (int i = 0; use_nb && i < r->cr.nrefs; i++) {
+        int64_t id = r->cr.ref_ids[i];
+        if (nk + 40 < sizeof r->neighbors) {
+            if (id < 0)
+                nk += (size_t)snprintf(r->neighbors + nk, sizeof r->neighbors - nk, "%supload%d:1.0000", nk ? "," : "", i);
+            else
+                nk += (size_t)snprintf(r->neighbors + nk, sizeof r->neighbors - nk, "%s%lld:1.0000", nk ? "," : "",
+                                       (long long)id);
+        }
+        cJSON *e = cJSON_CreateObject();
+        if (id < 0) cJSON_AddNullToObject(e, "id");
+        else cJSON_AddNumberToObject(e, "id", (double)id);
+        cJSON_AddNumberToObject(e, "score", 1);
+        cJSON_AddStringToObject(e, "source", id < 0 ? "reference" : "reference_id");
+        if (id < 0) cJSON_AddNumberToObject(e, "reference", i);
+        cJSON_AddItemToArray(nb, e);
+    }
+    if (r->cr.nrefs) use_nb = 0;
     for (int i = 0; use_nb && i < n * k; i++) {
         int dup = 0;
         for (int j = 0; j < i; j++) dup |= r->cr.ids[j] == r->cr.ids[i];
@@ -186,6 +205,7 @@ static int finish_build(req *r) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddNumberToObject(e, "id", (double)r->cr.ids[i]);
         cJSON_AddNumberToObject(e, "score", round(best * 1e4) / 1e4);
+        cJSON_AddStringToObject(e, "source", "retrieved");
         cJSON_AddItemToArray(nb, e);
     }
     if (r->route->api == SRV_API_OPENAI) { /* its total includes the base64 and JSON of the answer */
@@ -280,6 +300,60 @@ static void telea_job(core_job *job, int cancelled) {
     to_finish(r);
 }
 
+/* The caller's references (issue 18), after a prepared sim request: `reference` uploads decoded
+ * (their pixels counted like the image's until the request ends) or `reference_id` rows read from
+ * the database, made the crops' neighbours (core_request_set_refs). 422 no_references_for_sim0
+ * without a database (K = 0), too_many_references past K, unknown_reference for an id the database
+ * does not hold; the upload statuses of srv_decode_upload. 0 or the status with r->err set. */
+static int set_references(req *r) {
+    srv_server *s = r->srv;
+    int n = r->args.nrefs ? r->args.nrefs : r->args.nref_ids, k = core_engine_k(s->engine);
+    if (n == 0) return 0;
+    const char *param = r->args.nrefs ? "reference" : "reference_id";
+    snprintf(r->err.param, sizeof r->err.param, "%s", param);
+    if (k == 0)
+        return srv_error_set(&r->err, 422, "no_references_for_sim0",
+                             "this server runs Sim-0 (no retrieval.database): it takes no references");
+    if (n > k)
+        return srv_error_set(&r->err, 422, "too_many_references", "%d references given; the model (Sim-%d) takes 1 to %d",
+                             n, k, k);
+    img_u8 ims[SRV_MAX_REFERENCES] = {{0}};
+    int64_t ids[SRV_MAX_REFERENCES];
+    int ret = 0;
+    for (int i = 0; !ret && i < n; i++) {
+        if (r->args.nrefs) {
+            char what[32];
+            img_format f;
+            snprintf(what, sizeof what, "reference %d", i);
+            ids[i] = -1;
+            ret = srv_decode_upload(r, &r->args.refs[i], what, 1, &ims[i], &f);
+        } else {
+            ids[i] = r->args.ref_ids[i];
+            sp_status st = core_engine_image(s->engine, ids[i], &ims[i]);
+            if (st == SP_ERR_NOMEM) {
+                r->retry_after = 5;
+                ret = srv_error_set(&r->err, 503, "out_of_memory", "no memory for the reference images");
+            } else if (st) {
+                ret = srv_error_set(&r->err, 422, "unknown_reference", "reference_id %lld: %s", (long long)ids[i],
+                                    sp_err_msg());
+            }
+        }
+    }
+    if (!ret && core_request_set_refs(&r->cr, n, ims, ids)) {
+        r->retry_after = 5;
+        ret = srv_error_set(&r->err, 503, "out_of_memory", "no memory for the reference images");
+    }
+    for (int i = 0; i < n; i++) img_free(&ims[i]);
+    for (int i = 0; i < r->args.nrefs; i++) { /* the uploaded bytes are not needed any more */
+        free(r->args.refs[i].data);
+        r->args.refs[i].data = NULL;
+        r->args.refs[i].len = 0;
+    }
+    r->args.nrefs = 0;
+    if (!ret) r->err.param[0] = 0;
+    return ret;
+}
+
 /* Decodes and prepares an inpainting request, then hands telea to its workers or queues crops.
  * 0 when the request went on to another stage, else the status with r->err set. */
 static int prepare(req *r) {
@@ -333,6 +407,7 @@ static int prepare(req *r) {
         r->retry_after = 5;
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to prepare the image");
     }
+    if (set_references(r)) return r->err.status;
     r->decode_ms = (sp_now() - t0) * 1e3;
     core_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
     if (method == CORE_METHOD_TELEA) {

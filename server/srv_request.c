@@ -1,6 +1,8 @@
 /* srv_request.c: turns multipart and JSON request bodies into checked request fields; base64 both ways; HTTP error records. */
 #include "server/srv_request.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,6 +37,7 @@ const char *srv_method_name(srv_method m) {
 void srv_inpaint_args_free(srv_inpaint_args *a) {
     free(a->image.data);
     free(a->mask.data);
+    for (int i = 0; i < a->nrefs; i++) free(a->refs[i].data);
     memset(a, 0, sizeof *a);
 }
 
@@ -81,6 +84,19 @@ static int set_mask_from_alpha_text(srv_inpaint_args *a, const char *v, srv_erro
     return 0;
 }
 
+/* A reference_id as text: a decimal integer 0..2^53 (a JSON number's exact range). */
+static int add_ref_id_text(srv_inpaint_args *a, const char *v, srv_error *err) {
+    char *end;
+    errno = 0;
+    long long id = strtoll(v, &end, 10);
+    if (!*v || *end || errno || id < 0 || id > (1LL << 53))
+        return srv_error_set(err, 422, "invalid_field", "reference_id '%.64s' is not allowed; allowed: an integer >= 0", v);
+    if (a->nref_ids >= SRV_MAX_REFERENCES)
+        return srv_error_set(err, 422, "too_many_references", "more than %d reference_id fields", SRV_MAX_REFERENCES);
+    a->ref_ids[a->nref_ids++] = (int64_t)id;
+    return 0;
+}
+
 static int check_inpaint(const srv_inpaint_args *a, srv_error *err) {
     int has_mask = a->mask.data || a->mask.len;
     if (!a->image.data && !a->image.len)
@@ -93,6 +109,14 @@ static int check_inpaint(const srv_inpaint_args *a, srv_error *err) {
                              "the request has no 'mask' field (or mask_from_alpha=true to take it from the image's alpha)");
     if (a->image.len == 0) return srv_error_set(err, 400, "empty_image", "the 'image' field is empty");
     if (has_mask && a->mask.len == 0) return srv_error_set(err, 400, "empty_mask_file", "the 'mask' field is empty");
+    if (a->nrefs && a->nref_ids)
+        return srv_error_set(err, 422, "conflicting_fields",
+                             "'reference' and 'reference_id' are exclusive: send images, or name database images");
+    if ((a->nrefs || a->nref_ids) && a->method != SRV_METHOD_SIM)
+        return srv_error_set(err, 422, "conflicting_fields", "references are used only by method sim, not %s",
+                             srv_method_name(a->method));
+    for (int i = 0; i < a->nrefs; i++)
+        if (a->refs[i].len == 0) return srv_error_set(err, 400, "empty_reference", "reference %d is empty", i);
     return 0;
 }
 
@@ -135,8 +159,9 @@ int srv_accept_image_format(const char *accept) {
 
 /* ---- multipart ---- */
 
-enum { F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_MASK_FROM_ALPHA, F_COUNT };
-static const char *const inpaint_fields[F_COUNT] = {"image", "mask", "method", "format", "quality", "mask_from_alpha"};
+enum { F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_MASK_FROM_ALPHA, F_REFERENCE, F_REFERENCE_ID, F_COUNT };
+static const char *const inpaint_fields[F_COUNT] = {"image",           "mask",      "method",      "format", "quality",
+                                                    "mask_from_alpha", "reference", "reference_id"};
 
 /* The fields of the images/edits form (SRV_FORM_EDITS), OpenAI's names. */
 enum {
@@ -315,9 +340,19 @@ static sp_status on_begin(void *ctx, const char *name, const char *filename, con
         if (!strcmp(name, inpaint_fields[i])) f->field = i;
     if (f->field < 0)
         return form_fail(f, 422, "unknown_field",
-                         "unknown field '%.64s'; allowed: image, mask, method, format, quality, mask_from_alpha",
+                         "unknown field '%.64s'; allowed: image, mask, method, format, quality, mask_from_alpha, "
+                         "reference, reference_id",
                          name);
-    if (f->seen[f->field]++) return form_fail(f, 422, "repeated_field", "field '%.64s' given twice", name);
+    if (f->field == F_REFERENCE) { /* repeated: one image per part */
+        if (f->ia.nrefs >= SRV_MAX_REFERENCES)
+            return form_fail(f, 422, "too_many_references", "more than %s reference images", "8");
+        f->blob = &f->ia.refs[f->ia.nrefs++];
+        snprintf(f->blob->name, sizeof f->blob->name, "%s", filename ? filename : "");
+        f->cap = 0;
+        return SP_OK;
+    }
+    if (f->field != F_REFERENCE_ID && f->seen[f->field]++)
+        return form_fail(f, 422, "repeated_field", "field '%.64s' given twice", name);
     if (f->field == F_IMAGE || f->field == F_MASK) {
         f->blob = f->field == F_IMAGE ? &f->ia.image : &f->ia.mask;
         snprintf(f->blob->name, sizeof f->blob->name, "%s", filename ? filename : "");
@@ -384,6 +419,7 @@ static sp_status on_end(void *ctx) {
     else if (f->field == F_FORMAT) r = set_format(&f->ia, f->text, &f->err);
     else if (f->field == F_QUALITY) r = set_quality_text(&f->ia, f->text, &f->err);
     else if (f->field == F_MASK_FROM_ALPHA) r = set_mask_from_alpha_text(&f->ia, f->text, &f->err);
+    else if (f->field == F_REFERENCE_ID) r = add_ref_id_text(&f->ia, f->text, &f->err);
     if (r) {
         f->failed = 1;
         return sp_err(SP_ERR_INVALID, "%s", f->err.message);
@@ -588,7 +624,7 @@ char *srv_b64_encode(const uint8_t *d, size_t n, size_t *outlen) {
  * fields of a body that passed. */
 
 /* The kinds of value a member may hold. */
-enum { JV_STRING = 1, JV_NUMBER, JV_STRINGS, JV_BOOL };
+enum { JV_STRING = 1, JV_NUMBER, JV_STRINGS, JV_BOOL, JV_NUMBERS };
 
 /* A member a body may hold, and its limits. */
 typedef struct {
@@ -613,7 +649,7 @@ typedef struct {
 typedef struct {
     int present;
     json_span v;      /* JV_STRING, JV_NUMBER, JV_BOOL (the literal) */
-    json_span *items; /* JV_STRINGS: room for max_items spans, given by the caller */
+    json_span *items; /* JV_STRINGS, JV_NUMBERS: room for max_items spans, given by the caller */
     int n;
 } json_member;
 
@@ -628,6 +664,10 @@ static const json_field inpaint_json[] = {
     {"format", JV_STRING, TEXT_FIELD_MAX, 0, 0, NULL, "a string", NULL},
     {"quality", JV_NUMBER, JSON_NUMBER_MAX, 0, 0, NULL, "an integer 1..100", NULL},
     {"mask_from_alpha", JV_BOOL, 0, 0, 0, NULL, "true or false", NULL},
+    {"reference", JV_STRINGS, 0, SRV_MAX_REFERENCES, 422, "too_many_references", "an array of base64 strings",
+     "a base64 string or a data URL"},
+    {"reference_id", JV_NUMBERS, JSON_NUMBER_MAX, SRV_MAX_REFERENCES, 422, "too_many_references",
+     "an array of integers", "an integer >= 0"},
 };
 static const json_field index_json[] = {
     {"images", JV_STRINGS, 0, SRV_INDEX_MAX_IMAGES, 413, "too_many_images", "a non-empty array of base64 strings",
@@ -936,6 +976,24 @@ static int string_value(jscan *s, size_t max, const char *name, int idx, const c
     return 0;
 }
 
+/* A number item idx of member `name` at s->p (after whitespace): records its span in *out (when
+ * given), or records a shape fault (not a number, longer than max characters) and checks the
+ * syntax only. 0, or -1 on a syntax error. */
+static int number_value(jscan *s, size_t max, const char *name, int idx, const char *what, json_span *out, int depth) {
+    ws(s);
+    if (s->p < s->end && value_start(*s->p) == 'n') {
+        const char *q = s->p;
+        if (scan_number(&s->p, s->end)) return malformed(s), -1;
+        if ((size_t)(s->p - q) > max && !s->fault)
+            shape_fault(s, 422, "invalid_field", "field '%s[%d]' must be %s", name, idx, what);
+        if (out) *out = (json_span){q, (size_t)(s->p - q), 0};
+        return 0;
+    }
+    if (s->p < s->end && value_start(*s->p) && !s->fault)
+        shape_fault(s, 422, "invalid_field", "field '%s[%d]' must be %s", name, idx, what);
+    return skip_value(s, depth);
+}
+
 /* The single pass over a JSON body: the syntax of all of it (up to JSON_MAX_DEPTH levels) and the
  * shape. Fills m[i] for fields[i]. 0; 400 empty_body or malformed_json (a syntax error comes
  * first, then the first shape fault in body order); 422 unknown_field, repeated_field or
@@ -1013,7 +1071,7 @@ static int json_scan(const uint8_t *body, size_t len, const json_field *fields, 
                         shape_fault(&s, 422, "invalid_field", "field '%s' must be %s", f->name, f->what);
                     r = skip_value(&s, 1);
                 }
-            } else if (s.p >= s.end || *s.p != '[') { /* JV_STRINGS */
+            } else if (s.p >= s.end || *s.p != '[') { /* JV_STRINGS, JV_NUMBERS */
                 if (s.p < s.end && value_start(*s.p))
                     shape_fault(&s, 422, "invalid_field", "'%s' must be %s", f->name, f->what);
                 r = skip_value(&s, 1);
@@ -1029,7 +1087,9 @@ static int json_scan(const uint8_t *body, size_t len, const json_field *fields, 
                         else
                             shape_fault(&s, f->items_status, f->items_code, "'%s' has more than %d items", f->name,
                                         f->max_items);
-                        if ((r = string_value(&s, f->max_bytes, f->name, i, f->item_what, slot, 2))) break;
+                        if (f->kind == JV_NUMBERS) r = number_value(&s, f->max_bytes, f->name, i, f->item_what, slot, 2);
+                        else r = string_value(&s, f->max_bytes, f->name, i, f->item_what, slot, 2);
+                        if (r) break;
                         if (s.fault) { /* the answer is known: only the syntax of the rest is left */
                             if (skip_json(&s, 0, 1, 2, 1)) return err->status;
                             goto end;
@@ -1110,6 +1170,9 @@ static int text_span(const json_span *s, const char *label, char *out, size_t ca
 int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *out, srv_error *err) {
     memset(out, 0, sizeof *out);
     json_member m[N_INPAINT_JSON];
+    json_span ref_spans[SRV_MAX_REFERENCES], id_spans[SRV_MAX_REFERENCES];
+    m[F_REFERENCE].items = ref_spans;
+    m[F_REFERENCE_ID].items = id_spans;
     int r = json_scan(body, len, inpaint_json, N_INPAINT_JSON, m, err);
     if (r) return r;
     if (!m[F_IMAGE].present) return srv_error_set(err, 422, "missing_field", "the request has no 'image' field");
@@ -1136,8 +1199,25 @@ int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *ou
             r = srv_error_set(err, 422, "invalid_field", "quality is not allowed; allowed: an integer 1..100");
         else out->quality = (int)q;
     }
+    for (int i = 0; !r && i < m[F_REFERENCE_ID].n; i++) {
+        char num[JSON_NUMBER_MAX + 1];
+        const json_span *sp = &m[F_REFERENCE_ID].items[i];
+        size_t qn = sp->len < JSON_NUMBER_MAX ? sp->len : JSON_NUMBER_MAX; /* the scan bounded it */
+        memcpy(num, sp->raw, qn);
+        num[qn] = 0;
+        double v = strtod(num, NULL);
+        if (!(v >= 0 && v <= 9007199254740992.0) || v != floor(v))
+            r = srv_error_set(err, 422, "invalid_field", "reference_id[%d] is not allowed; allowed: an integer >= 0", i);
+        else out->ref_ids[out->nref_ids++] = (int64_t)v;
+    }
     if (!r) r = decode_span(&m[F_IMAGE].v, "image", &out->image, err);
     if (!r && m[F_MASK].present) r = decode_span(&m[F_MASK].v, "mask", &out->mask, err);
+    for (int i = 0; !r && i < m[F_REFERENCE].n; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "reference[%d]", i);
+        out->nrefs = i + 1;
+        r = decode_span(&m[F_REFERENCE].items[i], label, &out->refs[i], err);
+    }
     if (!r) r = check_inpaint(out, err);
     if (r) srv_inpaint_args_free(out);
     return r;

@@ -27,9 +27,16 @@ typedef struct {
     char name[256]; /* a multipart part's filename or a JSON name; may be empty */
 } srv_blob;
 
+/* Most `reference` images, or `reference_id`s, one request may name (the model's K bounds it further). */
+#define SRV_MAX_REFERENCES 8
+
 /* The fields of an inpainting request (docs/http-api.md). */
 typedef struct {
     srv_blob image, mask;
+    srv_blob refs[SRV_MAX_REFERENCES]; /* `reference` images (issue 18), in the order given */
+    int nrefs;
+    int64_t ref_ids[SRV_MAX_REFERENCES]; /* `reference_id`s: database images (exclusive with refs) */
+    int nref_ids;
     srv_method method; /* default SIM */
     int format;        /* img_format; IMG_FMT_UNKNOWN (0) = not given */
     int quality;       /* 1-100; 0 = not given */
@@ -86,8 +93,14 @@ int srv_form_finish_edits(srv_form *f, srv_inpaint_args *out, srv_edits_args *ex
 /* Frees the form and any fields it still holds; NULL is a no-op. */
 void srv_form_free(srv_form *f);
 
+/* Caller-supplied references (both forms): `reference` images and `reference_id`s (integers
+ * 0..2^53) are exclusive (422 conflicting_fields), at most SRV_MAX_REFERENCES of either (422
+ * too_many_references), only with method sim (422 conflicting_fields); an empty reference image is
+ * 400 empty_reference. In a multipart form both are repeated parts; in JSON, arrays ("reference":
+ * [base64, ...], "reference_id": [integer, ...]). */
+
 /* Parses a JSON inpainting body {"image", "mask", "method", "format", "quality",
- * "mask_from_alpha"}: image and mask as base64 or data URLs, mask_from_alpha a boolean (true: no
+ * "mask_from_alpha", "reference", "reference_id"}: image and mask as base64 or data URLs, mask_from_alpha a boolean (true: no
  * mask, the image's alpha is the mask; with a mask too, 422 conflicting_fields; without either,
  * 422 missing_field). One linear pass over the raw bytes, allocating nothing, checks the
  * syntax of the whole body (at most 64 levels of nesting) and its shape before anything is

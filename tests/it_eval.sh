@@ -48,11 +48,11 @@ from PIL import Image
 out, masks_dir = sys.argv[1], sys.argv[2]
 rep = open(f"{out}/report.md").read()
 for needle in ("**L1 (%), lower is better**", "**PSNR (dB), higher is better**", "**SSIM, higher is better**",
-               "| telea |", "| coarse |", "| sim0 |", "| sim1 |", "| sim1-random |", "| sim1-noise |",
+               "| telea |", "| coarse |", "| sim0 |", "| sim1 |", "| sim1-true |", "| sim1-random |", "| sim1-noise |",
                "Section 5.6", "![grid](grid.png)", "(0.5,0.6]"):
     assert needle in rep, f"report lacks {needle!r}"
 rows = list(csv.DictReader(open(f"{out}/samples.csv")))
-methods = ["telea", "coarse", "sim0", "sim1", "sim1-random", "sim1-noise"]
+methods = ["telea", "coarse", "sim0", "sim1", "sim1-true", "sim1-random", "sim1-noise"]
 assert len(rows) == 6 * len(methods), len(rows)
 grid = np.asarray(Image.open(f"{out}/grid.png").convert("RGB")).astype(np.float64)
 S = 256

@@ -47,6 +47,9 @@ printf '{"image":"iVBORw0KGgo=","mask":"data:image/png;base64,iVBORw0KGgo=","met
 printf '{"images":["/9j/4AAQ","iVBORw0KGgo="],"names":["a.jpg","b.png"]}' | seed json index
 printf '{"image":"UklGRgAAAABXRUJQ","mask_from_alpha":true,"format":"webp","quality":100}' | seed json mask-from-alpha
 printf '{"image":"UklGRgAAAABXRUJQ","mask":"QQ==","mask_from_alpha":false}' | seed json mask-from-alpha-false
+printf '{"image":"iVBORw0KGgo=","mask":"QQ==","reference":["/9j/4AAQ","iVBORw0KGgo="]}' | seed json references
+printf '{"image":"iVBORw0KGgo=","mask":"QQ==","reference_id":[0,12,1e1]}' | seed json reference-ids
+printf '\x05--B0und'"'"'ry\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name="mask"\r\n\r\nM\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name="reference"; filename="r.jpg"\r\n\r\n\xff\xd8\xff\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name="reference"\r\n\r\nR\r\n--B0und'"'"'ry\r\nContent-Disposition: form-data; name=reference_id\r\n\r\n7\r\n--B0und'"'"'ry--\r\n' | seed multipart references
 # the pathological shapes of issue 15 (small versions): many keys, deep nesting, long arrays, escapes
 awk 'BEGIN { printf "{"; for (i = 0; i < 2000; i++) printf "%s\"k%d\":0", (i ? "," : ""), i; printf "}" }' | seed json many-keys
 awk 'BEGIN { for (i = 0; i < 5000; i++) printf "[" }' | seed json deep-open

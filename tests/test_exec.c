@@ -10,7 +10,8 @@
 
 #define S 8
 
-/* A runner that fills holes with 0.25 + crop's first pixel, after sleeping `delay_us`. */
+/* A runner that fills holes with 0.25 + crop's first pixel (or, for a crop with given neighbours,
+ * the first value of its neighbours), after sleeping `delay_us`. */
 typedef struct {
     int delay_us;
     int fail;
@@ -19,8 +20,9 @@ typedef struct {
     pthread_t thread;
 } fake;
 
-static sp_status fake_run(void *ctx, int n, const float *img, const float *mask, nn_method method, float *out,
-                          int64_t *ids, float *scores, nn_timings *t) {
+static sp_status fake_run(void *ctx, int n, const float *img, const float *mask, const float *refs,
+                         const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores,
+                         nn_timings *t) {
     fake *f = ctx;
     f->thread = pthread_self();
     int b = atomic_fetch_add(&f->nbatches, 1);
@@ -32,7 +34,8 @@ static sp_status fake_run(void *ctx, int n, const float *img, const float *mask,
             for (int p = 0; p < S * S; p++) {
                 size_t o = ((size_t)i * 3 + c) * S * S + p;
                 float m = mask[(size_t)i * S * S + p];
-                out[o] = m ? img[o] : 0.25f + img[(size_t)i * 3 * S * S];
+                float fill = given && given[i] ? refs[(size_t)i * 3 * S * S] : 0.25f + img[(size_t)i * 3 * S * S];
+                out[o] = m ? img[o] : fill;
             }
     if (ids)
         for (int i = 0; i < n; i++) {
@@ -132,6 +135,29 @@ int main(void) {
     CHECK(jobs[1].w.batches == 2 && jobs[1].w.t.coarse == 2 && jobs[1].w.t.refine == 4);
     CHECK(core_exec_drain(ex, 1) == 0);
     CHECK(core_metric_get(em.batch_size, NULL) == 4);
+
+    /* caller-supplied neighbours: a work with refs (2 crops) and one without (3) share batches of 4;
+     * each crop is handled as its own work says, padding included */
+    f = (fake){0};
+    CHECK(core_exec_new(&r, 4, 200, 64, &em, &ex) == SP_OK);
+    static float ref[3 * S * S];
+    for (int p = 0; p < 3 * S * S; p++) ref[p] = 0.875f;
+    const int64_t ref_id = 42;
+    job_init(&jobs[0], 3, 0.1f, 10);
+    job_init(&jobs[1], 2, 0.2f, 10);
+    jobs[1].w.refs = ref;
+    jobs[1].w.ref_ids = &ref_id;
+    CHECK(core_exec_submit(ex, &jobs[0].w, &ra) == SP_OK);
+    CHECK(core_exec_submit(ex, &jobs[1].w, &ra) == SP_OK);
+    wait_done(jobs, 2);
+    CHECK(jobs[0].w.status == SP_OK && jobs[1].w.status == SP_OK && job_ok(&jobs[0]));
+    for (int i = 0; i < 2; i++) {
+        CHECK(jobs[1].ids[i] == 42 && jobs[1].scores[i] == 1.0f);
+        for (int p = 0; p < 3 * S * S; p++)
+            CHECK(jobs[1].out[i][p] == ((p % (S * S)) % 3 ? jobs[1].img[i][p] : 0.875f));
+    }
+    core_exec_free(ex);
+    CHECK(core_exec_new(&r, 4, 200, 64, &em, &ex) == SP_OK);
 
     /* a task runs on the executor thread */
     pthread_t tt;

@@ -247,6 +247,81 @@ static void test_json(void) {
     CHECK(srv_parse_index_json((const uint8_t *)ix2, strlen(ix2), &x, &e) == 422);
 }
 
+/* Caller-supplied references (issue 18) in both forms. */
+static void test_references(void) {
+    srv_inpaint_args a;
+    srv_error e;
+    const char *n1[] = {"image", "mask", "reference", "reference"};
+    const char *v1[] = {"IMG", "MASK", "R0", "R11"};
+    CHECKF(form_parse(n1, v1, 4, &a, &e) == 0, "%s", e.message);
+    CHECK(a.nrefs == 2 && a.refs[0].len == 2 && !memcmp(a.refs[1].data, "R11", 3) && a.nref_ids == 0);
+    srv_inpaint_args_free(&a);
+    const char *n2[] = {"image", "mask", "reference_id", "reference_id"};
+    const char *v2[] = {"IMG", "MASK", "7", "0"};
+    CHECKF(form_parse(n2, v2, 4, &a, &e) == 0, "%s", e.message);
+    CHECK(a.nref_ids == 2 && a.ref_ids[0] == 7 && a.ref_ids[1] == 0 && a.nrefs == 0);
+    srv_inpaint_args_free(&a);
+    struct {
+        const char *names[11], *values[11];
+        int n, status;
+        const char *code;
+    } cases[] = {
+        {{"image", "mask", "reference", "reference_id"}, {"I", "M", "R", "1"}, 4, 422, "conflicting_fields"},
+        {{"image", "mask", "reference_id", "method"}, {"I", "M", "1", "telea"}, 4, 422, "conflicting_fields"},
+        {{"image", "mask", "reference_id"}, {"I", "M", "-1"}, 3, 422, "invalid_field"},
+        {{"image", "mask", "reference_id"}, {"I", "M", "1x"}, 3, 422, "invalid_field"},
+        {{"image", "mask", "reference_id"}, {"I", "M", ""}, 3, 422, "invalid_field"},
+        {{"image", "mask", "reference"}, {"I", "M", ""}, 3, 400, "empty_reference"},
+        {{"image", "mask", "reference", "reference", "reference", "reference", "reference", "reference", "reference",
+          "reference", "reference"},
+         {"I", "M", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, 11, 422, "too_many_references"},
+        {{"image", "mask", "reference_id", "reference_id", "reference_id", "reference_id", "reference_id",
+          "reference_id", "reference_id", "reference_id", "reference_id"},
+         {"I", "M", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, 11, 422, "too_many_references"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int r = form_parse(cases[i].names, cases[i].values, cases[i].n, &a, &e);
+        CHECKF(r == cases[i].status && !strcmp(e.code, cases[i].code), "ref case %zu: %d %s (%s)", i, r,
+               r ? e.code : "", r ? e.message : "");
+        if (!r) srv_inpaint_args_free(&a);
+    }
+    const char *ok = "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference\":[\"UjA=\",\"UjEx\"]}";
+    CHECKF(srv_parse_inpaint_json((const uint8_t *)ok, strlen(ok), &a, &e) == 0, "%s", e.message);
+    CHECK(a.nrefs == 2 && a.refs[0].len == 2 && !memcmp(a.refs[1].data, "R11", 3));
+    srv_inpaint_args_free(&a);
+    const char *ok2 = "{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[3, 0,12]}";
+    CHECKF(srv_parse_inpaint_json((const uint8_t *)ok2, strlen(ok2), &a, &e) == 0, "%s", e.message);
+    CHECK(a.nref_ids == 3 && a.ref_ids[0] == 3 && a.ref_ids[1] == 0 && a.ref_ids[2] == 12);
+    srv_inpaint_args_free(&a);
+    struct {
+        const char *body;
+        int status;
+        const char *code;
+    } jc[] = {
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference\":\"UjA=\"}", 422, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference\":[5]}", 422, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference\":[\"\"]}", 400, "empty_reference"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference\":[\"U!\"]}", 400, "invalid_base64"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[\"1\"]}", 422, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[1.5]}", 422, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[-1]}", 422, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[1e300]}", 422, "invalid_field"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[1,]}", 400, "malformed_json"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[1,2,3,4,5,6,7,8,9]}", 422,
+         "too_many_references"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[1],\"reference\":[\"UjA=\"]}", 422,
+         "conflicting_fields"},
+        {"{\"image\":\"SU1H\",\"mask\":\"TUFTSw==\",\"reference_id\":[1],\"method\":\"coarse\"}", 422,
+         "conflicting_fields"},
+    };
+    for (size_t i = 0; i < sizeof jc / sizeof jc[0]; i++) {
+        int r = srv_parse_inpaint_json((const uint8_t *)jc[i].body, strlen(jc[i].body), &a, &e);
+        CHECKF(r == jc[i].status && !strcmp(e.code, jc[i].code), "json ref case %zu: %d %s (%s)", i, r,
+               r ? e.code : "", r ? e.message : "");
+        if (!r) srv_inpaint_args_free(&a);
+    }
+}
+
 /* A growing body for the shape tests. */
 typedef struct {
     char *b;
@@ -699,6 +774,7 @@ int main(void) {
     test_multipart();
     test_forms();
     test_json();
+    test_references();
     test_json_shape();
     test_base64();
     return t_done("test_srv_request");
