@@ -1,7 +1,9 @@
 # Dockerfile: the semipaintd image: a Debian 12 build stage running the Makefile targets CI runs, and a slim runtime stage with the binaries, the shipped weights and the runtime libraries.
 #
-#   docker build -t semipaint:cpu .                             # CPU (oneDNN)
-#   docker build --build-arg BACKEND=cuda -t semipaint:cuda .   # GPU (cuDNN), run with --gpus all
+#   docker build -t semipaint:cpu .                                # CPU (oneDNN): the default target, runtime-cpu
+#   docker build --target runtime-cuda -t semipaint:cuda .         # GPU (cuDNN), run with --gpus all
+#   podman build --format docker -t semipaint:cpu .                # the same with Podman or `buildah bud`
+#                                     (--format docker: the OCI format, their default, has no HEALTHCHECK)
 #   docker run -p 8080:8080 -v semipaint-data:/data semipaint:cpu
 #   docker run --rm -v semipaint-data:/data -v "$PWD/photos:/images:ro" semipaint:cpu \
 #          semipaint index build --images /images --out /data/db      # then restart the service
@@ -13,12 +15,17 @@
 # Both variants build and run on Debian 12, with the Debian packages scripts/deps.sh installs for
 # CI: the nvidia/cuda images (Ubuntu) only contribute the CUDA toolkit and cuDNN, copied across,
 # since scripts/deps.sh and scripts/faiss_c.sh are written for Debian's packages.
-# BuildKit (the default builder) builds only the stages the chosen BACKEND needs.
+# The variant is the target stage (runtime-cpu, the last one and so the default, or runtime-cuda),
+# never a build argument in a FROM line: Buildah (and so Podman) resolves `FROM <stage>-${ARG}` as
+# an image name and stops. BuildKit and Buildah (--skip-unused-stages, its default) build only the
+# stages the target needs. BUILD_BASE and BASE are the Debian 12 images the build and the runtime
+# start from (another Debian 12 image may stand in: make image-test uses a debootstrap one).
 
-ARG BACKEND=cpu
 ARG CUDA_VERSION=13.0.0
+ARG BUILD_BASE=debian:12
+ARG BASE=debian:12-slim
 
-# ---- CUDA 13 toolkit and cuDNN 9, gathered under /opt/cuda (BACKEND=cuda only) ----
+# ---- CUDA 13 toolkit and cuDNN 9, gathered under /opt/cuda (runtime-cuda only) ----
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu24.04 AS cuda-devel
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN shopt -s nullglob \
@@ -41,24 +48,17 @@ RUN shopt -s nullglob \
  && test -e /opt/cuda-lib/libcudart.so.13 && test -e /opt/cuda-lib/libcudnn.so.9
 
 # ---- build: Debian 12, scripts/deps.sh, make ----
-FROM debian:12 AS build-cpu
-ENV SP_MAKE_ARGS=""
-
-FROM debian:12 AS build-cuda
-COPY --from=cuda-devel /opt/cuda /usr/local/cuda
-ENV PATH=/usr/local/cuda/bin:$PATH \
-    CPATH=/usr/local/cuda/include \
-    LIBRARY_PATH=/usr/local/cuda/lib64 \
-    SP_MAKE_ARGS="CUDA=1 CUDA_HOME=/usr/local/cuda"
-
 # hadolint ignore=DL3006
-FROM build-${BACKEND} AS build
-# RUN_TESTS=1 also runs `make unit-test` (the unit and integration tests) in the build.
-ARG RUN_TESTS=0
+FROM ${BUILD_BASE} AS build-deps
 WORKDIR /src
 # Packages and libfaiss_c first, so that they stay cached while the sources change.
 COPY scripts/deps.sh scripts/faiss_c.sh scripts/
 RUN bash scripts/deps.sh && bash scripts/faiss_c.sh
+
+FROM build-deps AS build-cpu
+# RUN_TESTS=1 also runs `make unit-test` (the unit and integration tests) in the build.
+ARG RUN_TESTS=0
+ENV SP_MAKE_ARGS=""
 COPY . .
 # `make deps` first: the `all` target's deps prerequisite would otherwise run beside the compilers under -j.
 RUN make deps \
@@ -66,22 +66,26 @@ RUN make deps \
  && if [ "$RUN_TESTS" = 1 ]; then make $SP_MAKE_ARGS unit-test; fi \
  && build/semipaintd --version
 
+FROM build-deps AS build-cuda
+ARG RUN_TESTS=0
+COPY --from=cuda-devel /opt/cuda /usr/local/cuda
+ENV PATH=/usr/local/cuda/bin:$PATH \
+    CPATH=/usr/local/cuda/include \
+    LIBRARY_PATH=/usr/local/cuda/lib64 \
+    SP_MAKE_ARGS="CUDA=1 CUDA_HOME=/usr/local/cuda"
+COPY . .
+RUN make deps \
+ && make -j"$(nproc)" $SP_MAKE_ARGS all \
+ && if [ "$RUN_TESTS" = 1 ]; then make $SP_MAKE_ARGS unit-test; fi \
+ && build/semipaintd --version
+
 # ---- runtime: Debian 12 slim, the binaries, weights and configuration, a non-root user ----
-FROM debian:12-slim AS runtime-cpu
-
-FROM debian:12-slim AS runtime-cuda
-COPY --from=cuda-runtime /opt/cuda-lib/ /usr/local/cuda/lib64/
-RUN echo /usr/local/cuda/lib64 > /etc/ld.so.conf.d/cuda.conf && ldconfig
-# The NVIDIA container runtime mounts the driver (libcuda) into containers that ask for it.
-ENV NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
-
+# runtime-base is everything but the binaries; runtime-cuda and runtime-cpu (last: the default
+# target) add their build's files and, for CUDA, its libraries.
 # hadolint ignore=DL3006
-FROM runtime-${BACKEND}
-ARG BACKEND
+FROM ${BASE} AS runtime-base
 LABEL org.opencontainers.image.title="semipaint" \
-      org.opencontainers.image.description="semipaintd: semi-parametric image inpainting over HTTP (Iskakov 2018)" \
-      io.semipaint.backend="${BACKEND}"
+      org.opencontainers.image.description="semipaintd: semi-parametric image inpainting over HTTP (Iskakov 2018)"
 # Runtime libraries of build/semipaintd (tests/it_deploy.sh checks this list against its NEEDED
 # entries); curl is for the HEALTHCHECK.
 # hadolint ignore=DL3008
@@ -94,11 +98,6 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin semipaint \
  && mkdir -p /data /etc/semipaint /opt/semipaint \
  && chown 10001:10001 /data
-COPY --from=build /src/build/semipaintd /src/build/semipaint /usr/local/bin/
-COPY --from=build /src/weights/ /opt/semipaint/weights/
-COPY --from=build /src/config/ /opt/semipaint/config/
-COPY --from=build /src/docker/base/semipaintd.yaml /etc/semipaint/semipaintd.yaml
-COPY --from=build /src/docker/entrypoint.sh /usr/local/bin/semipaint-entrypoint
 WORKDIR /opt/semipaint
 ENV OMP_WAIT_POLICY=PASSIVE
 USER 10001:10001
@@ -111,3 +110,26 @@ HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/semipaint-entrypoint"]
 CMD ["-c", "/etc/semipaint/semipaintd.yaml"]
+
+FROM runtime-base AS runtime-cuda
+LABEL io.semipaint.backend="cuda"
+USER root
+COPY --from=cuda-runtime /opt/cuda-lib/ /usr/local/cuda/lib64/
+RUN echo /usr/local/cuda/lib64 > /etc/ld.so.conf.d/cuda.conf && ldconfig
+# The NVIDIA container runtime mounts the driver (libcuda) into containers that ask for it.
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+COPY --from=build-cuda /src/build/semipaintd /src/build/semipaint /usr/local/bin/
+COPY --from=build-cuda /src/weights/ /opt/semipaint/weights/
+COPY --from=build-cuda /src/config/ /opt/semipaint/config/
+COPY --from=build-cuda /src/docker/base/semipaintd.yaml /etc/semipaint/semipaintd.yaml
+COPY --from=build-cuda /src/docker/entrypoint.sh /usr/local/bin/semipaint-entrypoint
+USER 10001:10001
+
+FROM runtime-base AS runtime-cpu
+LABEL io.semipaint.backend="cpu"
+COPY --from=build-cpu /src/build/semipaintd /src/build/semipaint /usr/local/bin/
+COPY --from=build-cpu /src/weights/ /opt/semipaint/weights/
+COPY --from=build-cpu /src/config/ /opt/semipaint/config/
+COPY --from=build-cpu /src/docker/base/semipaintd.yaml /etc/semipaint/semipaintd.yaml
+COPY --from=build-cpu /src/docker/entrypoint.sh /usr/local/bin/semipaint-entrypoint

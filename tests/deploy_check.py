@@ -280,19 +280,33 @@ def main():
     check("the HEALTHCHECK asks /healthz on the listen port",
           hc and f"http://127.0.0.1:{listen_port}/healthz" in hc.group(1) and (routes is None or "GET /healthz" in routes))
     froms = re.findall(r"^FROM\s+(\S+)", df, re.M)
-    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", df, re.M))
-    refs = [f for f in froms if "${BACKEND}" in f or f in stages]
-    check("each `FROM ...${BACKEND}` names a stage for both backends (cpu, cuda)",
-          refs and all(f.replace("${BACKEND}", b) in stages for f in refs for b in ("cpu", "cuda")), refs)
+    stage_of = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", df, re.M)
+    stages = [s for _, s in stage_of]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", df, re.M))
+    # Buildah/Podman resolve a FROM with a build argument as an image name, never as a stage name.
+    resolve = lambda f, b=None: re.sub(r"\$\{(\w+)\}", lambda m: b if b is not None else args.get(m.group(1), m.group(0)), f)
+    staged = [f for f in froms if "$" in f and any(resolve(f, b) in stages for b in (None, "cpu", "cuda"))]
+    check("no FROM names a stage through a build argument (Buildah and Podman build the file)", not staged, staged)
+    check("a runtime-cpu and a runtime-cuda target; runtime-cpu is the last stage (the default target)",
+          {"runtime-cpu", "runtime-cuda"} <= set(stages) and stages[-1] == "runtime-cpu", stages)
+    for b in ("cpu", "cuda"):
+        body = re.search(r"^FROM\s+\S+\s+AS\s+runtime-%s\n(.*?)(?=^FROM|\Z)" % b, df, re.M | re.S)
+        srcs = set(re.findall(r"^COPY --from=(\S+)", body.group(1) if body else "", re.M))
+        check(f"runtime-{b} copies its binaries from build-{b} only", body and f"build-{b}" in srcs
+              and not {s for s in srcs if s.startswith("build")} - {f"build-{b}"}, sorted(srcs))
+    refs = [f for f in froms if f in stages]
     external = [f for f in froms if f not in refs]
-    arg_ok = all(re.search(r"^ARG %s=[\w.]+$" % v, df, re.M) for f in external for v in re.findall(r"\$\{(\w+)\}", f))
-    check("the version arguments of those images have defaults", arg_ok)
+    unresolved = [v for f in external for v in re.findall(r"\$\{(\w+)\}", f) if v not in args]
+    check("the image and version arguments of the FROM lines have defaults", not unresolved, unresolved)
+    images = [resolve(f) for f in external]
     check("every image pulled from a registry has a pinned tag (no :latest)",
-          external and all(":" in f and not f.endswith(":latest") for f in external), external)
+          images and all(":" in f and not f.endswith(":latest") for f in images), images)
+    check("the build and runtime stages start from Debian 12 by default",
+          args.get("BUILD_BASE") == "debian:12" and args.get("BASE") == "debian:12-slim", args)
     check("the build stage runs the Makefile's deps and all targets (as CI does)",
           re.search(r"make deps", df) and re.search(r"make -j\S* \$SP_MAKE_ARGS all", df))
     check("the runtime runs as a non-root numeric USER", re.search(r"^USER 10001:10001$", df, re.M))
-    for src in re.findall(r"^COPY --from=build /src/(\S+)", df, re.M):
+    for src in sorted(set(re.findall(r"^COPY --from=build-\w+ /src/(\S+)", df, re.M))):
         for s in src.split():
             if not s.startswith("build/"):
                 check(f"the Dockerfile's {s} exists", os.path.exists(os.path.join(ROOT, s)))

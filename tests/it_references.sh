@@ -26,10 +26,14 @@ bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 
 mkdir "$tmp/train"
-for f in $(ls "$TRAIN" | sort | head -6); do ln -s "$(cd "$TRAIN" && pwd)/$f" "$tmp/train/$f"; done
-"$SP" index build --images "$tmp/train" --out "$tmp/db" --descriptor thumb16 --threads 1 > /dev/null 2>&1
-face=$(ls "$VAL" | sort | head -1)
-other=$(ls "$VAL" | sort | sed -n 2p)
+# globs, not `ls | head`: under pipefail a pipe cut short by head can fail the whole line
+train_files=("$TRAIN"/*.jpg)
+for f in "${train_files[@]:0:6}"; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$tmp/train/$(basename "$f")"; done
+"$SP" index build --images "$tmp/train" --out "$tmp/db" --descriptor thumb16 --threads 1 > "$tmp/build.log" 2>&1 ||
+  { cat "$tmp/build.log"; echo "it_references: the database build failed"; exit 1; }
+val_files=("$VAL"/*.jpg)
+face=$(basename "${val_files[0]}")
+other=$(basename "${val_files[1]}")
 cp "$VAL/$face" "$tmp/img.jpg"
 cp "$VAL/$other" "$tmp/other.jpg"
 # a square hole over the middle of the face; the face itself (a 256x256 JPEG) is the true reference
@@ -52,9 +56,9 @@ export SEMIPAINT_MODEL_CPU_THREADS=1
 export SEMIPAINT_BATCHING_MAX_BATCH=2
 
 # ---- the CLI (before the daemon: the two do not share the cores) ----
-"$SP" inpaint --image "$tmp/img.jpg" --mask "$tmp/mask.png" --out "$tmp/cli_ref.png" --reference "$tmp/other.jpg" > /dev/null 2>&1
+"$SP" inpaint --image "$tmp/img.jpg" --mask "$tmp/mask.png" --out "$tmp/cli_ref.png" --reference "$tmp/other.jpg" > "$tmp/cli1.log" 2>&1 || cat "$tmp/cli1.log"
 check "semipaint inpaint --reference FILE runs" test -s "$tmp/cli_ref.png"
-"$SP" inpaint --image "$tmp/img.jpg" --mask "$tmp/mask.png" --out "$tmp/cli_id.png" --reference-id 4 > /dev/null 2>&1
+"$SP" inpaint --image "$tmp/img.jpg" --mask "$tmp/mask.png" --out "$tmp/cli_id.png" --reference-id 4 > "$tmp/cli2.log" 2>&1 || cat "$tmp/cli2.log"
 check "semipaint inpaint --reference-id N runs" test -s "$tmp/cli_id.png"
 rc=0; "$SP" inpaint --image "$tmp/img.jpg" --mask "$tmp/mask.png" --out "$tmp/x.png" --reference "$tmp/other.jpg" --db none > /dev/null 2> "$tmp/err" || rc=$?
 check "the CLI refuses references with Sim-0 (status 1, says why)" sh -c "test $rc = 1 && grep -q 'Sim-0' '$tmp/err'"
