@@ -103,6 +103,22 @@ static void to_finish(req *r) {
 /* Called by the executor when every crop of the request is back or the work failed. */
 static void inpaint_done(core_work *w) { to_finish(w->user); }
 
+/* Prints `root` (deleted; NULL = out of memory) as the JSON answer in r->out*, then frees `b64`, the
+ * base64 image that root refers to without owning. 0, or 503 in r->err. */
+static int json_answer(req *r, cJSON *root, char *b64) {
+    char *text = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    free(b64);
+    if (!text) {
+        r->retry_after = 5;
+        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
+    }
+    r->out = text;
+    r->out_len = strlen(text);
+    r->out_ctype = "application/json";
+    return 0;
+}
+
 /* The answer of POST /v1/images/edits, OpenAI's shape: {"created", "data": [{"b64_json"}],
  * "model", "output_format", "size"} in r->out*, from the encoded image `enc` (freed). "model" names
  * what ran: every requested name maps to semipaint's one model family until there are several. */
@@ -111,7 +127,6 @@ static int openai_answer(req *r, uint8_t *enc, size_t len, img_format fmt) {
     char *b64 = srv_b64_encode(enc, len, &blen);
     free(enc);
     cJSON *root = cJSON_CreateObject(), *data = cJSON_CreateArray(), *item = cJSON_CreateObject();
-    char *text = NULL;
     if (b64 && root && data && item) {
         char model[32], size[32];
         snprintf(model, sizeof model, "semipaint-%s", srv_method_name(r->args.method));
@@ -123,22 +138,12 @@ static int openai_answer(req *r, uint8_t *enc, size_t len, img_format fmt) {
         cJSON_AddStringToObject(root, "model", model);
         cJSON_AddStringToObject(root, "output_format", img_format_name(fmt));
         cJSON_AddStringToObject(root, "size", size);
-        text = cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
-    } else {
-        cJSON_Delete(root);
-        cJSON_Delete(data);
-        cJSON_Delete(item);
+        return json_answer(r, root, b64);
     }
-    free(b64);
-    if (!text) {
-        r->retry_after = 5;
-        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
-    }
-    r->out = text;
-    r->out_len = strlen(text);
-    r->out_ctype = "application/json";
-    return 0;
+    cJSON_Delete(root);
+    cJSON_Delete(data);
+    cJSON_Delete(item);
+    return json_answer(r, NULL, b64);
 }
 
 /* Paste and encode: the answer's body and headers in r->out*. 0, or the status with r->err set. */
@@ -244,17 +249,7 @@ static int finish_build(req *r) {
     cJSON_AddItemToObject(root, "neighbors", nb);
     cJSON_AddItemToObject(root, "timings_ms", tj);
     cJSON_AddStringToObject(root, "request_id", r->id);
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    free(b64);
-    if (!text) {
-        r->retry_after = 5;
-        return srv_error_set(&r->err, 503, "out_of_memory", "out of memory");
-    }
-    r->out = text;
-    r->out_len = strlen(text);
-    r->out_ctype = "application/json";
-    return 0;
+    return json_answer(r, root, b64);
 }
 
 /* The finish stage (work pool): maps the executor's or Telea's outcome to an answer or an error. */

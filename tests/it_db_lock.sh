@@ -20,30 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Test images: 64x64 RGB PNGs of distinct colour waves, written with zlib alone.
-"$PY" - "$tmp" <<'EOF'
-import math, os, struct, sys, zlib
-root = sys.argv[1]
-def png(path, w, h, px):
-    raw = b"".join(b"\0" + bytes(px[y * w * 3:(y + 1) * w * 3]) for y in range(h))
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-def image(i, path):
-    fx, fy, ph = 0.05 + (i * 37 % 23) * 0.02, 0.04 + (i * 53 % 19) * 0.025, i * 0.7
-    col = [(i * 71 % 255) / 255, (i * 113 % 255) / 255, (i * 29 % 255) / 255]
-    px = []
-    for y in range(64):
-        for x in range(64):
-            w = 0.5 + 0.5 * math.sin(fx * x * (1 + i % 3) + fy * y + ph)
-            v = 0.5 + 0.5 * math.cos(fy * x - fx * y * (1 + i % 4) - ph)
-            px += [int(255 * min(1, max(0, c * w + (1 - c) * v * (1 if k == i % 3 else 0.4)))) for k, c in enumerate(col)]
-    png(path, 64, 64, px)
-for name, first, n in (("base", 0, 10), ("new", 20, 6), ("add", 40, 5), ("add2", 60, 5)):
-    os.makedirs(f"{root}/{name}")
-    for i in range(first, first + n):
-        image(i, f"{root}/{name}/{name}{i:02d}.png")
-EOF
+"$PY" tests/wave_images.py "$tmp/base:base:0:10" "$tmp/new:new:20:6" "$tmp/add:add:40:5" "$tmp/add2:add2:60:5"
 
 db=$tmp/db
 fail=0

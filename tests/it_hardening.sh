@@ -10,25 +10,12 @@ FIX=tests/fixtures/small
 [ -x "$D" ] || { echo "it_hardening: SKIP ($D not built)"; exit 0; }
 [ -f "$FIX/pconv_unet.safetensors" ] || { echo "it_hardening: SKIP (no $FIX)"; exit 0; }
 
-tmp=$(mktemp -d /tmp/it_hardening.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fails=0
-passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. tests/daemon.sh
+it_begin it_hardening
 stop_daemon() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
 
-export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
-export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
-export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
-export SEMIPAINT_RETRIEVAL_DATABASE=
-export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
-export SEMIPAINT_MODEL_CPU_THREADS=1
+small_nets
 export SEMIPAINT_SERVER_SHUTDOWN_GRACE_MS=2000
-. tests/daemon.sh
 
 # ---- the token file: one that others may read stops the start, naming the file and the fix ----
 printf 'hardening-token-0123456789\n' > "$tmp/token"
@@ -85,5 +72,4 @@ check "the daemon still answers an ordinary request" \
   test "$(curl -s -o /dev/null -w '%{http_code}' -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" "$url/v1/inpaint")" = 200
 stop_daemon
 
-echo "it_hardening: $passes passed, $fails failed"
-[ "$fails" -eq 0 ]
+it_end

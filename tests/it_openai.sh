@@ -16,22 +16,10 @@ bash scripts/npm_deps.sh || { echo "it_openai: SKIP (the pinned npm packages cou
 SDK=$(realpath .deps/npm/node_modules/openai)
 [ -f "$SDK/package.json" ] || { echo "it_openai: SKIP (no $SDK)"; exit 0; }
 
-tmp=$(mktemp -d /tmp/it_openai.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fails=0
-passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. tests/daemon.sh
+it_begin it_openai
 
-export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
-export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
-export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
-export SEMIPAINT_RETRIEVAL_DATABASE=
-export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
-export SEMIPAINT_MODEL_CPU_THREADS=1
+small_nets
 
 # ---- images (Python's standard library): an RGB image, OpenAI's mask (alpha 0 = hole), the same
 # hole as semipaint's own mask (white = hole), and the image with the hole in its own alpha ----
@@ -129,7 +117,6 @@ const refused = async (params) => {
 })().catch((e) => { console.error(e); process.exit(1); });
 EOF
 
-. tests/daemon.sh
 start_daemon "$tmp/log" || { bad "the daemon did not start"; exit 1; }
 
 if node "$tmp/sdk.cjs" "$SDK" "$url" "$tmp" > "$tmp/sdk.json" 2> "$tmp/sdk.err"; then
@@ -227,5 +214,4 @@ fi
 
 kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 pid=""
-echo "it_openai: $passes passed, $fails failed"
-[ "$fails" -eq 0 ]
+it_end

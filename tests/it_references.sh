@@ -15,15 +15,8 @@ for f in "$W/pconv.safetensors" "$W/sim0.safetensors" "$W/sim1.safetensors"; do
 done
 for d in "$VAL" "$TRAIN"; do [ -d "$d" ] || { echo "it_references: SKIP ($d is absent)"; exit 0; }; done
 
-tmp=$(mktemp -d /tmp/it_references.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fails=0
-passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. tests/daemon.sh
+it_begin it_references
 
 mkdir "$tmp/train"
 # globs, not `ls | head`: under pipefail a pipe cut short by head can fail the whole line
@@ -68,7 +61,6 @@ rc=0; "$SP" inpaint --image "$tmp/img.jpg" --mask "$tmp/mask.png" --out "$tmp/x.
 check "the CLI names a reference id the database lacks" sh -c "test $rc = 1 && grep -q 'no image 99' '$tmp/err'"
 
 # ---- the daemon ----
-. tests/daemon.sh
 start_daemon "$tmp/log" || { bad "the daemon did not start"; exit 1; }
 post() { # post NAME [curl -F args...]: the PNG into $tmp/NAME.png, headers into $tmp/NAME.h; prints the status
   local name=$1; shift
@@ -119,5 +111,4 @@ code=$(curl -s -o "$tmp/many.out" -w '%{http_code}' -H 'Content-Type: applicatio
 check "JSON: more than 8 reference_id items are 422 too_many_references" sh -c "test $code = 422 && grep -q too_many_references '$tmp/many.out'"
 
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-echo "it_references: $passes passed, $fails failed"
-[ "$fails" = 0 ]
+it_end

@@ -14,33 +14,7 @@ tmp=$(mktemp -d /tmp/it_retrieval_kill.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 # Test images: 64x64 RGB PNGs of distinct colour waves, written with zlib alone.
-"$PY" - "$tmp" <<'EOF'
-import math, os, struct, sys, zlib
-root = sys.argv[1]
-def png(path, w, h, px):
-    raw = b"".join(b"\0" + bytes(px[y * w * 3:(y + 1) * w * 3]) for y in range(h))
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-def image(i, path):
-    fx, fy, ph = 0.05 + (i * 37 % 23) * 0.02, 0.04 + (i * 53 % 19) * 0.025, i * 0.7
-    col = [(i * 71 % 255) / 255, (i * 113 % 255) / 255, (i * 29 % 255) / 255]
-    px = []
-    for y in range(64):
-        for x in range(64):
-            w = 0.5 + 0.5 * math.sin(fx * x * (1 + i % 3) + fy * y + ph)
-            v = 0.5 + 0.5 * math.cos(fy * x - fx * y * (1 + i % 4) - ph)
-            px += [int(255 * min(1, max(0, c * w + (1 - c) * v * (1 if k == i % 3 else 0.4)))) for k, c in enumerate(col)]
-    png(path, 64, 64, px)
-os.makedirs(f"{root}/base")
-for i in range(10):
-    image(i, f"{root}/base/b{i:02d}.png")
-for r in range(13):
-    os.makedirs(f"{root}/add{r}")
-    for j in range(5):
-        image(100 + r * 5 + j, f"{root}/add{r}/r{r}_{j}.png")
-EOF
+"$PY" tests/wave_images.py "$tmp/base:b:0:10" $(for r in $(seq 0 12); do echo "$tmp/add$r:r${r}_:$((100 + r * 5)):5"; done)
 
 db=$tmp/db
 "$bin" index build --images "$tmp/base" --out "$db" >/dev/null 2>&1

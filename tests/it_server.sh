@@ -9,23 +9,11 @@ FIX=tests/fixtures/small
 [ -x "$D" ] || { echo "it_server: SKIP ($D not built)"; exit 0; }
 [ -f "$FIX/pconv_unet.safetensors" ] || { echo "it_server: SKIP (no $FIX)"; exit 0; }
 
-tmp=$(mktemp -d /tmp/it_server.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fails=0
-passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. tests/daemon.sh
+it_begin it_server
 
 # The shipped example config, pointed at the test fixtures and no database by the environment.
-export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
-export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
-export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
-export SEMIPAINT_RETRIEVAL_DATABASE=
-export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
-export SEMIPAINT_MODEL_CPU_THREADS=1
+small_nets
 # the open-loop overload below comes from one address, faster than the server answers at times:
 # the per-client connection limit (128) would reset some of its connections at accept
 export SEMIPAINT_SERVER_MAX_CONNECTIONS_PER_CLIENT=0
@@ -75,7 +63,6 @@ png(d + "/mask.png", w, h, 1, [255 if 100 <= x < 160 and 50 <= y < 90 else 0 for
 EOF
 
 # ---- the daemon ----
-. tests/daemon.sh
 start_daemon "$tmp/log" || { bad "the daemon did not start"; exit 1; }
 check "GET /readyz answers 200" test "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200
 check "GET /v1/info says Sim-0 without a database" sh -c "curl -s '$url/v1/info' | grep -q '\"mode\":\"sim0\"'"
@@ -211,5 +198,4 @@ else
   echo "skip the telea_blend checks ($PY lacks PIL or numpy)"
 fi
 
-echo "it_server: $passes passed, $fails failed"
-[ "$fails" -eq 0 ]
+it_end

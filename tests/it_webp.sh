@@ -10,22 +10,10 @@ FIX=tests/fixtures/small
 [ -f "$FIX/pconv_unet.safetensors" ] || { echo "it_webp: SKIP (no $FIX)"; exit 0; }
 "$PY" -c 'from PIL import features, Image; assert features.check("webp")' 2>/dev/null || { echo "it_webp: SKIP (no PIL with WebP)"; exit 0; }
 
-tmp=$(mktemp -d /tmp/it_webp.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fails=0
-passes=0
-ok() { echo "ok   $*"; passes=$((passes + 1)); }
-bad() { echo "FAIL $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. tests/daemon.sh
+it_begin it_webp
 
-export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
-export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
-export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
-export SEMIPAINT_RETRIEVAL_DATABASE=
-export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
-export SEMIPAINT_MODEL_CPU_THREADS=1
+small_nets
 
 # Inputs made with PIL: an RGB photo (PNG, lossy WebP), its mask, an RGBA image whose transparent
 # pixels (alpha 0, coloured magenta underneath) are the hole and whose other pixels have varied
@@ -77,7 +65,6 @@ is_fmt() { "$PY" -c "import sys; from PIL import Image; im = Image.open(sys.argv
 ctype() { tr -d '\r' < "$1" | sed -n 's/^[Cc]ontent-[Tt]ype: //p'; }
 errcode() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['error']['code'])" "$1"; }
 
-. tests/daemon.sh
 start_daemon "$tmp/d.log" || exit 1
 
 # ---- WebP in and out ----
@@ -140,5 +127,4 @@ check "semipaint inpaint --mask-from-alpha on an image without alpha fails (1) a
 rc=0; "$C" inpaint --image "$tmp/alpha.png" --mask "$tmp/mask.png" --mask-from-alpha --out "$tmp/x.png" > /dev/null 2>&1 || rc=$?
 check "--mask with --mask-from-alpha is a usage error (2)" test "$rc" = 2
 
-echo "it_webp: $passes passed, $fails failed"
-[ "$fails" = 0 ]
+it_end

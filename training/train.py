@@ -546,6 +546,24 @@ def loss_terms(out, img, m1, vgg=None):
 # ---------------------------------------------------------------------------------------------
 # the training stream: a pure function of (seed, step)
 
+def flip_mask(m, code):
+    """The mask augmentation of the streams: code bit 1 flips it horizontally, bit 2 vertically."""
+    if code & 1:
+        m = m[:, ::-1]
+    if code & 2:
+        m = m[::-1]
+    return m
+
+
+def batch_tensors(img, masks, nb):
+    """uint8 (B,S,S,3) images, (B,S,S) masks (< 128 = keep) and (B,K,S,S,3) neighbours -> the
+    float tensors (img (B,3,S,S), m1 (B,1,S,S) 1 = keep, nbrs (B,K,3,S,S)) in [0,1]."""
+    t_img = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    t_nb = torch.from_numpy(nb).permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
+    t_m = torch.from_numpy((masks < 128).astype(np.float32)).unsqueeze(1)
+    return t_img, t_m, t_nb
+
+
 class Stream:
     def __init__(self, images, nbr_ids, batch, seed, mask_params, ndjson):
         self.images, self.nbr_ids, self.batch, self.seed = images, nbr_ids, batch, seed
@@ -581,15 +599,8 @@ class Stream:
                 img[j] = img[j, :, ::-1]
                 nb[j] = nb[j, :, :, ::-1]
             m = self.masks[step * b + j]
-            if mflip[j] & 1:
-                m = m[:, ::-1]
-            if mflip[j] & 2:
-                m = m[::-1]
-            masks[j] = m
-        t_img = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        t_nb = torch.from_numpy(nb).permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
-        t_m = torch.from_numpy((masks < 128).astype(np.float32)).unsqueeze(1)
-        return t_img, t_m, t_nb, ids
+            masks[j] = flip_mask(m, mflip[j])
+        return batch_tensors(img, masks, nb) + (ids,)
 
 
 class GeneralStream:
@@ -640,15 +651,8 @@ class GeneralStream:
                 img[j] = img[j, :, ::-1]
                 nb[j] = nb[j, :, :, ::-1]
             m = self.masks.get(step * b + j, u[j, 3])
-            if mflip[j] & 1:
-                m = m[:, ::-1]
-            if mflip[j] & 2:
-                m = m[::-1]
-            masks[j] = m
-        t_img = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        t_nb = torch.from_numpy(nb).permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
-        t_m = torch.from_numpy((masks < 128).astype(np.float32)).unsqueeze(1)
-        return t_img, t_m, t_nb, ids
+            masks[j] = flip_mask(m, mflip[j])
+        return batch_tensors(img, masks, nb) + (ids,)
 
 
 # ---------------------------------------------------------------------------------------------
