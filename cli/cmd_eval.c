@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/config.h"
 #include "core/models.h"
 #include "imaging/img.h"
 #include "imaging/plan.h"
@@ -33,6 +34,7 @@ enum { Q_L1 = 0, Q_PSNR, Q_SSIM, Q_HOLE_L1, Q_COUNT };
 
 typedef struct {
     const char *images, *masks, *out, *coarse, *sim0, *simk, *db, *desc_weights, *methods, *title;
+    const char *model, *config; /* --model NAME of the configuration -c FILE: its weights and database */
     int per_image, limit, grid_rows, batch, threads, radius, blend;
     uint64_t seed;
 } ev_opts;
@@ -63,6 +65,10 @@ static void ev_usage(FILE *f) {
             "                       then luminance > 127 = hole); sample j of N*R gets mask j*M/(N*R) of the\n"
             "                       M sorted masks, so a folder sorted by hole ratio spreads over all buckets\n"
             "  --out DIR            report folder (created)\n"
+            "  --model NAME         a model family of the configuration (model.family or the families\n"
+            "                       section): its coarse, refine_fallback (sim0), refine (sim1) and\n"
+            "                       database, unless the flags below name others\n"
+            "  -c, --config FILE    the configuration --model reads [config/semipaintd.yaml]\n"
             "  --coarse FILE        pconv_unet weights [weights/pconv.safetensors]\n"
             "  --sim0 FILE          simk_unet k=0 weights [weights/sim0.safetensors]\n"
             "  --sim1 FILE          simk_unet k>=1 weights [weights/sim1.safetensors]\n"
@@ -951,6 +957,8 @@ static const cli_opt eval_table[] = {
     {"--images", NULL, CLI_STR, EO(images), 0, 0, NULL, NULL},
     {"--masks", NULL, CLI_STR, EO(masks), 0, 0, NULL, NULL},
     {"--out", NULL, CLI_STR, EO(out), 0, 0, NULL, NULL},
+    {"--model", NULL, CLI_STR, EO(model), 0, 0, NULL, NULL},
+    {"--config", "-c", CLI_STR, EO(config), 0, 0, NULL, NULL},
     {"--coarse", NULL, CLI_STR, EO(coarse), 0, 0, NULL, NULL},
     {"--sim0", NULL, CLI_STR, EO(sim0), 0, 0, NULL, NULL},
     {"--sim1", NULL, CLI_STR, EO(simk), 0, 0, NULL, NULL},
@@ -968,11 +976,35 @@ static const cli_opt eval_table[] = {
     {"--seed", NULL, CLI_U64, EO(seed), 0, (double)UINT64_MAX, NULL, NULL},
 };
 
+/* --model: the family's weights and database for the flags not given. 0, or 2 (usage) / 1 (the
+ * configuration fails) after printing why. */
+static int family_defaults(ev_opts *o) {
+    static cfg_config cfg; /* the strings o points into live as long as the command */
+    static cfg_family fams[CFG_MAX_FAMILIES];
+    const char *path = o->config ? o->config : "config/semipaintd.yaml";
+    extern char **environ;
+    if (cfg_load(&cfg, path, environ)) {
+        fprintf(stderr, "semipaint eval: --model %s: %s\n", o->model, sp_err_msg());
+        return 1;
+    }
+    int n = cfg_families(&cfg, fams);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(fams[i].name, o->model)) continue;
+        if (!o->coarse) o->coarse = fams[i].coarse;
+        if (!o->sim0 && fams[i].refine_fallback[0]) o->sim0 = fams[i].refine_fallback;
+        if (!o->simk && fams[i].refine[0]) o->simk = fams[i].refine;
+        if (!o->db && fams[i].database[0]) o->db = fams[i].database;
+        if (!o->desc_weights && fams[i].descriptor_weights[0]) o->desc_weights = fams[i].descriptor_weights;
+        return 0;
+    }
+    fprintf(stderr, "semipaint eval: --model %s: %s has no such family; it has:", o->model, path);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", fams[i].name);
+    fprintf(stderr, "\n");
+    return 2;
+}
+
 int cmd_eval(int argc, char **argv) {
-    ev_opts o = {.coarse = "weights/pconv.safetensors",
-                 .sim0 = "weights/sim0.safetensors",
-                 .simk = "weights/sim1.safetensors",
-                 .methods = "telea,coarse,sim0,sim1",
+    ev_opts o = {.methods = "telea,coarse,sim0,sim1",
                  .per_image = 1,
                  .grid_rows = 6,
                  .batch = 8,
@@ -988,5 +1020,13 @@ int cmd_eval(int argc, char **argv) {
         ev_usage(stderr);
         return 2;
     }
+    if (o.config && !o.model) {
+        fprintf(stderr, "semipaint eval: -c/--config is read only with --model\n");
+        return 2;
+    }
+    if (o.model && (rc = family_defaults(&o))) return rc;
+    if (!o.coarse) o.coarse = "weights/pconv.safetensors";
+    if (!o.sim0) o.sim0 = "weights/sim0.safetensors";
+    if (!o.simk) o.simk = "weights/sim1.safetensors";
     return run_eval(&o, argc, argv);
 }

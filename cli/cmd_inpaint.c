@@ -29,7 +29,7 @@ typedef struct {
 } ip_refs;
 
 typedef struct {
-    const char *image, *mask, *out, *config, *db;
+    const char *image, *mask, *out, *config, *db, *model;
     ip_refs refs;
     ip_method method;
     ip_format format;
@@ -43,8 +43,9 @@ typedef struct {
     cfg_config cfg;
     core_engine *engine;
     core_exec *exec;
-    int s, k;
+    int fam;        /* --model's family, -1 = auto */
     long crops;
+    long served[CFG_MAX_FAMILIES][2]; /* images per family: by its nets, by Telea (auto's gate) */
 } ip_ctx;
 
 static void ip_usage(FILE *f) {
@@ -64,6 +65,8 @@ static void ip_usage(FILE *f) {
             "  -c, --config FILE    semipaintd configuration [config/semipaintd.yaml when present, else the\n"
             "                       defaults]\n"
             "  --db DIR|none        retrieval database, overriding retrieval.database; none = Sim-0\n"
+            "  --model NAME|auto    model family (model.family or one of the families section) [auto: the\n"
+            "                       one model.router chooses for each image, as the daemon does]\n"
             "  --method sim|coarse|telea  [sim]\n"
             "  --format input|png|jpeg|webp  format of folder output [input: the image's own]\n"
             "  --quality N          JPEG and WebP quality 1-100 (WebP 100 = lossless) [inpaint.jpeg_quality]\n"
@@ -99,7 +102,9 @@ static sp_status set_refs(ip_ctx *c, core_request *r) {
     img_u8 ims[IP_MAX_REFS] = {{0}};
     int64_t ids[IP_MAX_REFS];
     sp_status st = SP_OK;
-    if (c->k == 0) st = sp_err(SP_ERR_INVALID, "Sim-0 (no database) takes no references");
+    if (core_engine_k(c->engine, r->family) == 0)
+        st = sp_err(SP_ERR_INVALID, "model family %s runs Sim-0 (no database): it takes no references",
+                    core_engine_family_name(c->engine, r->family));
     for (int i = 0; !st && i < n; i++) {
         if (rf->nfiles) {
             ids[i] = -1;
@@ -110,7 +115,7 @@ static sp_status set_refs(ip_ctx *c, core_request *r) {
             }
         } else {
             ids[i] = rf->ids[i];
-            st = core_engine_image(c->engine, ids[i], &ims[i]);
+            st = core_engine_image(c->engine, r->family, ids[i], &ims[i]);
         }
     }
     if (!st) st = core_request_set_refs(r, n, ims, ids);
@@ -133,7 +138,14 @@ static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_p
     core_fault fault;
     int iw = im.w, ih = im.h;
     char why[512];
-    if ((st = core_request_prepare(&r, &c->cfg, c->s, c->k, m, &im, mask_path ? &mask : NULL, CORE_MASK_LUMA, &fault))) {
+    core_route route = {0};
+    const int has_refs = c->o->refs.nfiles || c->o->refs.nids;
+    if (m == CORE_METHOD_TELEA) /* no engine is loaded for telea */
+        st = core_request_prepare(&r, &c->cfg, 0, 0, m, &im, mask_path ? &mask : NULL, CORE_MASK_LUMA, &fault);
+    else
+        st = core_request_prepare_for(&r, &c->cfg, c->engine, NULL, c->fam, m, has_refs, &im,
+                                      mask_path ? &mask : NULL, CORE_MASK_LUMA, &fault, &route);
+    if (st) {
         snprintf(why, sizeof why, "%s", sp_err_msg()); /* sp_err writes the buffer sp_err_msg reads */
         if (fault == CORE_FAULT_MASK_SIZE)
             sp_err(st, "%s is %dx%d but its image %s is %dx%d", mask_path, mask.w, mask.h, img_path, iw, ih);
@@ -150,7 +162,8 @@ static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_p
         sp_err(st, "%s: %s", img_path, why);
         goto done;
     }
-    c->crops += r.plan.n;
+    c->crops += r.method == CORE_METHOD_TELEA ? 0 : r.plan.n;
+    if (c->engine) c->served[route.family][r.method == CORE_METHOD_TELEA]++;
     st = img_save(&r.im, out_path, c->o->quality ? c->o->quality : c->cfg.inpaint.jpeg_quality);
 done:
     core_request_free(&r);
@@ -184,7 +197,10 @@ static int ip_setup(ip_ctx *c) {
     if (o->db)
         snprintf(c->cfg.retrieval.database, sizeof c->cfg.retrieval.database, "%s", strcmp(o->db, "none") ? o->db : "");
     if (o->threads >= 0) c->cfg.model.cpu_threads = o->threads;
-    if (o->method == IP_TELEA) return 0;
+    if (o->method == IP_TELEA) {
+        if (o->model) fprintf(stderr, "semipaint inpaint: --model is ignored with --method telea\n");
+        return 0;
+    }
     if (core_engine_new(&c->cfg, &c->engine)) {
         fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
         if (!o->db && c->cfg.retrieval.database[0])
@@ -193,16 +209,25 @@ static int ip_setup(ip_ctx *c) {
         return 1;
     }
     core_runner runner = core_engine_runner(c->engine);
-    c->s = core_engine_size(c->engine);
-    c->k = core_engine_k(c->engine);
+    c->fam = -1;
+    if (o->model && strcmp(o->model, "auto") && (c->fam = core_engine_family_index(c->engine, o->model)) < 0) {
+        fprintf(stderr, "semipaint inpaint: --model %s: the configuration has no such family; it has:", o->model);
+        for (int i = 0; i < core_engine_nfamilies(c->engine); i++)
+            fprintf(stderr, " %s", core_engine_family_name(c->engine, i));
+        fprintf(stderr, " (or auto)\n");
+        return 2;
+    }
     /* the daemon's executor, batching and crop budget, so that the pixels are the daemon's */
     if (core_exec_new(&runner, c->cfg.batching.max_batch, c->cfg.batching.max_delay_ms, c->cfg.batching.queue_capacity,
                       NULL, &c->exec)) {
         fprintf(stderr, "semipaint inpaint: %s\n", sp_err_msg());
         return 1;
     }
-    fprintf(stderr, "semipaint inpaint: %s backend, working size %d, %s\n", core_engine_backend(c->engine), c->s,
-            c->k ? "Sim-K with the database" : "Sim-0 (no database)");
+    for (int i = 0; i < core_engine_nfamilies(c->engine); i++)
+        fprintf(stderr, "semipaint inpaint: model family %s: working size %d, %s\n", core_engine_family_name(c->engine, i),
+                core_engine_size(c->engine, i), core_engine_k(c->engine, i) ? "Sim-K with its database" : "Sim-0 (no database)");
+    fprintf(stderr, "semipaint inpaint: %s backend, --model %s\n", core_engine_backend(c->engine),
+            c->fam < 0 ? "auto" : core_engine_family_name(c->engine, c->fam));
     return 0;
 }
 
@@ -264,6 +289,10 @@ static int run_dirs(ip_ctx *c) {
     sp_progress_finish(&pr);
     printf("inpainted %d of %ld images (%ld crops) into %s in %.1f s; %d failed\n", done, n, c->crops, o->out,
            sp_now() - t0, failed);
+    for (int i = 0; c->engine && i < core_engine_nfamilies(c->engine); i++)
+        if (c->served[i][0] || c->served[i][1])
+            printf("model %s: %ld images by its networks, %ld by Telea\n", core_engine_family_name(c->engine, i),
+                   c->served[i][0], c->served[i][1]);
     cli_free_names(names, n);
     return failed ? 1 : 0;
 }
@@ -313,6 +342,7 @@ static const cli_opt inpaint_table[] = {
     {"--out", NULL, CLI_STR, IO(out), 0, 0, NULL, NULL},
     {"--config", "-c", CLI_STR, IO(config), 0, 0, NULL, NULL},
     {"--db", NULL, CLI_STR, IO(db), 0, 0, NULL, NULL},
+    {"--model", NULL, CLI_STR, IO(model), 0, 0, NULL, NULL},
     {"--method", NULL, CLI_FN, IO(method), 0, 0, parse_method, "sim, coarse or telea"},
     {"--format", NULL, CLI_FN, IO(format), 0, 0, parse_format, "input, png, jpeg or webp"},
     {"--mask-from-alpha", NULL, CLI_FLAG, IO(mask_from_alpha), 0, 0, NULL, NULL},
@@ -364,6 +394,9 @@ int cmd_inpaint(int argc, char **argv) {
             rc = 1;
         } else {
             printf("inpainted %s into %s (%ld crops)\n", o.image, o.out, c.crops);
+            for (int i = 0; c.engine && i < core_engine_nfamilies(c.engine); i++)
+                if (c.served[i][0] || c.served[i][1])
+                    printf("model %s, %s\n", core_engine_family_name(c.engine, i), c.served[i][1] ? "telea" : "networks");
         }
     }
     ip_teardown(&c);

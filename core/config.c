@@ -86,6 +86,12 @@ static const cfg_entry table[] = {
     {"model", "telea_blend", CFG_T_BOOL, F(model, telea_blend), 0, 0, 1, NULL, "true",
      "blend each net's fill with Telea's near the hole border as its weights' telea_blend table says; false serves "
      "the networks alone (faster, worse on thin holes)"},
+    {"model", "family", CFG_T_STR, F(model, family), S(model, family), 0, 0, NULL, "faces",
+     "name of the family the model.* and retrieval.* keys make (requests choose it with model=NAME); the "
+     "`families` section adds others"},
+    {"model", "router", CFG_T_STR, F(model, router), S(model, router), 0, 0, NULL, "",
+     "router weights for model=auto (made by training/fit_router.py): which family a request fits and whether its "
+     "networks are expected to beat Telea; empty = auto runs the first family's networks"},
 
     {"retrieval", "database", CFG_T_STR, F(retrieval, database), S(retrieval, database), 0, 0, NULL, "",
      "database directory made by `semipaint index build`; empty = none, the service runs Sim-0"},
@@ -116,7 +122,29 @@ static const cfg_entry table[] = {
 };
 #define NENTRIES (sizeof table / sizeof table[0])
 
-static const char *const sections[] = {"server", "batching", "model", "retrieval", "inpaint", "logging", NULL};
+/* The keys of one family of the `families` section (offsets in cfg_family). */
+#define FF(key) offsetof(cfg_family, key)
+#define FS(key) sizeof(((cfg_family *)0)->key)
+static const cfg_entry ftable[] = {
+    {"families", "coarse", CFG_T_STR, FF(coarse), FS(coarse), 0, 0, NULL, "", "pconv_unet weights (the coarse pass)"},
+    {"families", "refine", CFG_T_STR, FF(refine), FS(refine), 0, 0, NULL, "",
+     "simk_unet weights used with a database (Sim-K, K >= 1)"},
+    {"families", "refine_fallback", CFG_T_STR, FF(refine_fallback), FS(refine_fallback), 0, 0, NULL, "",
+     "simk_unet weights with K = 0, used when the family has no database"},
+    {"families", "telea_blend", CFG_T_BOOL, FF(telea_blend), 0, 0, 1, NULL, "true",
+     "blend the nets' fills with Telea near the hole border (the weights' telea_blend tables)"},
+    {"families", "database", CFG_T_STR, FF(database), FS(database), 0, 0, NULL, "",
+     "the family's database directory; empty = none (Sim-0)"},
+    {"families", "descriptor", CFG_T_STR, FF(descriptor), FS(descriptor), 0, 0, NULL, "auto",
+     "descriptor name; auto = the one the database was built with"},
+    {"families", "descriptor_weights", CFG_T_STR, FF(descriptor_weights), FS(descriptor_weights), 0, 0, NULL, "",
+     "vgg16_features weights, needed only by a vgg16_features descriptor"},
+    {"families", "nprobe", CFG_T_INT, FF(nprobe), 0, 1, 65536, NULL, "16", "inverted lists visited per query (IVF)"},
+};
+#define NFENTRIES (sizeof ftable / sizeof ftable[0])
+
+static const char *const sections[] = {"server", "batching", "model", "retrieval", "inpaint", "logging", "families",
+                                       NULL};
 #define NSECTIONS (sizeof sections / sizeof sections[0] - 1)
 
 static const cfg_entry *find_entry(const char *section, const char *key) {
@@ -135,9 +163,12 @@ static int known_section(const char *section) {
 static void join_keys(const char *section, char *out, size_t cap) {
     size_t k = 0;
     out[0] = 0;
-    for (size_t i = 0; i < NENTRIES && k < cap; i++) {
-        if (strcmp(table[i].section, section)) continue;
-        k += (size_t)snprintf(out + k, cap - k, "%s%s", k ? ", " : "", table[i].key);
+    const int fam = !strcmp(section, "families");
+    const cfg_entry *t = fam ? ftable : table;
+    const size_t n = fam ? NFENTRIES : NENTRIES;
+    for (size_t i = 0; i < n && k < cap; i++) {
+        if (strcmp(t[i].section, section)) continue;
+        k += (size_t)snprintf(out + k, cap - k, "%s%s", k ? ", " : "", t[i].key);
     }
 }
 
@@ -183,9 +214,10 @@ static int parse_long(const char *s, int allow_suffix, long *out) {
     return 0;
 }
 
-static sp_status set_entry(cfg_config *c, const cfg_entry *e, const char *value, const char *where) {
+/* Sets entry `e` of the structure at `base` (a cfg_config, or a cfg_family for ftable's). */
+static sp_status set_entry(void *base, const cfg_entry *e, const char *value, const char *where) {
     char allowed[384];
-    char *field = (char *)c + e->offset;
+    char *field = (char *)base + e->offset;
     switch (e->type) {
     case CFG_T_INT:
     case CFG_T_SIZE: {
@@ -237,8 +269,72 @@ static sp_status set_entry(cfg_config *c, const cfg_entry *e, const char *value,
     return sp_err(SP_ERR_INVALID, "%s: %s.%s: bad table entry", where, e->section, e->key);
 }
 
+/* A family name: 1..CFG_NAME_MAX-1 of a-z and 0-9, starting with a letter; not "auto". */
+static int valid_family_name(const char *n) {
+    size_t l = strlen(n);
+    if (l < 1 || l >= CFG_NAME_MAX || !(n[0] >= 'a' && n[0] <= 'z') || !strcmp(n, "auto")) return 0;
+    for (size_t i = 0; i < l; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9'))) return 0;
+    return 1;
+}
+
+/* The `families` section's family `name`, added with the defaults when new (NULL with an error
+ * when the name is not allowed or there is no room). */
+static cfg_family *family_slot(cfg_config *c, const char *name, const char *where) {
+    for (int i = 0; i < c->nextra; i++)
+        if (!strcmp(c->extra[i].name, name)) return &c->extra[i];
+    if (!valid_family_name(name)) {
+        sp_err(SP_ERR_INVALID, "%s: families: '%s' is not a family name; allowed: 1 to %d of a-z and 0-9, starting "
+               "with a letter, not auto", where, name, CFG_NAME_MAX - 1);
+        return NULL;
+    }
+    if (c->nextra >= CFG_MAX_FAMILIES - 1) {
+        sp_err(SP_ERR_INVALID, "%s: families: '%s' is one family too many; at most %d besides model.family's", where,
+               name, CFG_MAX_FAMILIES - 1);
+        return NULL;
+    }
+    cfg_family *f = &c->extra[c->nextra++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    for (size_t i = 0; i < NFENTRIES; i++) {
+        sp_status st = set_entry(f, &ftable[i], ftable[i].def, "default");
+        SP_ASSERT(st == SP_OK);
+    }
+    return f;
+}
+
+/* families.NAME.KEY = value */
+static sp_status set_family_key(cfg_config *c, const char *name, const char *key, const char *value,
+                                const char *where) {
+    const cfg_entry *e = NULL;
+    for (size_t i = 0; i < NFENTRIES; i++)
+        if (!strcmp(ftable[i].key, key)) e = &ftable[i];
+    if (!e) {
+        char keys[512];
+        join_keys("families", keys, sizeof keys);
+        return sp_err(SP_ERR_INVALID, "%s: unknown key '%s' of family %s; allowed keys: %s", where, key, name, keys);
+    }
+    cfg_family *f = family_slot(c, name, where);
+    if (!f) return SP_ERR_INVALID;
+    sp_status st = set_entry(f, e, value, where);
+    if (st) {
+        char msg[768];
+        snprintf(msg, sizeof msg, "%s", sp_err_msg());
+        return sp_err(st, "%s (family %s)", msg, name);
+    }
+    return SP_OK;
+}
+
 sp_status cfg_set(cfg_config *c, const char *section, const char *key, const char *value, const char *where) {
     char keys[512];
+    if (!strcmp(section, "families")) {
+        const char *dot = strchr(key, '.');
+        char name[CFG_NAME_MAX + 1];
+        if (!dot || (size_t)(dot - key) > CFG_NAME_MAX)
+            return sp_err(SP_ERR_INVALID, "%s: families: '%s' is not NAME.KEY", where, key);
+        snprintf(name, sizeof name, "%.*s", (int)(dot - key), key);
+        return set_family_key(c, name, dot + 1, value, where);
+    }
     if (!known_section(section)) {
         join_list(sections, keys, sizeof keys);
         return sp_err(SP_ERR_INVALID, "%s: unknown section '%s'; allowed sections: %s", where, section, keys);
@@ -337,6 +433,75 @@ static sp_status parse_section(yaml_reader *r, cfg_config *c, const char *sectio
     }
 }
 
+/* Parses the `families` section (after its MAPPING_START): NAME: {KEY: VALUE, ...} per family. */
+static sp_status parse_families(yaml_reader *r, cfg_config *c) {
+    for (;;) {
+        yaml_event_t ev;
+        sp_status st = next_event(r, &ev);
+        if (st) return st;
+        if (ev.type == YAML_MAPPING_END_EVENT) return yaml_event_delete(&ev), SP_OK;
+        size_t line = ev.start_mark.line + 1;
+        if (ev.type != YAML_SCALAR_EVENT) {
+            const char *what = event_what(&ev);
+            yaml_event_delete(&ev);
+            return sp_err(SP_ERR_FORMAT, "%s:%zu: expected a family name in section families, found %s", r->path, line,
+                          what);
+        }
+        char name[128], where[CFG_PATH_MAX + 32];
+        snprintf(name, sizeof name, "%s", (const char *)ev.data.scalar.value);
+        yaml_event_delete(&ev);
+        snprintf(where, sizeof where, "%s:%zu", r->path, line);
+        for (int i = 0; i < c->nextra; i++)
+            if (!strcmp(c->extra[i].name, name)) return sp_err(SP_ERR_INVALID, "%s: family %s given twice", where, name);
+        if (!family_slot(c, name, where)) return SP_ERR_INVALID;
+        if ((st = next_event(r, &ev))) return st;
+        if (ev.type != YAML_MAPPING_START_EVENT) {
+            char keys[512];
+            const char *what = event_what(&ev);
+            yaml_event_delete(&ev);
+            join_keys("families", keys, sizeof keys);
+            return sp_err(SP_ERR_FORMAT, "%s: family %s must be a mapping of keys (%s), found %s", where, name, keys,
+                          what);
+        }
+        yaml_event_delete(&ev);
+        char seen[NFENTRIES] = {0};
+        for (;;) {
+            yaml_event_t kev, vev;
+            if ((st = next_event(r, &kev))) return st;
+            if (kev.type == YAML_MAPPING_END_EVENT) {
+                yaml_event_delete(&kev);
+                break;
+            }
+            snprintf(where, sizeof where, "%s:%zu", r->path, kev.start_mark.line + 1);
+            if (kev.type != YAML_SCALAR_EVENT) {
+                const char *what = event_what(&kev);
+                yaml_event_delete(&kev);
+                return sp_err(SP_ERR_FORMAT, "%s: expected a key of family %s, found %s", where, name, what);
+            }
+            char key[128];
+            snprintf(key, sizeof key, "%s", (const char *)kev.data.scalar.value);
+            yaml_event_delete(&kev);
+            for (size_t i = 0; i < NFENTRIES; i++)
+                if (!strcmp(ftable[i].key, key)) {
+                    if (seen[i]) return sp_err(SP_ERR_INVALID, "%s: key %s of family %s given twice", where, key, name);
+                    seen[i] = 1;
+                }
+            if ((st = next_event(r, &vev))) return st;
+            if (vev.type != YAML_SCALAR_EVENT) {
+                const char *what = event_what(&vev);
+                yaml_event_delete(&vev);
+                return sp_err(SP_ERR_INVALID, "%s: families.%s.%s: found %s; allowed: a scalar", where, name, key, what);
+            }
+            const char *val = (const char *)vev.data.scalar.value;
+            int is_null = vev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                          (!*val || !strcmp(val, "~") || !strcmp(val, "null"));
+            st = set_family_key(c, name, key, is_null ? "" : val, where);
+            yaml_event_delete(&vev);
+            if (st) return st;
+        }
+    }
+}
+
 static sp_status parse_document(yaml_reader *r, cfg_config *c) {
     yaml_event_t ev;
     sp_status st;
@@ -397,7 +562,7 @@ static sp_status parse_document(yaml_reader *r, cfg_config *c) {
                           section, keys, what);
         }
         yaml_event_delete(&ev);
-        if ((st = parse_section(r, c, section))) return st;
+        if ((st = !strcmp(section, "families") ? parse_families(r, c) : parse_section(r, c, section))) return st;
     }
     yaml_event_delete(&ev);
     /* DOCUMENT_END, then STREAM_END: a second document is refused */
@@ -439,6 +604,21 @@ sp_status cfg_apply_env(cfg_config *c, char *const *envp) {
         const char *eq = strchr(var, '=');
         if (!eq) continue;
         const char *rest = var + 10;
+        if (!strncmp(rest, "FAMILIES_", 9)) { /* SEMIPAINT_FAMILIES_NAME_KEY: names have no '_' */
+            const char *nm = rest + 9, *us = strchr(nm, '_');
+            char where[192], name[CFG_NAME_MAX + 1], key[128];
+            snprintf(where, sizeof where, "environment %.*s", (int)(eq - var), var);
+            if (!us || us > eq || (size_t)(us - nm) > CFG_NAME_MAX || (size_t)(eq - us - 1) >= sizeof key)
+                return sp_err(SP_ERR_INVALID, "%s: expected SEMIPAINT_FAMILIES_<NAME>_<KEY>", where);
+            size_t nl = (size_t)(us - nm), kl = (size_t)(eq - us - 1);
+            for (size_t i = 0; i < nl; i++) name[i] = (char)tolower((unsigned char)nm[i]);
+            name[nl] = 0;
+            for (size_t i = 0; i < kl; i++) key[i] = (char)tolower((unsigned char)us[1 + i]);
+            key[kl] = 0;
+            sp_status st = set_family_key(c, name, key, eq + 1, where);
+            if (st) return st;
+            continue;
+        }
         for (size_t s = 0; s < NSECTIONS; s++) {
             size_t sl = strlen(sections[s]);
             if ((size_t)(eq - rest) <= sl + 1 || rest[sl] != '_') continue;
@@ -475,7 +655,30 @@ sp_status cfg_check(const cfg_config *c) {
     if (c->server.images_require_token && !c->server.auth_token_file[0])
         return sp_err(SP_ERR_INVALID, "server.images_require_token is true but no server.auth_token_file is set: "
                                       "GET /v1/images/{id} could never be answered");
+    if (!valid_family_name(c->model.family))
+        return sp_err(SP_ERR_INVALID, "model.family: '%s' is not a family name; allowed: 1 to %d of a-z and 0-9, "
+                      "starting with a letter, not auto", c->model.family, CFG_NAME_MAX - 1);
+    for (int i = 0; i < c->nextra; i++)
+        if (!strcmp(c->extra[i].name, c->model.family))
+            return sp_err(SP_ERR_INVALID, "families.%s: the family model.family (model.* and retrieval.*) already has "
+                          "this name", c->extra[i].name);
     return SP_OK;
+}
+
+int cfg_families(const cfg_config *c, cfg_family *out) {
+    cfg_family *f = &out[0];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", c->model.family);
+    memcpy(f->coarse, c->model.coarse, sizeof f->coarse);
+    memcpy(f->refine, c->model.refine, sizeof f->refine);
+    memcpy(f->refine_fallback, c->model.refine_fallback, sizeof f->refine_fallback);
+    f->telea_blend = c->model.telea_blend;
+    memcpy(f->database, c->retrieval.database, sizeof f->database);
+    memcpy(f->descriptor, c->retrieval.descriptor, sizeof f->descriptor);
+    memcpy(f->descriptor_weights, c->retrieval.descriptor_weights, sizeof f->descriptor_weights);
+    f->nprobe = c->retrieval.nprobe;
+    for (int i = 0; i < c->nextra && i < CFG_MAX_FAMILIES - 1; i++) out[1 + i] = c->extra[i];
+    return 1 + (c->nextra < CFG_MAX_FAMILIES - 1 ? c->nextra : CFG_MAX_FAMILIES - 1);
 }
 
 sp_status cfg_load(cfg_config *c, const char *path, char *const *envp) {
@@ -535,6 +738,21 @@ void cfg_print(const cfg_config *c, FILE *f) {
         case CFG_T_ENUM: fprintf(f, "%s", e->choices[*(const int *)field]); break;
         }
         fputc('\n', f);
+    }
+    fprintf(f, "\n# more model families besides model.family's, each with these keys (model=NAME chooses one)\nfamilies:%s\n",
+            c->nextra ? "" : " {}");
+    for (int k = 0; k < c->nextra; k++) {
+        const cfg_family *fam = &c->extra[k];
+        fprintf(f, "  %s:\n", fam->name);
+        for (size_t i = 0; i < NFENTRIES; i++) {
+            const cfg_entry *e = &ftable[i];
+            const char *field = (const char *)fam + e->offset;
+            fprintf(f, "    # %s\n    %s: ", e->help, e->key);
+            if (e->type == CFG_T_STR) print_quoted(f, field);
+            else if (e->type == CFG_T_BOOL) fprintf(f, "%s", *(const int *)field ? "true" : "false");
+            else fprintf(f, "%d", *(const int *)field);
+            fputc('\n', f);
+        }
     }
 }
 

@@ -18,6 +18,23 @@ typedef enum { CFG_PREC_FP32 = 0, CFG_PREC_TF32, CFG_PREC_FP16 } cfg_precision;
 typedef enum { CFG_LOG_JSON = 0, CFG_LOG_TEXT } cfg_log_format;
 
 #define CFG_PATH_MAX 1024
+#define CFG_NAME_MAX 32     /* a family name: 1-31 of a-z and 0-9, starting with a letter */
+#define CFG_MAX_FAMILIES 8  /* model families at most, the first (model.* and retrieval.*) included */
+
+/* One model family (docs/configuration.md#families): its networks, blend and database. The first
+ * family is model.family's, made of the model.* and retrieval.* keys; the others come from the
+ * `families` section, one mapping of these keys per name. */
+typedef struct {
+    char name[CFG_NAME_MAX];
+    char coarse[CFG_PATH_MAX];             /* pconv_unet weights */
+    char refine[CFG_PATH_MAX];             /* simk_unet (K >= 1), used with a database */
+    char refine_fallback[CFG_PATH_MAX];    /* simk_unet (K = 0), used without one */
+    int telea_blend;                       /* apply the weights' telea_blend tables */
+    char database[CFG_PATH_MAX];           /* "" = none (Sim-0) */
+    char descriptor[128];                  /* or "auto" = the database's */
+    char descriptor_weights[CFG_PATH_MAX]; /* vgg16_features weights for a vgg16 descriptor */
+    int nprobe;                            /* IVF cells visited per query */
+} cfg_family;
 
 /* The effective configuration. Every field has a default (cfg_defaults); paths are taken as
  * given, relative ones against the daemon's working directory. */
@@ -52,6 +69,8 @@ typedef struct {
         char refine[CFG_PATH_MAX];          /* simk_unet weights used with a database (K >= 1) */
         char refine_fallback[CFG_PATH_MAX]; /* simk_unet weights with K = 0, used without a database */
         int telea_blend;                    /* apply the weights' telea_blend tables (1) or not (0) */
+        char family[CFG_NAME_MAX];          /* the name of the family model.* and retrieval.* make */
+        char router[CFG_PATH_MAX];          /* model=auto's router weights (core/route.h); "" = none */
     } model;
     struct {
         char database[CFG_PATH_MAX];           /* database directory; "" = none (Sim-0) */
@@ -71,6 +90,8 @@ typedef struct {
         int level;  /* sp_log_level */
         int format; /* cfg_log_format */
     } logging;
+    int nextra;                                 /* families of the `families` section */
+    cfg_family extra[CFG_MAX_FAMILIES - 1];
 } cfg_config;
 
 /* Fills `c` with every key's default. */
@@ -87,8 +108,9 @@ sp_status cfg_load_file(cfg_config *c, const char *path);
 sp_status cfg_apply_env(cfg_config *c, char *const *envp);
 
 /* The checks that involve several keys: server.max_pixels_in_flight >= server.max_image_pixels,
- * server.max_buffered_bytes >= server.max_body_bytes, and server.images_require_token only with
- * a server.auth_token_file. SP_ERR_INVALID naming the keys. */
+ * server.max_buffered_bytes >= server.max_body_bytes, server.images_require_token only with
+ * a server.auth_token_file, and family names (model.family and the `families` section's) unique.
+ * SP_ERR_INVALID naming the keys. */
 sp_status cfg_check(const cfg_config *c);
 
 /* Defaults, then the file (when `path` is not NULL), then the environment `envp` (may be NULL),
@@ -96,8 +118,13 @@ sp_status cfg_check(const cfg_config *c);
 sp_status cfg_load(cfg_config *c, const char *path, char *const *envp);
 
 /* Sets one key from its text form, as the file and the environment do; `where` names the origin
- * for error messages ("semipaintd.yaml:12", "environment SEMIPAINT_X_Y"). */
+ * for error messages ("semipaintd.yaml:12", "environment SEMIPAINT_X_Y"). In section "families"
+ * the key is "NAME.KEY" (e.g. "general.coarse"); a new NAME adds a family with the defaults. */
 sp_status cfg_set(cfg_config *c, const char *section, const char *key, const char *value, const char *where);
+
+/* Every family of `c` in `out` (CFG_MAX_FAMILIES entries): first model.family's (model.* and
+ * retrieval.*), then the `families` section's in the order given. Returns how many. */
+int cfg_families(const cfg_config *c, cfg_family *out);
 
 /* inpaint.strategy as the crop planner takes it. */
 img_plan_strategy cfg_plan_strategy(const cfg_config *c);

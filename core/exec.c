@@ -76,19 +76,22 @@ static void finish_all(core_work *list) {
     }
 }
 
-/* Crops of the head's method available for one batch, in FIFO order up to the first other method. */
+/* 1 when w's crops may share a batch with the head's: the same method and family. */
+static int same_kind(const core_work *w, const core_work *head) {
+    return w->method == head->method && w->family == head->family;
+}
+
+/* Crops of the head's kind available for one batch, in FIFO order up to the first other kind. */
 static int batchable(core_exec *ex) {
     if (!ex->head) return 0;
     int n = 0;
-    for (core_work *w = ex->head; w && w->method == ex->head->method && n < ex->max_batch; w = w->next)
+    for (core_work *w = ex->head; w && same_kind(w, ex->head) && n < ex->max_batch; w = w->next)
         n += w->n - w->taken;
     return n < ex->max_batch ? n : ex->max_batch;
 }
 
 static void *exec_main(void *arg) {
     core_exec *ex = arg;
-    size_t s2 = (size_t)ex->runner.s * ex->runner.s;
-    int k = ex->runner.k;
     pthread_mutex_lock(&ex->mu);
     for (;;) {
         while (!ex->stop && !ex->head && !ex->tasks) pthread_cond_wait(&ex->wake, &ex->mu);
@@ -122,10 +125,14 @@ static void *exec_main(void *arg) {
         }
         if (!ex->head || ex->tasks) continue;
         /* form the batch */
-        nn_method method = ex->head->method;
+        core_work *const head = ex->head;
+        nn_method method = head->method;
+        const int fam = head->family;
+        const size_t s2 = (size_t)ex->runner.s[fam] * ex->runner.s[fam];
+        const int k = ex->runner.k[fam];
         int nb = 0;
         double now = sp_now();
-        for (core_work *w = ex->head, *next; w && w->method == method && nb < ex->max_batch; w = next) {
+        for (core_work *w = head, *next; w && same_kind(w, head) && nb < ex->max_batch; w = next) {
             next = w->next;
             double waited = (now - w->enqueued) * 1e3;
             if (waited > w->queue_ms) w->queue_ms = waited;
@@ -170,7 +177,7 @@ static void *exec_main(void *arg) {
         }
         nn_timings t = {0};
         double t0 = sp_now();
-        sp_status st = ex->runner.run(ex->runner.ctx, run_n, ex->img, ex->mask, any_given ? ex->refs : NULL,
+        sp_status st = ex->runner.run(ex->runner.ctx, fam, run_n, ex->img, ex->mask, any_given ? ex->refs : NULL,
                                       any_given ? ex->given : NULL, method, ex->out, k ? ex->ids : NULL,
                                       k ? ex->scores : NULL, &t);
         double took = sp_now() - t0;
@@ -237,8 +244,14 @@ static void *exec_main(void *arg) {
 sp_status core_exec_new(const core_runner *runner, int max_batch, int max_delay_ms, int queue_capacity,
                        const core_exec_metrics *metrics, core_exec **out) {
     *out = NULL;
-    if (max_batch < 1 || queue_capacity < 1 || runner->s < 1 || runner->k < 0)
+    if (max_batch < 1 || queue_capacity < 1 || runner->nfam < 1 || runner->nfam > CORE_MAX_FAMILIES)
         return sp_err(SP_ERR_INVALID, "executor: invalid settings");
+    int smax = 0, kmax = 0; /* the batch buffers fit every family's crops */
+    for (int i = 0; i < runner->nfam; i++) {
+        if (runner->s[i] < 1 || runner->k[i] < 0) return sp_err(SP_ERR_INVALID, "executor: invalid family %d", i);
+        if (runner->s[i] > smax) smax = runner->s[i];
+        if (runner->k[i] > kmax) kmax = runner->k[i];
+    }
     core_exec *ex = calloc(1, sizeof *ex);
     if (!ex) return sp_err(SP_ERR_NOMEM, "executor: out of memory");
     ex->runner = *runner;
@@ -246,18 +259,18 @@ sp_status core_exec_new(const core_runner *runner, int max_batch, int max_delay_
     ex->max_batch = max_batch;
     ex->max_delay = max_delay_ms / 1e3;
     ex->queue_capacity = queue_capacity;
-    size_t s2 = (size_t)runner->s * runner->s, nb = (size_t)max_batch;
+    size_t s2 = (size_t)smax * smax, nb = (size_t)max_batch;
     ex->img = sp_aligned_alloc(sizeof(float) * nb * 3 * s2);
     ex->mask = sp_aligned_alloc(sizeof(float) * nb * s2);
     ex->out = sp_aligned_alloc(sizeof(float) * nb * 3 * s2);
-    ex->ids = calloc(nb * (size_t)(runner->k + 1), sizeof *ex->ids);
-    ex->scores = calloc(nb * (size_t)(runner->k + 1), sizeof *ex->scores);
+    ex->ids = calloc(nb * (size_t)(kmax + 1), sizeof *ex->ids);
+    ex->scores = calloc(nb * (size_t)(kmax + 1), sizeof *ex->scores);
     ex->bw = calloc(nb, sizeof *ex->bw);
     ex->bc = calloc(nb, sizeof *ex->bc);
     ex->given = calloc(nb, 1);
-    ex->refs = runner->k ? sp_aligned_alloc(sizeof(float) * nb * (size_t)runner->k * 3 * s2) : NULL;
+    ex->refs = kmax ? sp_aligned_alloc(sizeof(float) * nb * (size_t)kmax * 3 * s2) : NULL;
     if (!ex->img || !ex->mask || !ex->out || !ex->ids || !ex->scores || !ex->bw || !ex->bc || !ex->given ||
-        (runner->k && !ex->refs))
+        (kmax && !ex->refs))
         goto nomem;
     pthread_mutex_init(&ex->mu, NULL);
     pthread_condattr_t ca;
@@ -328,6 +341,10 @@ sp_status core_exec_submit(core_exec *ex, core_work *w, int *retry_after_s) {
         pthread_mutex_unlock(&ex->mu);
         core_metric_add(ex->metrics.rejected, (const char *[]){"shutdown"}, 1);
         return sp_err(SP_ERR_BUSY, "the server is shutting down");
+    }
+    if (!w->call && (w->family < 0 || w->family >= ex->runner.nfam)) {
+        pthread_mutex_unlock(&ex->mu);
+        return sp_err(SP_ERR_INVALID, "executor: no model family %d", w->family);
     }
     if (w->call) {
         if (ex->tasks_tail) ex->tasks_tail->next = w;

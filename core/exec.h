@@ -7,7 +7,7 @@
 
 /*
  * HTTP threads submit a work (one request's crops) and return; the executor thread forms batches
- * of up to max_batch crops of one method in FIFO order, waiting at most max_delay_ms after the
+ * of up to max_batch crops of one method and one model family in FIFO order, waiting at most max_delay_ms after the
  * oldest queued crop for a batch to fill; a work's crops may span batches. A batch runs padded to
  * a power of two (or max_batch) with copies of its last crop, so the engine sees few batch sizes
  * and keeps one activation plan for each: its memory stays flat after warm-up. When every crop of a
@@ -18,16 +18,21 @@
  * Retry-After estimate.
  */
 
-/* What the executor runs: the model behind an interface (the real pipeline or a test double). */
+#define CORE_MAX_FAMILIES 8 /* model families one runner serves at most */
+
+/* What the executor runs: the model behind an interface (the real pipeline or a test double). It
+ * serves `nfam` model families; a batch holds crops of one family only. */
 typedef struct {
-    int s; /* working size of a crop */
-    int k; /* neighbours per crop written to ids/scores (0 for none) */
-    /* Inpaints n crops (n a power of two or max_batch): img (n,3,s,s), mask (n,1,s,s) 1 = keep;
-     * refs (n,k,3,s,s) the neighbours of the crops with given[i] != 0, which skip retrieval
-     * (nn_pipeline_run_refs; both NULL when no crop of the batch has any); writes out (n,3,s,s) and,
-     * with k > 0 and method SIM, ids/scores (n,k). Called only from the executor thread. */
-    sp_status (*run)(void *ctx, int n, const float *img, const float *mask, const float *refs, const uint8_t *given,
-                     nn_method method, float *out, int64_t *ids, float *scores, nn_timings *t);
+    int nfam;                   /* 1..CORE_MAX_FAMILIES */
+    int s[CORE_MAX_FAMILIES];   /* working size of a crop of each family */
+    int k[CORE_MAX_FAMILIES];   /* neighbours per crop written to ids/scores (0 for none) */
+    /* Inpaints n crops of family `fam` (n a power of two or max_batch): img (n,3,s,s), mask
+     * (n,1,s,s) 1 = keep; refs (n,k,3,s,s) the neighbours of the crops with given[i] != 0, which skip
+     * retrieval (nn_pipeline_run_refs; both NULL when no crop of the batch has any); writes out
+     * (n,3,s,s) and, with k > 0 and method SIM, ids/scores (n,k), with the family's s and k.
+     * Called only from the executor thread. */
+    sp_status (*run)(void *ctx, int fam, int n, const float *img, const float *mask, const float *refs,
+                     const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores, nn_timings *t);
     void *ctx;
 } core_runner;
 
@@ -35,6 +40,7 @@ typedef struct core_work core_work;
 struct core_work {
     /* set by the submitter; the buffers stay valid until `done` */
     int n;             /* crops (0 for a task) */
+    int family;        /* the runner's family (0..nfam-1) the crops are for */
     nn_method method;
     const float *img;  /* (n,3,s,s) */
     const float *mask; /* (n,1,s,s) */

@@ -61,6 +61,7 @@ sp_status core_models_open(const core_models_opts *o, core_models *out) {
     m->descriptor_weights_key = o->descriptor_weights_key;
     sp_status st;
     if ((st = nn_backend_opts_from_env(&m->bo, environ))) return st; /* SEMIPAINT_CONV */
+    if (o->be) m->be = o->be, m->borrowed_be = 1;
     if (o->backend_always && (st = ensure_backend(m))) goto fail;
     /* the networks, all of one working size */
     const nn_net *first = NULL;
@@ -132,7 +133,7 @@ void core_models_close(core_models *m) {
     nn_net_free(m->sim0);
     nn_net_free(m->refine);
     nn_net_free(m->coarse);
-    nn_backend_free(m->be);
+    if (!m->borrowed_be) nn_backend_free(m->be);
     memset(m, 0, sizeof *m);
 }
 

@@ -19,6 +19,7 @@ typedef struct {
     int threads;            /* CPU threads, 0 = all online cores; also the Telea blend's threads */
     nn_conv_algo conv_algo;
     int backend_always;     /* 1: create the backend even when no network is loaded */
+    nn_backend *be;         /* a backend to use instead of making one (borrowed: close leaves it) */
     /* the networks: a NULL or empty path is not loaded */
     const char *coarse, *coarse_key; /* pconv_unet; its size is the working size */
     const char *refine, *refine_key; /* simk_unet with k >= 1 (Sim-K) */
@@ -36,6 +37,7 @@ typedef struct {
 /* What core_models_open loaded; NULL members were not asked for. */
 typedef struct {
     nn_backend *be;
+    int borrowed_be;        /* be came from core_models_opts.be: core_models_close leaves it */
     nn_net *coarse, *refine, *sim0, *vgg;
     rt_descriptor *desc;
     int s;       /* working size: the coarse net's (else the refine's, Sim-0's or VGG's), 0 without nets */

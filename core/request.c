@@ -81,6 +81,19 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
     return SP_OK;
 }
 
+sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_engine *e, const core_router *rt,
+                                   int fam, core_method method, int has_refs, img_u8 *image, const img_u8 *mask,
+                                   core_mask_kind kind, core_fault *fault, core_route *route) {
+    (void)rt;
+    (void)has_refs;
+    *route = (core_route){.routed = fam < 0, .family = fam < 0 ? 0 : fam, .p_family = 1, .p_nets = -1};
+    const int f = route->family;
+    sp_status st = core_request_prepare(r, cfg, core_engine_size(e, f), core_engine_k(e, f), method, image, mask,
+                                        kind, fault);
+    r->family = f;
+    return st;
+}
+
 sp_status core_request_set_refs(core_request *r, int n, const img_u8 *imgs, const int64_t *ids) {
     if (r->method != CORE_METHOD_SIM) return sp_err(SP_ERR_INVALID, "references are used only by method sim");
     if (r->k < 1) return sp_err(SP_ERR_INVALID, "Sim-0 (no database) takes no reference images");
@@ -117,6 +130,7 @@ void core_request_work(core_request *r, double deadline) {
     core_work *w = &r->work;
     memset(w, 0, sizeof *w);
     w->n = r->plan.n;
+    w->family = r->family;
     w->method = r->method == CORE_METHOD_COARSE ? NN_METHOD_COARSE : NN_METHOD_SIM;
     w->img = r->x;
     w->mask = r->m;

@@ -3,6 +3,7 @@
 #define CORE_REQUEST_H
 
 #include "core/config.h"
+#include "core/engine.h"
 #include "core/exec.h"
 #include "imaging/img.h"
 #include "imaging/plan.h"
@@ -30,6 +31,7 @@ typedef enum {
  */
 typedef struct {
     core_method method;
+    int family;       /* the model family (core_engine's numbering) the crops are for */
     int s, k;         /* working size, neighbours per crop */
     img_u8 im;        /* the image being inpainted (RGB or RGBA; a grey upload becomes RGB) */
     uint8_t *hole;    /* w*h, 1 = hole */
@@ -63,6 +65,26 @@ long core_request_budget(const cfg_config *cfg, int s);
  * (CORE_MASK_ALPHA) a mask without alpha; SP_ERR_NOMEM. On error r holds what was made so far: free it with core_request_free. */
 sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, int k, core_method method,
                                img_u8 *image, const img_u8 *mask, core_mask_kind kind, core_fault *fault);
+
+/* How a request's model family was chosen (docs/http-api.md#models). */
+typedef struct {
+    int routed;     /* 1: model=auto chose; 0: the request named its family */
+    int family;     /* the family that serves the request */
+    int to_telea;   /* 1: auto's gate sent it to Telea (the family's nets are not expected to beat it) */
+    float p_family; /* the router's probability of that family; 1 when nothing was weighed */
+    float p_nets;   /* the gate's probability that the nets beat Telea; -1 when no gate ran */
+} core_route;
+
+typedef struct core_router core_router; /* core/route.h */
+
+/* core_request_prepare for a model family of `e`: family `fam`, or with fam < 0 (model=auto) the
+ * one router `rt` chooses from the image's crops (without a router: the first family). With the
+ * router, a sim request without references then meets the family's gate: when its networks are
+ * not expected to beat Telea, the request becomes a telea one (route->to_telea). r->family, r->s
+ * and r->k are the family's; `route` says what was chosen and why. Errors as core_request_prepare. */
+sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_engine *e, const core_router *rt,
+                                   int fam, core_method method, int has_refs, img_u8 *image, const img_u8 *mask,
+                                   core_mask_kind kind, core_fault *fault, core_route *route);
 
 /* Caller-supplied references (issue 18): the `n` images `imgs` (any size; RGB, RGBA or grey) become
  * every crop's neighbours instead of retrieved ones, each made a database row the way the database

@@ -45,8 +45,9 @@ int srv_server_shutdown(srv_server *s);
 /* Frees everything (after srv_server_shutdown, or on a failed start); NULL is a no-op. */
 void srv_server_free(srv_server *s);
 
-/* Checks what the config names without loading it: model files readable, database directory
- * and token file present. Errors name the key and the path. */
+/* Checks what the config names without loading it: every model family's weights files readable
+ * and database directory present, model.router readable, the token file valid. Errors name the
+ * key ("families.general.coarse") and the path. */
 sp_status srv_check_files(const cfg_config *cfg);
 
 #endif

@@ -18,22 +18,31 @@ static void index_task(core_work *w) {
     srv_server *s = r->srv;
     const char *names[SRV_INDEX_MAX_IMAGES];
     for (int i = 0; i < r->xargs.n; i++) names[i] = r->xargs.images[i].name;
-    r->task_status = core_engine_index_add(s->engine, r->xargs.n, r->rgb, names, r->new_ids);
+    r->task_status = core_engine_index_add(s->engine, r->choice.family, r->xargs.n, r->rgb, names, r->new_ids);
     if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
-    r->db_count = core_engine_db_count(s->engine);
+    r->db_count = core_engine_db_count(s->engine, r->choice.family);
+}
+
+/* The family of a database route: ?model=NAME, the first family when not given. 0 or the status. */
+static int db_family(req *r) {
+    const char *model = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model");
+    return srv_family(r, model, 0, 0, &r->choice.family);
 }
 
 enum MHD_Result srv_index_start(req *r, const char *arg) {
     (void)arg;
     srv_server *s = r->srv;
-    if (!core_engine_has_db(s->engine))
-        return fail(r, 422, "no_database", "no retrieval.database is configured: there is nothing to add to");
+    if (db_family(r)) return srv_answer_error(r, &r->err);
+    const int fam = r->choice.family, S = core_engine_size(s->engine, fam);
+    if (!core_engine_has_db(s->engine, fam))
+        return fail(r, 422, "no_database", "model family %s has no database: there is nothing to add to",
+                    core_engine_family_name(s->engine, fam));
     if (!s->exec || atomic_load(&s->state) != ST_READY) {
         r->retry_after = 1;
         return fail(r, 503, "shutting_down", "the server is shutting down");
     }
     int n = r->xargs.n;
-    size_t row = (size_t)s->s * s->s * 3;
+    size_t row = (size_t)S * S * 3;
     r->rgb = malloc(row * n);
     r->new_ids = calloc((size_t)n, sizeof *r->new_ids);
     if (!r->rgb || !r->new_ids) return fail(r, 503, "out_of_memory", "out of memory");
@@ -43,7 +52,7 @@ enum MHD_Result srv_index_start(req *r, const char *arg) {
         char what[64];
         snprintf(what, sizeof what, "image %d", i);
         if (srv_decode_upload(r, &r->xargs.images[i], what, 1, &im, &f)) return srv_answer_error(r, &r->err);
-        sp_status st = img_square(&im, s->s, &sq);
+        sp_status st = img_square(&im, S, &sq);
         long px = (long)im.w * im.h; /* one image at a time: its pixels are let go with it */
         atomic_fetch_sub(&s->pixels, px);
         r->pixels -= px;
@@ -89,7 +98,9 @@ enum MHD_Result srv_index_resumed(req *r) {
     for (int i = 0; i < r->xargs.n; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)r->new_ids[i]));
     cJSON_AddNumberToObject(o, "added", r->xargs.n);
     cJSON_AddNumberToObject(o, "count", (double)r->db_count);
-    core_metric_set(r->srv->m_index, NULL, (double)r->db_count);
+    cJSON_AddStringToObject(o, "model", core_engine_family_name(r->srv->engine, r->choice.family));
+    core_metric_set(r->srv->m_index, (const char *[]){core_engine_family_name(r->srv->engine, r->choice.family)},
+                    (double)r->db_count);
     return srv_answer_json(r, 200, o);
 }
 
@@ -99,7 +110,8 @@ static void *reload_thread(void *arg) {
     r->task_status = srv_server_reload(r->srv);
     if (r->task_status) snprintf(r->task_error, sizeof r->task_error, "%s", sp_err_msg());
     srv_server *s = r->srv;
-    r->db_count = core_engine_db_count(s->engine);
+    r->db_count = 0;
+    for (int i = 0; i < core_engine_nfamilies(s->engine); i++) r->db_count += core_engine_db_count(s->engine, i);
     MHD_resume_connection(r->conn); /* last touch of r */
     atomic_fetch_sub(&s->reload_threads, 1);
     return NULL;
@@ -107,8 +119,9 @@ static void *reload_thread(void *arg) {
 
 enum MHD_Result srv_reload_start(req *r, const char *arg) {
     (void)arg;
-    if (!core_engine_has_db(r->srv->engine))
-        return fail(r, 422, "no_database", "no retrieval.database is configured: there is nothing to reload");
+    int any = 0;
+    for (int i = 0; i < core_engine_nfamilies(r->srv->engine); i++) any |= core_engine_has_db(r->srv->engine, i);
+    if (!any) return fail(r, 422, "no_database", "no model family has a database: there is nothing to reload");
     pthread_t th;
     pthread_attr_t at;
     pthread_attr_init(&at);

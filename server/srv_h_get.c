@@ -70,7 +70,8 @@ enum MHD_Result srv_get_info(req *r, const char *arg) {
     cJSON_AddStringToObject(ip, "default_format", cfg_enum_name("inpaint", "default_format", s->cfg.inpaint.default_format));
     const char *methods[] = {"sim", "coarse", "telea"};
     cJSON_AddItemToObject(ip, "methods", cJSON_CreateStringArray(methods, 3));
-    cJSON_AddBoolToObject(o, "index_writable", s->token[0] && core_engine_has_db(s->engine));
+    cJSON_AddBoolToObject(o, "index_writable", s->token[0] && core_engine_has_db(s->engine, 0));
+    cJSON_AddStringToObject(o, "default_model", "auto");
     cJSON_AddNumberToObject(o, "uptime_s", sp_now() - s->started);
     return srv_answer_json(r, 200, o);
 }
@@ -82,7 +83,10 @@ enum MHD_Result srv_get_image(req *r, const char *arg) {
     if (!isdigit((unsigned char)*arg) || *end || errno)
         return fail(r, 404, "not_found", "image ids are non-negative integers, not '%.64s'", arg);
     img_u8 im;
-    if (core_engine_image(r->srv->engine, id, &im)) return fail(r, 404, "not_found", "%s", sp_err_msg());
+    int fam;
+    if (srv_family(r, MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model"), 0, 0, &fam))
+        return srv_answer_error(r, &r->err);
+    if (core_engine_image(r->srv->engine, fam, id, &im)) return fail(r, 404, "not_found", "%s", sp_err_msg());
     uint8_t *buf;
     size_t len;
     sp_status st = img_encode(&im, IMG_FMT_JPEG, r->srv->cfg.inpaint.jpeg_quality, &buf, &len);

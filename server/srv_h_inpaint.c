@@ -41,7 +41,7 @@ int srv_decode_upload(req *r, const srv_blob *b, const char *what, int count, im
  * the log line's JSON into r->timings and, with `json`, the answer's timings_ms members. */
 static void format_timings(req *r, double total_ms, char *server_timing, size_t cap, cJSON *json) {
     int queued = r->cr.work.n > 0, sim = queued && r->cr.work.method == NN_METHOD_SIM;
-    int retrieval = sim && core_engine_k(r->srv->engine) > 0;
+    int retrieval = sim && core_engine_k(r->srv->engine, r->cr.family) > 0;
     struct {
         const char *name;
         double ms;
@@ -53,7 +53,7 @@ static void format_timings(req *r, double total_ms, char *server_timing, size_t 
         {"descriptor", r->cr.work.t.descriptor, retrieval},
         {"search", r->cr.work.t.search, retrieval},
         {"refine", r->cr.work.t.refine, sim},
-        {"telea", r->cr.telea_ms, r->args.method == SRV_METHOD_TELEA},
+        {"telea", r->cr.telea_ms, r->cr.method == CORE_METHOD_TELEA},
         {"encode", r->encode_ms, 1},
         {"total", total_ms, 1},
     };
@@ -119,17 +119,23 @@ static int json_answer(req *r, cJSON *root, char *b64) {
     return 0;
 }
 
+/* The method that ran: the requested one, or telea when model=auto's gate chose Telea. */
+static const char *ran_method(const req *r) {
+    return r->cr.method == CORE_METHOD_TELEA ? "telea" : srv_method_name(r->args.method);
+}
+
 /* The answer of POST /v1/images/edits, OpenAI's shape: {"created", "data": [{"b64_json"}],
  * "model", "output_format", "size"} in r->out*, from the encoded image `enc` (freed). "model" names
- * what ran: every requested name maps to semipaint's one model family until there are several. */
+ * what ran: semipaint-FAMILY-METHOD. */
 static int openai_answer(req *r, uint8_t *enc, size_t len, img_format fmt) {
     size_t blen;
     char *b64 = srv_b64_encode(enc, len, &blen);
     free(enc);
     cJSON *root = cJSON_CreateObject(), *data = cJSON_CreateArray(), *item = cJSON_CreateObject();
     if (b64 && root && data && item) {
-        char model[32], size[32];
-        snprintf(model, sizeof model, "semipaint-%s", srv_method_name(r->args.method));
+        char model[64], size[32];
+        snprintf(model, sizeof model, "semipaint-%s-%s", core_engine_family_name(r->srv->engine, r->cr.family),
+                 ran_method(r));
         snprintf(size, sizeof size, "%dx%d", r->cr.im.w, r->cr.im.h);
         cJSON_AddNumberToObject(root, "created", (double)time(NULL));
         cJSON_AddItemToObject(item, "b64_json", cJSON_CreateStringReference(b64));
@@ -150,8 +156,10 @@ static int openai_answer(req *r, uint8_t *enc, size_t len, img_format fmt) {
 static int finish_build(req *r) {
     srv_server *s = r->srv;
     double t0 = sp_now();
-    int k = core_engine_k(s->engine);
+    int k = core_engine_k(s->engine, r->cr.family);
     int n = r->cr.work.n;
+    core_metric_add(s->m_inpaint, (const char *[]){core_engine_family_name(s->engine, r->cr.family), ran_method(r),
+                                                   r->choice.routed ? "auto" : "named"}, 1);
     if (n > 0 && core_request_finish(&r->cr))
         return srv_error_set(&r->err, 503, "out_of_memory", "no memory to paste the result");
     img_format fmt = (img_format)r->args.format; /* format, then Accept, then inpaint.default_format */
@@ -245,7 +253,13 @@ static int finish_build(req *r) {
     cJSON_AddStringToObject(root, "format", img_format_name(fmt));
     cJSON_AddNumberToObject(root, "width", r->cr.im.w);
     cJSON_AddNumberToObject(root, "height", r->cr.im.h);
-    cJSON_AddStringToObject(root, "method", srv_method_name(r->args.method));
+    cJSON_AddStringToObject(root, "method", ran_method(r));
+    cJSON_AddStringToObject(root, "model", core_engine_family_name(s->engine, r->cr.family));
+    cJSON *ro = cJSON_AddObjectToObject(root, "routing");
+    cJSON_AddStringToObject(ro, "requested", r->choice.routed ? "auto" : "named");
+    cJSON_AddNumberToObject(ro, "p_model", round(r->choice.p_family * 1e4) / 1e4);
+    if (r->choice.p_nets >= 0) cJSON_AddNumberToObject(ro, "p_nets", round(r->choice.p_nets * 1e4) / 1e4);
+    else cJSON_AddNullToObject(ro, "p_nets");
     cJSON_AddItemToObject(root, "neighbors", nb);
     cJSON_AddItemToObject(root, "timings_ms", tj);
     cJSON_AddStringToObject(root, "request_id", r->id);
@@ -256,8 +270,9 @@ static int finish_build(req *r) {
 static void finish_job(core_job *job, int cancelled) {
     req *r = (req *)((char *)job - offsetof(req, job));
     core_work *w = &r->cr.work;
-    sp_status st = r->args.method == SRV_METHOD_TELEA ? r->task_status : w->n > 0 ? w->status : SP_OK;
-    const char *why = r->args.method == SRV_METHOD_TELEA ? r->task_error : w->error;
+    const int telea = r->cr.method == CORE_METHOD_TELEA;
+    sp_status st = telea ? r->task_status : w->n > 0 ? w->status : SP_OK;
+    const char *why = telea ? r->task_error : w->error;
     if (cancelled) {
         st = SP_ERR_BUSY;
         why = "the server is shutting down";
@@ -272,7 +287,7 @@ static void finish_job(core_job *job, int cancelled) {
         r->retry_after = 5;
         srv_error_set(&r->err, 503, "out_of_memory", "no memory for this image");
     } else if (st) {
-        SP_ERROR("request %s: %s failed: %s", r->id, srv_method_name(r->args.method), why);
+        SP_ERROR("request %s: %s failed: %s", r->id, ran_method(r), why);
         srv_error_set(&r->err, 500, "inference_failed", "the inpainting failed; the server log has the details (request %s)",
                       r->id);
     } else if (!finish_build(r)) {
@@ -302,13 +317,14 @@ static void telea_job(core_job *job, int cancelled) {
  * does not hold; the upload statuses of srv_decode_upload. 0 or the status with r->err set. */
 static int set_references(req *r) {
     srv_server *s = r->srv;
-    int n = r->args.nrefs ? r->args.nrefs : r->args.nref_ids, k = core_engine_k(s->engine);
+    int n = r->args.nrefs ? r->args.nrefs : r->args.nref_ids, k = core_engine_k(s->engine, r->cr.family);
     if (n == 0) return 0;
     const char *param = r->args.nrefs ? "reference" : "reference_id";
     snprintf(r->err.param, sizeof r->err.param, "%s", param);
     if (k == 0)
         return srv_error_set(&r->err, 422, "no_references_for_sim0",
-                             "this server runs Sim-0 (no retrieval.database): it takes no references");
+                             "model family %s runs Sim-0 (it has no database): it takes no references",
+                             core_engine_family_name(s->engine, r->cr.family));
     if (n > k)
         return srv_error_set(&r->err, 422, "too_many_references", "%d references given; the model (Sim-%d) takes 1 to %d",
                              n, k, k);
@@ -324,7 +340,7 @@ static int set_references(req *r) {
             ret = srv_decode_upload(r, &r->args.refs[i], what, 1, &ims[i], &f);
         } else {
             ids[i] = r->args.ref_ids[i];
-            sp_status st = core_engine_image(s->engine, ids[i], &ims[i]);
+            sp_status st = core_engine_image(s->engine, r->cr.family, ids[i], &ims[i]);
             if (st == SP_ERR_NOMEM) {
                 r->retry_after = 5;
                 ret = srv_error_set(&r->err, 503, "out_of_memory", "no memory for the reference images");
@@ -383,10 +399,29 @@ static int prepare(req *r) {
     core_method method = r->args.method == SRV_METHOD_TELEA    ? CORE_METHOD_TELEA
                          : r->args.method == SRV_METHOD_COARSE ? CORE_METHOD_COARSE
                                                                : CORE_METHOD_SIM;
+    /* the model family: named, or auto (images/edits: a name semipaint does not serve, such as
+     * OpenAI's, means auto) */
+    const char *model = r->args.model;
+    if (r->route->api == SRV_API_OPENAI && r->edits.model[0] && core_engine_family_index(s->engine, r->edits.model) >= 0)
+        model = r->edits.model;
+    int fam;
+    if (srv_family(r, model, 1, -1, &fam)) {
+        img_free(&im);
+        img_free(&mask);
+        return r->err.status;
+    }
+    const int has_refs = r->args.nrefs || r->args.nref_ids;
+    if (fam < 0 && r->args.nref_ids && core_engine_nfamilies(s->engine) > 1) {
+        img_free(&im);
+        img_free(&mask);
+        snprintf(r->err.param, sizeof r->err.param, "model");
+        return srv_error_set(&r->err, 422, "model_required",
+                             "reference_id names an image of one family's database: name that family in 'model'");
+    }
     core_fault fault;
-    sp_status st = core_request_prepare(&r->cr, &s->cfg, s->s, core_engine_k(s->engine), method, &im,
-                                        from_alpha ? NULL : &mask, r->args.mask_alpha ? CORE_MASK_ALPHA : CORE_MASK_LUMA,
-                                        &fault);
+    sp_status st = core_request_prepare_for(&r->cr, &s->cfg, s->engine, NULL, fam, method, has_refs, &im,
+                                            from_alpha ? NULL : &mask,
+                                            r->args.mask_alpha ? CORE_MASK_ALPHA : CORE_MASK_LUMA, &fault, &r->choice);
     img_free(&mask);
     if (st) {
         img_free(&im);
@@ -405,7 +440,7 @@ static int prepare(req *r) {
     if (set_references(r)) return r->err.status;
     r->decode_ms = (sp_now() - t0) * 1e3;
     core_metric_observe(s->m_stage, (const char *[]){"decode"}, sp_now() - t0);
-    if (method == CORE_METHOD_TELEA) {
+    if (r->cr.method == CORE_METHOD_TELEA) {
         r->job.run = telea_job;
         if (core_pool_submit(s->telea, &r->job)) {
             r->retry_after = 2;
@@ -446,7 +481,8 @@ enum MHD_Result srv_inpaint_send(req *r) {
     if (srv_answer(r, 200, r->out_ctype, body, r->out_len, 1, &resp) != MHD_YES) return MHD_NO;
     MHD_add_response_header(resp, "Server-Timing", r->server_timing);
     MHD_add_response_header(resp, "X-Neighbors", r->neighbors[0] ? r->neighbors : "none");
-    MHD_add_response_header(resp, "X-Inpaint-Method", srv_method_name(r->args.method));
+    MHD_add_response_header(resp, "X-Inpaint-Method", ran_method(r));
+    MHD_add_response_header(resp, "X-Model", core_engine_family_name(r->srv->engine, r->cr.family));
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     return srv_queue_held(r, resp);
 }

@@ -173,6 +173,20 @@ static int admit(req *r) {
     return 0;
 }
 
+int srv_family(req *r, const char *model, int allow_auto, int dflt, int *fam) {
+    core_engine *e = r->srv->engine;
+    *fam = dflt;
+    if (!model || !model[0]) return 0;
+    if (allow_auto && !strcmp(model, "auto")) return *fam = -1, 0;
+    if ((*fam = core_engine_family_index(e, model)) >= 0) return 0;
+    char list[512];
+    size_t k = (size_t)snprintf(list, sizeof list, "%s", allow_auto ? "auto" : "");
+    for (int i = 0; i < core_engine_nfamilies(e) && k < sizeof list; i++)
+        k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", k ? ", " : "", core_engine_family_name(e, i));
+    snprintf(r->err.param, sizeof r->err.param, "model");
+    return srv_error_set(&r->err, 422, "unknown_model", "model '%.64s' is not served here; allowed: %s", model, list);
+}
+
 int srv_hold_pixels(req *r, long px) {
     srv_server *s = r->srv;
     if (atomic_fetch_add(&s->pixels, px) + px > s->cfg.server.max_pixels_in_flight) {

@@ -46,7 +46,6 @@ struct srv_server {
     char token[512]; /* bearer token of the routes with auth; "" = the SRV_AUTH_BEARER routes are off */
     core_engine *engine;
     core_exec *exec;
-    int s; /* working size */
     atomic_int inflight;
     atomic_int admitted; /* inpainting requests past admission and not yet completed */
     int max_admitted;    /* their bound (see srv_server_new) */
@@ -63,7 +62,7 @@ struct srv_server {
     /* metrics */
     core_metrics *metrics;
     core_family *m_requests, *m_duration, *m_stage, *m_batch, *m_depth, *m_inflight, *m_rejected, *m_index,
-        *m_build, *m_gpu;
+        *m_build, *m_gpu, *m_inpaint;
 };
 
 /* ---- the route table (srv_routes.c) ---- */
@@ -179,6 +178,7 @@ struct req {
     img_format in_fmt;
     img_format accept_fmt; /* the image format the Accept header asks for; UNKNOWN = none */
     core_request cr; /* the image, hole map, crops and executor work (core/request.h) */
+    core_route choice; /* the family that served it and, for model=auto, why */
     core_work work;  /* an index task */
     double decode_ms, encode_ms;
     /* index */
@@ -264,6 +264,11 @@ void srv_mhd_log(void *cls, const char *fmt, va_list ap);
 /* srv_h_get.c: GET /healthz, /readyz (200, or 503 loading, load_failed, draining), /metrics,
  * /openapi.yaml, / (the web page, or 404 when server.web_ui is false), /v1/info and
  * /v1/images/{id} (arg: the id; 404 for anything but a database id). */
+/* The family a request names in `model` (the inpainting field, or the query parameter ?model= of
+ * the database routes; NULL or "" = `dflt`, "auto" allowed only when allow_auto): *fam is its
+ * index, or -1 for auto. 0, or 422 unknown_model (listing the families) in r->err. */
+int srv_family(req *r, const char *model, int allow_auto, int dflt, int *fam);
+
 enum MHD_Result srv_get_healthz(req *r, const char *arg);
 enum MHD_Result srv_get_readyz(req *r, const char *arg);
 enum MHD_Result srv_get_metrics(req *r, const char *arg);

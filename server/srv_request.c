@@ -57,6 +57,18 @@ static int set_method(srv_inpaint_args *a, const char *v, srv_error *err) {
     return 0;
 }
 
+static int set_model(srv_inpaint_args *a, const char *v, srv_error *err) {
+    size_t n = strlen(v);
+    int ok = n >= 1 && n <= SRV_MODEL_MAX && v[0] >= 'a' && v[0] <= 'z';
+    for (size_t i = 0; ok && i < n; i++) ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9');
+    if (!ok)
+        return srv_error_set(err, 422, "invalid_field",
+                             "model '%.64s' is not allowed; allowed: auto or a model family's name (GET /v1/info lists "
+                             "them)", v);
+    memcpy(a->model, v, n + 1);
+    return 0;
+}
+
 static int set_format(srv_inpaint_args *a, const char *v, srv_error *err) {
     img_format f = img_format_parse(v);
     if (f == IMG_FMT_UNKNOWN)
@@ -159,9 +171,11 @@ int srv_accept_image_format(const char *accept) {
 
 /* ---- multipart ---- */
 
-enum { F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_MASK_FROM_ALPHA, F_REFERENCE, F_REFERENCE_ID, F_COUNT };
-static const char *const inpaint_fields[F_COUNT] = {"image",           "mask",      "method",      "format", "quality",
-                                                    "mask_from_alpha", "reference", "reference_id"};
+enum {
+    F_IMAGE = 0, F_MASK, F_METHOD, F_FORMAT, F_QUALITY, F_MASK_FROM_ALPHA, F_REFERENCE, F_REFERENCE_ID, F_MODEL, F_COUNT
+};
+static const char *const inpaint_fields[F_COUNT] = {"image",           "mask",      "method",       "format", "quality",
+                                                    "mask_from_alpha", "reference", "reference_id", "model"};
 
 /* The fields of the images/edits form (SRV_FORM_EDITS), OpenAI's names. */
 enum {
@@ -341,7 +355,7 @@ static sp_status on_begin(void *ctx, const char *name, const char *filename, con
     if (f->field < 0)
         return form_fail(f, 422, "unknown_field",
                          "unknown field '%.64s'; allowed: image, mask, method, format, quality, mask_from_alpha, "
-                         "reference, reference_id",
+                         "reference, reference_id, model",
                          name);
     if (f->field == F_REFERENCE) { /* repeated: one image per part */
         if (f->ia.nrefs >= SRV_MAX_REFERENCES)
@@ -420,6 +434,7 @@ static sp_status on_end(void *ctx) {
     else if (f->field == F_QUALITY) r = set_quality_text(&f->ia, f->text, &f->err);
     else if (f->field == F_MASK_FROM_ALPHA) r = set_mask_from_alpha_text(&f->ia, f->text, &f->err);
     else if (f->field == F_REFERENCE_ID) r = add_ref_id_text(&f->ia, f->text, &f->err);
+    else if (f->field == F_MODEL) r = set_model(&f->ia, f->text, &f->err);
     if (r) {
         f->failed = 1;
         return sp_err(SP_ERR_INVALID, "%s", f->err.message);
@@ -668,6 +683,7 @@ static const json_field inpaint_json[] = {
      "a base64 string or a data URL"},
     {"reference_id", JV_NUMBERS, JSON_NUMBER_MAX, SRV_MAX_REFERENCES, 422, "too_many_references",
      "an array of integers", "an integer >= 0"},
+    {"model", JV_STRING, TEXT_FIELD_MAX, 0, 0, NULL, "a string", NULL},
 };
 static const json_field index_json[] = {
     {"images", JV_STRINGS, 0, SRV_INDEX_MAX_IMAGES, 413, "too_many_images", "a non-empty array of base64 strings",
@@ -1189,6 +1205,8 @@ int srv_parse_inpaint_json(const uint8_t *body, size_t len, srv_inpaint_args *ou
         r = set_method(out, text, err);
     if (!r && m[F_FORMAT].present && !(r = text_span(&m[F_FORMAT].v, "format", text, sizeof text, err)))
         r = set_format(out, text, err);
+    if (!r && m[F_MODEL].present && !(r = text_span(&m[F_MODEL].v, "model", text, sizeof text, err)))
+        r = set_model(out, text, err);
     if (!r && m[F_QUALITY].present) {
         char num[JSON_NUMBER_MAX + 1];
         size_t qn = m[F_QUALITY].v.len < JSON_NUMBER_MAX ? m[F_QUALITY].v.len : JSON_NUMBER_MAX; /* the scan bounded it */

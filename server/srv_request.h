@@ -30,6 +30,9 @@ typedef struct {
 /* Most `reference` images, or `reference_id`s, one request may name (the model's K bounds it further). */
 #define SRV_MAX_REFERENCES 8
 
+/* Most bytes of a `model` value: a family name (1..31 of a-z and 0-9) or "auto". */
+#define SRV_MODEL_MAX 31
+
 /* The fields of an inpainting request (docs/http-api.md). */
 typedef struct {
     srv_blob image, mask;
@@ -42,6 +45,7 @@ typedef struct {
     int quality;       /* 1-100; 0 = not given */
     int mask_from_alpha; /* 1: no mask; the image's alpha is the mask (alpha 0 = hole) */
     int mask_alpha;      /* 1: the mask's own alpha is the mask (alpha 0 = hole; POST /v1/images/edits) */
+    char model[SRV_MODEL_MAX + 1]; /* `model`: a family name or "auto"; "" = not given (auto) */
 } srv_inpaint_args;
 /* Releases the blobs and zeroes the struct; safe on a zeroed struct. */
 void srv_inpaint_args_free(srv_inpaint_args *a);
@@ -100,7 +104,8 @@ void srv_form_free(srv_form *f);
  * [base64, ...], "reference_id": [integer, ...]). */
 
 /* Parses a JSON inpainting body {"image", "mask", "method", "format", "quality",
- * "mask_from_alpha", "reference", "reference_id"}: image and mask as base64 or data URLs, mask_from_alpha a boolean (true: no
+ * "mask_from_alpha", "reference", "reference_id", "model"} (model: "auto" or a family name, 1..31
+ * of a-z and 0-9, else 422 invalid_field; whether the family exists is the handler's check): image and mask as base64 or data URLs, mask_from_alpha a boolean (true: no
  * mask, the image's alpha is the mask; with a mask too, 422 conflicting_fields; without either,
  * 422 missing_field). One linear pass over the raw bytes, allocating nothing, checks the
  * syntax of the whole body (at most 64 levels of nesting) and its shape before anything is

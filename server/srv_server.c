@@ -19,7 +19,9 @@
 static void render_hook(void *ctx) {
     srv_server *s = ctx;
     if (atomic_load(&s->state) == ST_READY || atomic_load(&s->state) == ST_DRAINING) {
-        core_metric_set(s->m_index, NULL, (double)core_engine_db_count(s->engine));
+        for (int i = 0; i < core_engine_nfamilies(s->engine); i++)
+            core_metric_set(s->m_index, (const char *[]){core_engine_family_name(s->engine, i)},
+                            (double)core_engine_db_count(s->engine, i));
         core_metric_set(s->m_depth, NULL, s->exec ? core_exec_queue_depth(s->exec) : 0);
         if (s->m_gpu) core_metric_set(s->m_gpu, NULL, (double)core_engine_device_memory(s->engine));
     }
@@ -75,13 +77,13 @@ static sp_status register_metrics(srv_server *s) {
     s->m_depth = core_metrics_gauge(s->metrics, "semipaint_queue_depth", "Crops waiting for the executor.", NULL);
     s->m_inflight = core_metrics_gauge(s->metrics, "semipaint_inflight_requests", "Requests being received, processed or answered.", NULL);
     s->m_rejected = core_metrics_counter(s->metrics, "semipaint_rejected_total", "Requests refused or dropped by load shedding, by reason.", "reason");
-    s->m_index = core_metrics_gauge(s->metrics, "semipaint_index_images", "Images in the retrieval database.", NULL);
+    s->m_index = core_metrics_gauge(s->metrics, "semipaint_index_images", "Images in each model family's retrieval database.", "model");
+    s->m_inpaint = core_metrics_counter(s->metrics, "semipaint_inpaint_total", "Inpainting answers by the model family that served them, the method that ran (sim, coarse, telea) and how the family was chosen (auto, named).", "model,method,requested");
     s->m_build = core_metrics_gauge(s->metrics, "semipaint_build_info", "Version and compute backend of this server.", "version,backend");
     core_metrics_add_process(s->metrics);
     core_metrics_on_render(s->metrics, render_hook, s);
     core_metric_set(s->m_inflight, NULL, 0);
     core_metric_set(s->m_depth, NULL, 0);
-    core_metric_set(s->m_index, NULL, 0);
     const char *reasons[] = {"queue_full", "overload", "inflight", "deadline",  "shutdown",    "not_ready",
                              "draining",   "pixels",   "buffered", "slow_body", "telea_queue"};
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
@@ -187,7 +189,6 @@ sp_status srv_server_load(srv_server *s) {
     double t0 = sp_now();
     sp_status st = core_engine_new(&s->cfg, &s->engine);
     if (st) goto fail;
-    s->s = core_engine_size(s->engine);
     core_exec_metrics em = {s->m_batch, s->m_stage, s->m_depth, s->m_rejected};
     core_runner runner = core_engine_runner(s->engine);
     if ((st = core_exec_new(&runner, s->cfg.batching.max_batch, s->cfg.batching.max_delay_ms,
@@ -196,11 +197,15 @@ sp_status srv_server_load(srv_server *s) {
     core_metric_set(s->m_build, (const char *[]){SP_VERSION, core_engine_backend(s->engine)}, 1);
     if (core_engine_backend_has(s->engine, NN_CAP_DEVICE_MEMORY))
         s->m_gpu = core_metrics_gauge(s->metrics, "semipaint_gpu_memory_used_bytes", "Device memory held by the backend.", NULL);
-    core_metric_set(s->m_index, NULL, (double)core_engine_db_count(s->engine));
+    for (int i = 0; i < core_engine_nfamilies(s->engine); i++) {
+        const char *name = core_engine_family_name(s->engine, i);
+        core_metric_set(s->m_index, (const char *[]){name}, (double)core_engine_db_count(s->engine, i));
+        SP_INFO("model family %s: working size %d, %s", name, core_engine_size(s->engine, i),
+                core_engine_k(s->engine, i) ? "Sim-K with a database" : "Sim-0 (no database configured)");
+    }
     atomic_store(&s->state, ST_READY);
-    SP_INFO("ready in %.1f s: working size %d, %s, %s backend", sp_now() - t0, s->s,
-            core_engine_k(s->engine) ? "Sim-K with a database" : "Sim-0 (no database configured)",
-            core_engine_backend(s->engine));
+    SP_INFO("ready in %.1f s: %d model famil%s, %s backend", sp_now() - t0, core_engine_nfamilies(s->engine),
+            core_engine_nfamilies(s->engine) == 1 ? "y" : "ies", core_engine_backend(s->engine));
     return SP_OK;
 fail:
     snprintf(s->load_error, sizeof s->load_error, "%s", sp_err_msg());
@@ -215,9 +220,13 @@ sp_status srv_server_reload(srv_server *s) {
     sp_status st = core_engine_reload(s->engine);
     if (st) SP_ERROR("database reload failed, the previous one stays in service: %s", sp_err_msg());
     else {
-        long n = core_engine_db_count(s->engine);
-        core_metric_set(s->m_index, NULL, (double)n);
-        SP_INFO("database reloaded in %.0f ms: %ld images", (sp_now() - t0) * 1e3, n);
+        long n = 0;
+        for (int i = 0; i < core_engine_nfamilies(s->engine); i++) {
+            long c = core_engine_db_count(s->engine, i);
+            core_metric_set(s->m_index, (const char *[]){core_engine_family_name(s->engine, i)}, (double)c);
+            n += c;
+        }
+        SP_INFO("databases reloaded in %.0f ms: %ld images", (sp_now() - t0) * 1e3, n);
     }
     pthread_mutex_unlock(&s->reload_mu);
     return st;
@@ -277,17 +286,28 @@ static sp_status check_readable(const char *key, const char *path, int dir) {
 
 sp_status srv_check_files(const cfg_config *cfg) {
     sp_status st;
-    int with_db = cfg->retrieval.database[0] != 0;
-    if ((st = check_readable("model.coarse", cfg->model.coarse, 0))) return st;
-    if (with_db) {
-        if ((st = check_readable("model.refine", cfg->model.refine, 0))) return st;
-        if ((st = check_readable("retrieval.database", cfg->retrieval.database, 1))) return st;
-    } else if ((st = check_readable("model.refine_fallback", cfg->model.refine_fallback, 0))) {
-        return st;
+    cfg_family fams[CFG_MAX_FAMILIES];
+    const int n = cfg_families(cfg, fams);
+    for (int i = 0; i < n; i++) { /* each family's files, named by its keys */
+        const cfg_family *f = &fams[i];
+        char pre[64], k1[96], k2[96];
+        if (i == 0) snprintf(pre, sizeof pre, "model");
+        else snprintf(pre, sizeof pre, "families.%.*s", CFG_NAME_MAX - 1, f->name);
+        const int with_db = f->database[0] != 0;
+        snprintf(k1, sizeof k1, "%s.coarse", pre);
+        if ((st = check_readable(k1, f->coarse, 0))) return st;
+        if (with_db) {
+            snprintf(k1, sizeof k1, "%s.refine", pre);
+            snprintf(k2, sizeof k2, "%s.database", i == 0 ? "retrieval" : pre);
+            if ((st = check_readable(k1, f->refine, 0)) || (st = check_readable(k2, f->database, 1))) return st;
+        } else {
+            snprintf(k1, sizeof k1, "%s.refine_fallback", pre);
+            if ((st = check_readable(k1, f->refine_fallback, 0))) return st;
+        }
+        snprintf(k2, sizeof k2, "%s.descriptor_weights", i == 0 ? "retrieval" : pre);
+        if (f->descriptor_weights[0] && (st = check_readable(k2, f->descriptor_weights, 0))) return st;
     }
-    if (cfg->retrieval.descriptor_weights[0] &&
-        (st = check_readable("retrieval.descriptor_weights", cfg->retrieval.descriptor_weights, 0)))
-        return st;
+    if (cfg->model.router[0] && (st = check_readable("model.router", cfg->model.router, 0))) return st;
     if (cfg->server.auth_token_file[0]) {
         char tok[512];
         if ((st = read_token(cfg->server.auth_token_file, tok, sizeof tok))) return st;

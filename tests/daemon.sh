@@ -15,9 +15,17 @@ bad() { echo "FAIL $*"; fails=$((fails + 1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 # it_end: prints "NAME: N passed, M failed" and exits 1 when a check failed.
 it_end() { echo "$it_name: $passes passed, $fails failed"; [ "$fails" -eq 0 ]; exit $?; }
+# first_family_only: the tests written for one family keep their answers with the shipped
+# configuration's families: model=auto runs the first family (no router), and the general family
+# needs no database (it is loaded, Sim-0, and never chosen). tests/it_families.sh tests families.
+first_family_only() {
+  export SEMIPAINT_MODEL_ROUTER=
+  export SEMIPAINT_FAMILIES_GENERAL_DATABASE=
+}
 # small_nets: config/semipaintd.yaml pointed at the small test networks in $FIX, no database,
 # any free loopback port, one CPU thread.
 small_nets() {
+  first_family_only
   export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
   export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
   export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors

@@ -90,7 +90,7 @@ else
          SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
 fi
 export SEMIPAINT_MODEL_CPU_THREADS=1 OMP_WAIT_POLICY=PASSIVE
-unset SEMIPAINT_RETRIEVAL_DATABASE SEMIPAINT_SERVER_LISTEN
+unset SEMIPAINT_RETRIEVAL_DATABASE SEMIPAINT_SERVER_LISTEN SEMIPAINT_MODEL_ROUTER SEMIPAINT_FAMILIES_GENERAL_DATABASE
 # The keys semipaintd knows, from its defaults (a bad key in the file must not hide the others).
 "$D" --print-config > "$out/print-config.yaml"
 if SEMIPAINT_RETRIEVAL_DATABASE='' "$D" -c docker/base/semipaintd.yaml --check-config > "$tmp/cc" 2>&1; then
@@ -176,8 +176,9 @@ if [ -n "$port" ] && ready_s=$(wait_ready); then
     [ "$(code "$p")" = 200 ] && echo "GET $p" >> "$out/routes"
   done
   code /metrics "$out/metrics.txt" > /dev/null
-  if grep -q '^semipaint_index_images 6$' "$out/metrics.txt"; then ok "GET /metrics reports the database (semipaint_index_images 6)"
-  else bad "GET /metrics does not report semipaint_index_images 6"; fi
+  if grep -q '^semipaint_index_images{model="faces"} 6$' "$out/metrics.txt"; then
+    ok "GET /metrics reports the database (semipaint_index_images{model=\"faces\"} 6)"
+  else bad "GET /metrics does not report semipaint_index_images{model=\"faces\"} 6"; fi
   t0=$(date +%s)
   if stop; then ok "SIGTERM: exit status 0 after $(( $(date +%s) - t0 )) s"; else bad "SIGTERM: non-zero exit"; fi
 else

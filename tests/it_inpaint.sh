@@ -13,6 +13,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors \
        SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors SEMIPAINT_MODEL_CPU_THREADS=1
+# the first family only, as tests/daemon.sh's first_family_only (tests/it_families.sh tests families)
+export SEMIPAINT_MODEL_ROUTER= SEMIPAINT_FAMILIES_GENERAL_DATABASE=
 
 mkdir "$tmp/img" "$tmp/mask"
 "$PY" - "$tmp" <<'EOF'

@@ -157,7 +157,7 @@ def kept_exact(name, alpha_in):
 for key, name in (("mask", "out_mask.png"), ("alpha", "out_alpha.png"), ("array", "out_array.png")):
     a = r.get(key, {})
     say(a.get("n") == 1 and isinstance(a.get("created"), int), f"{key}: one image and a 'created' time ({a})")
-    say(a.get("model") == "semipaint-sim" and a.get("size") == "320x200" and a.get("output_format") == "png",
+    say(a.get("model") == "semipaint-faces-sim" and a.get("size") == "320x200" and a.get("output_format") == "png",
         f"{key}: model, size and output_format reported")
     kept_exact(name, key == "alpha")
 def refused(key, param, code):

@@ -40,6 +40,7 @@ def png(path, w, h, px):
 png(sys.argv[1] + "/mask.png", 256, 256, [255 if 80 <= x < 176 and 90 <= y < 186 else 0 for y in range(256) for x in range(256)])
 EOF
 
+first_family_only
 export SEMIPAINT_MODEL_COARSE=$W/pconv.safetensors
 export SEMIPAINT_MODEL_REFINE=$W/sim1.safetensors
 export SEMIPAINT_MODEL_REFINE_FALLBACK=$W/sim0.safetensors

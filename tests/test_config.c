@@ -172,6 +172,48 @@ int main(void) {
     CHECKF(cfg_load_file(&back, pr) == SP_OK, "%s", sp_err_msg());
     CHECK(memcmp(&back, &c, sizeof c) == 0);
 
+    /* model families: the first from model.* and retrieval.*, more from `families` */
+    cfg_family fams[CFG_MAX_FAMILIES];
+    cfg_defaults(&c);
+    CHECK(cfg_families(&c, fams) == 1 && !strcmp(fams[0].name, "faces") &&
+          !strcmp(fams[0].coarse, "weights/pconv.safetensors") && fams[0].nprobe == 16);
+    const char *fy = write_yaml("fam.yaml", "model:\n  family: celeb\nfamilies:\n  general:\n    coarse: g/p.st\n"
+                                            "    refine_fallback: g/s0.st\n    telea_blend: false\n    nprobe: 4\n"
+                                            "  street2: {coarse: s/p.st, database: ~}\n");
+    CHECKF(cfg_load(&c, fy, NULL) == SP_OK, "%s", sp_err_msg());
+    CHECK(cfg_families(&c, fams) == 3);
+    CHECK(!strcmp(fams[0].name, "celeb") && !strcmp(fams[1].name, "general") && !strcmp(fams[2].name, "street2"));
+    CHECK(!strcmp(fams[1].coarse, "g/p.st") && fams[1].telea_blend == 0 && fams[1].nprobe == 4 &&
+          !strcmp(fams[1].descriptor, "auto") && fams[1].refine[0] == 0);
+    CHECK(fams[2].telea_blend == 1 && fams[2].database[0] == 0);
+    char *env_fam[] = {"SEMIPAINT_FAMILIES_GENERAL_DATABASE=build/dbg", "SEMIPAINT_FAMILIES_NEW1_COARSE=n.st", NULL};
+    CHECKF(cfg_load(&c, fy, env_fam) == SP_OK, "%s", sp_err_msg());
+    CHECK(cfg_families(&c, fams) == 4 && !strcmp(fams[1].database, "build/dbg") && !strcmp(fams[3].name, "new1") &&
+          !strcmp(fams[3].coarse, "n.st"));
+    snprintf(pr, sizeof pr, "%s/printed_fam.yaml", tmpdir);
+    f = fopen(pr, "w");
+    cfg_print(&c, f);
+    fclose(f);
+    cfg_defaults(&back);
+    CHECKF(cfg_load_file(&back, pr) == SP_OK, "%s", sp_err_msg());
+    CHECK(memcmp(&back, &c, sizeof c) == 0);
+    expect_error("families:\n  general:\n    coarse: a\n  general:\n    coarse: b\n", "family general", "twice", NULL);
+    expect_error("families:\n  general:\n    coarse: a\n    coarse: b\n", "coarse", "twice", NULL);
+    expect_error("families:\n  General:\n    coarse: a\n", "General", "a-z", NULL);
+    expect_error("families:\n  auto:\n    coarse: a\n", "auto", "not a family name", NULL);
+    expect_error("families:\n  g:\n    coars: a\n", "coars", "refine_fallback", NULL);
+    expect_error("families:\n  g:\n    nprobe: 0\n", "nprobe", "1..65536", NULL);
+    expect_error("families:\n  g: 3\n", "family g", "mapping", NULL);
+    expect_error("families:\n  a: {}\n  b: {}\n  c: {}\n  d: {}\n  e: {}\n  f: {}\n  g: {}\n  h: {}\n", "too many",
+                 NULL, NULL);
+    CHECK(cfg_load(&c, write_yaml("dup.yaml", "families:\n  faces:\n    coarse: a\n"), NULL) != SP_OK);
+    CHECKF(strstr(sp_err_msg(), "families.faces") && strstr(sp_err_msg(), "model.family"), "%s", sp_err_msg());
+    CHECK(cfg_load(&c, write_yaml("bad_fam.yaml", "model:\n  family: \"Bad Name\"\n"), NULL) != SP_OK);
+    CHECKF(strstr(sp_err_msg(), "model.family"), "%s", sp_err_msg());
+    char *env_fam_bad[] = {"SEMIPAINT_FAMILIES_GENERAL=x", NULL};
+    CHECK(cfg_load(&c, NULL, env_fam_bad) != SP_OK);
+    CHECKF(strstr(sp_err_msg(), "SEMIPAINT_FAMILIES_<NAME>_<KEY>"), "%s", sp_err_msg());
+
     /* listen parsing */
     char host[64];
     int port;

@@ -16,17 +16,21 @@ typedef struct {
     int delay_us;
     int fail;
     int sizes[256];
+    int fams[256];   /* the family of each batch */
+    int mixed;       /* a batch held crops tagged with another family */
     atomic_int nbatches;
     pthread_t thread;
 } fake;
 
-static sp_status fake_run(void *ctx, int n, const float *img, const float *mask, const float *refs,
+static sp_status fake_run(void *ctx, int fam, int n, const float *img, const float *mask, const float *refs,
                          const uint8_t *given, nn_method method, float *out, int64_t *ids, float *scores,
                          nn_timings *t) {
     fake *f = ctx;
     f->thread = pthread_self();
     int b = atomic_fetch_add(&f->nbatches, 1);
-    if (b < 256) f->sizes[b] = n;
+    if (b < 256) f->sizes[b] = n, f->fams[b] = fam;
+    for (int i = 0; i < n; i++) /* family 1's test crops have a first pixel >= 2 */
+        if ((img[(size_t)i * 3 * S * S] >= 2.0f) != (fam == 1)) f->mixed = 1;
     if (f->delay_us) usleep((useconds_t)f->delay_us);
     if (f->fail) return sp_err(SP_ERR_BACKEND, "fake backend failure");
     for (int i = 0; i < n; i++)
@@ -110,7 +114,7 @@ static void task_done(core_work *w) {
 int main(void) {
     static job jobs[16];
     fake f = {0};
-    core_runner r = {S, 1, fake_run, &f};
+    core_runner r = {1, {S}, {1}, fake_run, &f};
     core_metrics *m = core_metrics_new();
     core_exec_metrics em = {core_metrics_histogram(m, "b", "b", NULL, (const double[]){1, 2, 4, 8}, 4),
                            core_metrics_histogram(m, "s", "s", "stage", core_duration_buckets, core_duration_nbuckets),
@@ -157,6 +161,29 @@ int main(void) {
             CHECK(jobs[1].out[i][p] == ((p % (S * S)) % 3 ? jobs[1].img[i][p] : 0.875f));
     }
     core_exec_free(ex);
+
+    /* two families: works alternate between them; no batch mixes them, FIFO order within each kind */
+    f = (fake){0};
+    core_runner r2 = {2, {S, S}, {1, 0}, fake_run, &f};
+    CHECK(core_exec_new(&r2, 4, 200, 64, &em, &ex) == SP_OK);
+    for (int i = 0; i < 6; i++) {
+        job_init(&jobs[i], 2, i % 2 ? 2.0f + 0.1f * (float)i : 0.1f * (float)(i + 1), 10);
+        jobs[i].w.family = i % 2;
+        if (i % 2) jobs[i].w.ids = NULL, jobs[i].w.scores = NULL;
+        CHECK(core_exec_submit(ex, &jobs[i].w, &ra) == SP_OK);
+    }
+    wait_done(jobs, 6);
+    for (int i = 0; i < 6; i++) {
+        CHECK(jobs[i].w.status == SP_OK);
+        if (i % 2 == 0) CHECK(job_ok(&jobs[i]));
+    }
+    CHECK(!f.mixed);
+    CHECKF(atomic_load(&f.nbatches) >= 2, "%d batches", atomic_load(&f.nbatches));
+    job_init(&jobs[0], 1, 0.1f, 10);
+    jobs[0].w.family = 2;
+    CHECK(core_exec_submit(ex, &jobs[0].w, &ra) == SP_ERR_INVALID);
+    core_exec_free(ex);
+    f = (fake){0};
     CHECK(core_exec_new(&r, 4, 200, 64, &em, &ex) == SP_OK);
 
     /* a task runs on the executor thread */
