@@ -6,6 +6,7 @@ CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2
 PY       ?= /usr/bin/python3
+DATA     ?= ../shared/data
 CUDA     ?= 0
 CUDA_HOME ?= /usr/local/cuda
 
@@ -56,7 +57,7 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BINS       := $(BUILD)/semipaint $(BUILD)/semipaintd
 TELEA_SO   := $(BUILD)/lib/libsemipaint_telea.so
 
-.PHONY: all binaries deps test unit-test san-test run clean fixtures bench image-test
+.PHONY: all binaries deps test unit-test san-test run clean fixtures bench image-test db-general
 .DEFAULT_GOAL := all
 
 # deps first, then the rest (in parallel under -j): every object needs the installed headers.
@@ -163,6 +164,17 @@ bench: all fixtures
 
 run: all
 	@bash scripts/run.sh
+
+# The general family's retrieval database: $(DATA)/general/train stored at the general networks'
+# working size (128) with the default descriptor, built once (scripts/run.sh builds it the same way
+# when it is missing); remove $(BUILD)/db-general to build it again.
+DB_GENERAL := $(BUILD)/db-general
+db-general: all
+	@if $(BUILD)/semipaint index info $(DB_GENERAL) > /dev/null 2>&1; then \
+	  echo "db-general: $(DB_GENERAL) exists (remove it to build it again)"; \
+	else \
+	  $(BUILD)/semipaint index build --images $(DATA)/general/train --out $(DB_GENERAL) --size 128 --force; \
+	fi
 
 clean:
 	rm -rf build build-san build-cuda build-san-cuda

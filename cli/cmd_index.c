@@ -20,7 +20,9 @@
 #include "retrieval/rt_index.h"
 #include "imaging/telea.h"
 
-#define IDX_SIZE 256                    /* working size of the stored images */
+#define IDX_DEFAULT_SIZE 256            /* index build: side of the stored images without --size */
+#define IDX_MIN_SIZE 16                 /* --size range (a descriptor may refuse a size: thumb32 needs */
+#define IDX_MAX_SIZE 1024               /* 32 px, VGG a multiple of 16); 1024: a 3 MiB store row */
 #define IDX_MAX_PIXELS (100L * 1000 * 1000) /* refuse larger inputs before decoding */
 #define IDX_DEFAULT_DESC "thumb16"
 
@@ -38,6 +40,7 @@ typedef struct {
     idx_net_opts net;
     const char *images, *out, *descriptor, *factory;
     long batch, limit;
+    int size; /* --size: side of the stored square images */
     int force;
     double lock_wait; /* --lock-wait seconds; < 0: the library's default */
 } build_opts;
@@ -83,6 +86,7 @@ static const cli_opt build_table[] = {
     {"--factory", NULL, CLI_STR, offsetof(build_opts, factory), 0, 0, NULL, NULL},
     {"--batch", NULL, CLI_LONG, offsetof(build_opts, batch), 1, 4096, NULL, NULL},
     {"--limit", NULL, CLI_LONG, offsetof(build_opts, limit), 1, IDX_BIG, NULL, NULL},
+    {"--size", NULL, CLI_INT, offsetof(build_opts, size), IDX_MIN_SIZE, IDX_MAX_SIZE, NULL, NULL},
     {"--force", NULL, CLI_FLAG, offsetof(build_opts, force), 0, 0, NULL, NULL},
     {"--lock-wait", NULL, CLI_DOUBLE, offsetof(build_opts, lock_wait), 0, 86400, NULL, NULL},
     NET_OPTS(build_opts),
@@ -164,16 +168,16 @@ static sp_status models_descriptor(idx_models *m, const idx_net_opts *o, const c
 
 /* ---- image loading ---- */
 
-/* Loads, centre-crops and resizes one image to IDX_SIZE: rgb (s*s*3) and chw (3,s,s). */
-static sp_status load_square(const char *path, uint8_t *rgb, float *chw) {
+/* Loads, centre-crops and resizes one image to s x s: rgb (s*s*3) and, unless NULL, chw (3,s,s). */
+static sp_status load_square(const char *path, int s, uint8_t *rgb, float *chw) {
     img_u8 im = {0}, sq = {0};
     sp_status st = img_load(path, IDX_MAX_PIXELS, &im);
     /* An RGB image already at the working size is its own centre crop. */
-    const int as_is = st == SP_OK && im.w == IDX_SIZE && im.h == IDX_SIZE && im.c == 3;
-    if (st == SP_OK && !as_is) st = img_square(&im, IDX_SIZE, &sq);
+    const int as_is = st == SP_OK && im.w == s && im.h == s && im.c == 3;
+    if (st == SP_OK && !as_is) st = img_square(&im, s, &sq);
     if (st == SP_OK) {
         const img_u8 *src = as_is ? &im : &sq;
-        memcpy(rgb, src->px, (size_t)IDX_SIZE * IDX_SIZE * 3);
+        memcpy(rgb, src->px, (size_t)s * s * 3);
         if (chw) img_to_chw(src, chw);
     }
     img_free(&im);
@@ -181,12 +185,12 @@ static sp_status load_square(const char *path, uint8_t *rgb, float *chw) {
     return st;
 }
 
-/* Loads paths[0..n) in parallel into rgb/chw slots; ok[i] = 1 on success, else msgs[i] says why. */
-static void load_batch(char *const *paths, int n, uint8_t *rgb, float *chw, int *ok, char (*msgs)[512]) {
-    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
+/* Loads paths[0..n) in parallel into s x s rgb/chw slots; ok[i] = 1 on success, else msgs[i] says why. */
+static void load_batch(char *const *paths, int n, int s, uint8_t *rgb, float *chw, int *ok, char (*msgs)[512]) {
+    const size_t row = (size_t)s * s * 3;
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < n; i++) {
-        sp_status st = load_square(paths[i], rgb + i * row, chw ? chw + i * row : NULL);
+        sp_status st = load_square(paths[i], s, rgb + i * row, chw ? chw + i * row : NULL);
         ok[i] = st == SP_OK;
         if (!ok[i]) snprintf(msgs[i], sizeof msgs[i], "%s", sp_err_msg());
     }
@@ -198,7 +202,9 @@ static void build_usage(FILE *f) {
     fprintf(f,
             "usage: semipaint index build --images DIR --out DB [options]\n"
             "Decodes the JPEG and PNG files of DIR (sorted by name), centre-crops and resizes them to\n"
-            "%dx%d, computes their descriptors in batches and writes the database directory DB.\n\n"
+            "S x S (--size), computes their descriptors in batches and writes the database directory DB.\n\n"
+            "  --size S           side of the stored square images, %d..%d: the working size of the\n"
+            "                     networks that will use DB [%d]\n"
             "  --descriptor NAME  one of: %s [%s]\n"
             "  --weights FILE     vgg16_features weights (for vgg16_features:*)\n"
             "  --factory F        FAISS index factory string: Flat (exact), IVF1024,Flat, HNSW32, ... [Flat]\n"
@@ -210,7 +216,8 @@ static void build_usage(FILE *f) {
             "  --lock-wait S      with --force: how long to wait for an append to DB (by the daemon or\n"
             "                     `index add`) to finish before replacing it; the build fails, leaving DB\n"
             "                     as it was, when the wait runs out [%.0f]\n",
-            IDX_SIZE, IDX_SIZE, rt_descriptor_names(), IDX_DEFAULT_DESC, RT_DB_BUILD_LOCK_WAIT_S);
+            IDX_MIN_SIZE, IDX_MAX_SIZE, IDX_DEFAULT_SIZE, rt_descriptor_names(), IDX_DEFAULT_DESC,
+            RT_DB_BUILD_LOCK_WAIT_S);
 }
 
 /* One batch handed to the store writer: written by a thread of its own while the next batch
@@ -264,10 +271,11 @@ static int run_build(const build_opts *o) {
         st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg, .png or .webp files", o->images);
         goto done;
     }
-    if ((st = rt_db_builder_new(o->out, m.cm.desc, o->factory ? o->factory : "Flat", IDX_SIZE, o->force, &b))) goto done;
+    const int s = o->size;
+    if ((st = rt_db_builder_new(o->out, m.cm.desc, o->factory ? o->factory : "Flat", s, o->force, &b))) goto done;
     if (o->lock_wait >= 0) rt_db_builder_set_lock_wait(b, o->lock_wait);
     const int bs = (int)o->batch, dim = rt_descriptor_dim(m.cm.desc);
-    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
+    const size_t row = (size_t)s * s * 3;
     chw = malloc(bs * row * sizeof *chw);
     ok = calloc(bs, sizeof *ok);
     msgs = calloc(bs, sizeof *msgs);
@@ -284,8 +292,8 @@ static int run_build(const build_opts *o) {
         st = sp_err(SP_ERR_NOMEM, "batch of %d images", bs);
         goto done;
     }
-    fprintf(stderr, "index build: %ld images from %s, descriptor %s (dim %d), factory %s\n", nfiles, o->images, dname,
-            dim, o->factory ? o->factory : "Flat");
+    fprintf(stderr, "index build: %ld images from %s at %dx%d, descriptor %s (dim %d), factory %s\n", nfiles,
+            o->images, s, s, dname, dim, o->factory ? o->factory : "Flat");
     sp_progress pr;
     sp_progress_init(&pr, "index build", nfiles);
     double t_load = 0, t_desc = 0, t_wait = 0, t_write = 0, t0 = sp_now();
@@ -294,7 +302,7 @@ static int run_build(const build_opts *o) {
         int n = (int)(nfiles - at < bs ? nfiles - at : bs);
         for (int i = 0; i < n; i++) snprintf(paths[i], 4096, "%s/%s", o->images, files[at + i]);
         double t1 = sp_now();
-        load_batch(paths, n, rgb[k], chw, ok, msgs);
+        load_batch(paths, n, s, rgb[k], chw, ok, msgs);
         /* Compact the batch to the images that decoded. */
         int good = 0;
         for (int i = 0; i < n; i++) {
@@ -310,7 +318,7 @@ static int run_build(const build_opts *o) {
             names[k][good++] = files[at + i];
         }
         double t2 = sp_now();
-        if ((st = rt_descriptor_compute(m.cm.desc, good, IDX_SIZE, chw, desc[k]))) goto done;
+        if ((st = rt_descriptor_compute(m.cm.desc, good, s, chw, desc[k]))) goto done;
         double t3 = sp_now();
         if (writing >= 0) { /* the previous batch's writer, on the other buffer set */
             pthread_join(writer, NULL);
@@ -355,8 +363,8 @@ static int run_build(const build_opts *o) {
     if ((st = rt_db_builder_finish(b))) goto done;
     double t_index = sp_now() - t5, total = sp_now() - t0;
     long count = rt_db_builder_count(b);
-    printf("built %s: %ld images (%ld skipped), descriptor %s, dim %d, factory %s\n", o->out, count, skipped, dname,
-           dim, o->factory ? o->factory : "Flat");
+    printf("built %s: %ld images (%ld skipped) at %dx%d, descriptor %s, dim %d, factory %s\n", o->out, count, skipped,
+           s, s, dname, dim, o->factory ? o->factory : "Flat");
     printf("time %.1f s: decode+resize %.1f s, descriptor %.1f s (%.2f ms/image), store writes %.1f s (overlapped; "
            "waited %.1f s), index+commit %.1f s\n",
            total, t_load, t_desc, count ? t_desc * 1e3 / count : 0, t_write, t_wait, t_index);
@@ -405,16 +413,13 @@ static int run_info(const char *dir) {
 }
 
 /* Opens DB with the descriptor its manifest names (loading --weights when it is VGG) and o's search
- * parameters. */
+ * parameters. The caller works at the database's own image size, rt_db_size(*db). */
 static sp_status open_db_with_descriptor(const db_opts *o, const char *dir, int writable, idx_models *m, rt_db **db) {
     char name[64];
     sp_status st = rt_db_peek_descriptor(dir, name, sizeof name);
     if (st) return st;
     if ((st = models_descriptor(m, &o->net, name))) return st;
     if ((st = core_models_open_db(&m->cm, dir, "DB", writable, db))) return st;
-    if (rt_db_size(*db) != IDX_SIZE)
-        return sp_err(SP_ERR_UNSUPPORTED, "%s stores %dx%d images; this command works at %dx%d", dir, rt_db_size(*db),
-                      rt_db_size(*db), IDX_SIZE, IDX_SIZE);
     if (o->nprobe && (st = rt_db_set_search_param(*db, "nprobe", (double)o->nprobe))) return st;
     if (o->ef && (st = rt_db_set_search_param(*db, "efSearch", (double)o->ef))) return st;
     return SP_OK;
@@ -423,31 +428,36 @@ static sp_status open_db_with_descriptor(const db_opts *o, const char *dir, int 
 static void query_usage(FILE *f) {
     fprintf(f, "usage: semipaint index query DB IMAGE [-k N] [--nprobe N] [--ef N] [--weights VGG] [--device D]\n"
                "                            [--threads N]\n"
-               "The k [5] nearest database images to IMAGE: rank, id, cosine score and source name.\n");
+               "The k [5] nearest database images to IMAGE (cut and scaled to the database's image size):\n"
+               "rank, id, cosine score and source name.\n");
 }
 
 /* index query DB IMAGE */
 static int run_query(const db_opts *o, const char *const *pos) {
     idx_models m = {0};
     rt_db *db = NULL;
-    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
-    uint8_t *rgb = malloc(row);
-    float *chw = malloc(row * sizeof *chw), *desc = NULL, *sc = malloc(o->k * sizeof *sc);
+    uint8_t *rgb = NULL;
+    float *chw = NULL, *desc = NULL, *sc = malloc(o->k * sizeof *sc);
     int64_t *ids = malloc(o->k * sizeof *ids);
     int rc = 1;
     sp_status st = SP_OK;
-    if (!rgb || !chw || !sc || !ids) {
+    if (!sc || !ids) {
         st = sp_err(SP_ERR_NOMEM, "query");
         goto done;
     }
     if ((st = open_db_with_descriptor(o, pos[0], 0, &m, &db))) goto done;
-    if ((st = load_square(pos[1], rgb, chw))) goto done;
-    if (!(desc = malloc((size_t)rt_descriptor_dim(m.cm.desc) * sizeof *desc))) {
+    const int s = rt_db_size(db); /* the query is cut and scaled as the stored images were */
+    const size_t row = (size_t)s * s * 3;
+    rgb = malloc(row);
+    chw = malloc(row * sizeof *chw);
+    desc = malloc((size_t)rt_descriptor_dim(m.cm.desc) * sizeof *desc);
+    if (!rgb || !chw || !desc) {
         st = sp_err(SP_ERR_NOMEM, "query");
         goto done;
     }
+    if ((st = load_square(pos[1], s, rgb, chw))) goto done;
     double t0 = sp_now();
-    if ((st = rt_descriptor_compute(m.cm.desc, 1, IDX_SIZE, chw, desc))) goto done;
+    if ((st = rt_descriptor_compute(m.cm.desc, 1, s, chw, desc))) goto done;
     double t1 = sp_now();
     if ((st = rt_db_search(db, 1, desc, (int)o->k, ids, sc))) goto done;
     double t2 = sp_now();
@@ -473,7 +483,8 @@ done:
 
 static void add_usage(FILE *f) {
     fprintf(f, "usage: semipaint index add DB IMAGE... [--lock-wait S] [--weights VGG] [--device D] [--threads N]\n"
-               "Appends the images durably, in one commit: after a crash the database holds all or none of them.\n"
+               "Appends the images, cut and scaled to the database's image size, durably and in one commit:\n"
+               "after a crash the database holds all or none of them.\n"
                "Waits up to S seconds [%.0f] for another process writing DB to finish.\n",
             RT_DB_LOCK_WAIT_S);
 }
@@ -483,27 +494,30 @@ static int run_add(const db_opts *o, const char *const *pos, int npos) {
     idx_models m = {0};
     rt_db *db = NULL;
     const int n = npos - 1;
-    const size_t row = (size_t)IDX_SIZE * IDX_SIZE * 3;
-    uint8_t *rgb = malloc(n * row);
-    float *chw = malloc(row * sizeof *chw), *desc = NULL;
+    uint8_t *rgb = NULL;
+    float *chw = NULL, *desc = NULL;
     int64_t *ids = malloc(n * sizeof *ids);
     const char **names = malloc(n * sizeof *names);
     int rc = 1;
     sp_status st = SP_OK;
-    if (!rgb || !chw || !ids || !names) {
+    if (!ids || !names) {
         st = sp_err(SP_ERR_NOMEM, "%d images", n);
         goto done;
     }
     if ((st = open_db_with_descriptor(o, pos[0], 1, &m, &db))) goto done;
     if (o->lock_wait >= 0) rt_db_set_lock_wait(db, o->lock_wait);
-    const int dim = rt_descriptor_dim(m.cm.desc);
-    if (!(desc = malloc((size_t)n * dim * sizeof *desc))) {
-        st = sp_err(SP_ERR_NOMEM, "%d descriptors", n);
+    const int dim = rt_descriptor_dim(m.cm.desc), s = rt_db_size(db); /* stored at the database's size */
+    const size_t row = (size_t)s * s * 3;
+    rgb = malloc(n * row);
+    chw = malloc(row * sizeof *chw);
+    desc = malloc((size_t)n * dim * sizeof *desc);
+    if (!rgb || !chw || !desc) {
+        st = sp_err(SP_ERR_NOMEM, "%d images", n);
         goto done;
     }
     for (int i = 0; i < n; i++) {
-        if ((st = load_square(pos[1 + i], rgb + i * row, chw))) goto done;
-        if ((st = rt_descriptor_compute(m.cm.desc, 1, IDX_SIZE, chw, desc + (size_t)i * dim))) goto done;
+        if ((st = load_square(pos[1 + i], s, rgb + i * row, chw))) goto done;
+        if ((st = rt_descriptor_compute(m.cm.desc, 1, s, chw, desc + (size_t)i * dim))) goto done;
         names[i] = cli_base_name(pos[1 + i]);
     }
     double t0 = sp_now();
@@ -840,13 +854,13 @@ static void fill_pushpull(int s, const float *img, const float *keep, float *out
 
 /* Mask file -> keep (s,s): 0 in the hole of the mask scaled to s x s (img_hole_map_scaled: white,
  * luminance > 127, is the hole), 1 elsewhere. */
-static sp_status load_mask(const char *path, float *keep) {
+static sp_status load_mask(const char *path, int s, float *keep) {
     img_u8 im = {0};
-    uint8_t *hole = malloc((size_t)IDX_SIZE * IDX_SIZE);
+    uint8_t *hole = malloc((size_t)s * s);
     sp_status st = hole ? img_load(path, IDX_MAX_PIXELS, &im) : sp_err(SP_ERR_NOMEM, "mask %s", path);
-    if (st == SP_OK) st = img_hole_map_scaled(&im, IDX_SIZE, IDX_SIZE, hole, NULL);
+    if (st == SP_OK) st = img_hole_map_scaled(&im, s, s, hole, NULL);
     if (st == SP_OK)
-        for (int i = 0; i < IDX_SIZE * IDX_SIZE; i++) keep[i] = hole[i] ? 0.0f : 1.0f;
+        for (int i = 0; i < s * s; i++) keep[i] = hole[i] ? 0.0f : 1.0f;
     img_free(&im);
     free(hole);
     return st;
@@ -859,7 +873,7 @@ static void evald_usage(FILE *f) {
             "image equals the top-1 found from the ground truth, and the mean hole-region L1 of the\n"
             "neighbours (found from the fill, from the ground truth, and a random one) to the ground truth.\n\n"
             "  --db DB              the database (its stored images are the candidates)\n"
-            "  --queries DIR        query images (e.g. celebahq256/val)\n"
+            "  --queries DIR        query images (e.g. celebahq256/val), scaled to DB's image size\n"
             "  --masks DIR          hole masks (white = hole); query i gets mask i*M/N of the sorted M\n"
             "  --descriptors LIST   comma-separated [thumb8,thumb16,thumb16_zm,thumb32]\n"
             "  --coarse FILE        pconv_unet weights: the fill is the coarse network's, composited\n"
@@ -886,12 +900,10 @@ static int run_eval_descriptors(const evald_opts *o) {
     int64_t *rid = NULL;
     int rc = 1;
     sp_status st;
-    const size_t plane = (size_t)IDX_SIZE * IDX_SIZE, img = 3 * plane;
     if ((st = rt_db_open(o->db, NULL, 0, &db))) goto done;
-    if (rt_db_size(db) != IDX_SIZE) {
-        st = sp_err(SP_ERR_INVALID, "%s stores %d px images, expected %d", o->db, rt_db_size(db), IDX_SIZE);
-        goto done;
-    }
+    /* Queries, masks and fills at the database's own image size. */
+    const int s = rt_db_size(db);
+    const size_t plane = (size_t)s * s, img = 3 * plane;
     const long count = rt_db_count(db);
     if ((st = cli_list_images(o->queries, &qf, &nqf))) goto done;
     if ((st = cli_list_images(o->masks, &mf, &nmf))) goto done;
@@ -915,9 +927,9 @@ static int run_eval_descriptors(const evald_opts *o) {
     for (long i = 0; i < nq; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", o->queries, qf[i]);
-        if ((st = load_square(p, tmp, gt + i * img))) goto done;
+        if ((st = load_square(p, s, tmp, gt + i * img))) goto done;
         snprintf(p, sizeof p, "%s/%s", o->masks, mf[i * nmf / nq]);
-        if ((st = load_mask(p, keep + i * plane))) goto done;
+        if ((st = load_mask(p, s, keep + i * plane))) goto done;
         for (size_t j = 0; j < plane; j++) hole += 1 - keep[i * plane + j];
     }
     const char *fill_name = o->coarse ? o->coarse : o->fill ? o->fill : "telea";
@@ -929,7 +941,7 @@ static int run_eval_descriptors(const evald_opts *o) {
         if ((st = models_init(&m, &o->net, o->coarse))) goto done;
         for (long i = 0; i < nq; i += 8) {
             int n = (int)(nq - i < 8 ? nq - i : 8);
-            if ((st = nn_unet_forward(m.cm.coarse, n, IDX_SIZE, IDX_SIZE, gt + i * img, keep + i * plane, fill + i * img)))
+            if ((st = nn_unet_forward(m.cm.coarse, n, s, s, gt + i * img, keep + i * plane, fill + i * img)))
                 goto done;
             for (int j = 0; j < n; j++)
                 for (size_t t = 0; t < img; t++) {
@@ -937,17 +949,17 @@ static int run_eval_descriptors(const evald_opts *o) {
                     fill[(i + j) * img + t] = v < 0 ? 0 : v > 1 ? 1 : v;
                 }
         }
-        nn_composite((int)nq, 3, IDX_SIZE, IDX_SIZE, gt, fill, keep, fill);
+        nn_composite((int)nq, 3, s, s, gt, fill, keep, fill);
     } else if (!strcmp(fill_name, "pushpull")) {
 #pragma omp parallel for schedule(dynamic)
-        for (long i = 0; i < nq; i++) fill_pushpull(IDX_SIZE, gt + i * img, keep + i * plane, fill + i * img);
+        for (long i = 0; i < nq; i++) fill_pushpull(s, gt + i * img, keep + i * plane, fill + i * img);
     } else {
         int bad = 0;
 #pragma omp parallel for schedule(dynamic) reduction(+ : bad)
         for (long i = 0; i < nq; i++) {
             img_u8 im = {0};
             uint8_t *hole = malloc(plane);
-            if (!hole || img_alloc(&im, IDX_SIZE, IDX_SIZE, 3) != SP_OK) {
+            if (!hole || img_alloc(&im, s, s, 3) != SP_OK) {
                 bad++;
             } else {
                 img_from_chw(gt + i * img, &im);
@@ -1005,7 +1017,7 @@ static int run_eval_descriptors(const evald_opts *o) {
             int n = (int)(count - i < bs ? count - i : bs);
             for (int j = 0; j < n && st == SP_OK; j++) st = rt_db_image(db, i + j, batch + j * img);
             double a = sp_now();
-            if (st == SP_OK) st = rt_descriptor_compute(m.cm.desc, n, IDX_SIZE, batch, dbdesc + (size_t)i * dim);
+            if (st == SP_OK) st = rt_descriptor_compute(m.cm.desc, n, s, batch, dbdesc + (size_t)i * dim);
             td += sp_now() - a;
             sp_progress_update(&pr, i + n);
         }
@@ -1014,8 +1026,8 @@ static int run_eval_descriptors(const evald_opts *o) {
         if (st) goto done;
         for (long i = 0; i < nq && st == SP_OK; i += bs) {
             int n = (int)(nq - i < bs ? nq - i : bs);
-            st = rt_descriptor_compute(m.cm.desc, n, IDX_SIZE, gt + i * img, qd + (size_t)i * dim);
-            if (st == SP_OK) st = rt_descriptor_compute(m.cm.desc, n, IDX_SIZE, fill + i * img, fd + (size_t)i * dim);
+            st = rt_descriptor_compute(m.cm.desc, n, s, gt + i * img, qd + (size_t)i * dim);
+            if (st == SP_OK) st = rt_descriptor_compute(m.cm.desc, n, s, fill + i * img, fd + (size_t)i * dim);
         }
         if (st) goto done;
         rt_index_free(ix);
@@ -1075,7 +1087,7 @@ done:
 /* ---- dispatch: each subcommand parses its own options ---- */
 
 static int sub_build(int argc, char **argv) {
-    build_opts o = {.batch = 32, .lock_wait = -1};
+    build_opts o = {.batch = 32, .size = IDX_DEFAULT_SIZE, .lock_wait = -1};
     const cli_spec spec = {"semipaint index build", build_table, NOPTS(build_table), 0, 0, build_usage};
     int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
     return rc >= 0 ? rc : run_build(&o);
@@ -1137,8 +1149,8 @@ static const struct {
 
 static void index_usage(FILE *f) {
     fprintf(f, "usage: semipaint index SUBCOMMAND ...\n\n"
-               "  build --images DIR --out DB [--descriptor NAME] [--weights VGG] [--factory F] [--batch N] [--limit N]\n"
-               "        [--device D] [--threads N] [--force] [--lock-wait S]\n"
+               "  build --images DIR --out DB [--size S] [--descriptor NAME] [--weights VGG] [--factory F] [--batch N]\n"
+               "        [--limit N] [--device D] [--threads N] [--force] [--lock-wait S]\n"
                "  info DB                             manifest, count, descriptor and index of a database\n"
                "  query DB IMAGE [-k N]               the k nearest database images (id, cosine, source name)\n"
                "  add DB IMAGE... [--lock-wait S]     append images durably (all or none)\n"

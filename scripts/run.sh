@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# run.sh: what `make run` does: semipaintd on port 8080 with the shipped weights and, when ../shared/data/celebahq256/train exists, a database built from it once (Sim-0 otherwise).
-# Environment: PORT (8080), DATA (../shared/data), DB (build/db), BUILD (build), PY (/usr/bin/python3),
-# and any SEMIPAINT_<SECTION>_<KEY> override of config/semipaintd.yaml.
+# run.sh: what `make run` does: semipaintd on port 8080 with the shipped weights and, when ../shared/data/celebahq256/train exists, a database built from it once (Sim-0 otherwise); also the general family's database from ../shared/data/general/train, once.
+# Environment: PORT (8080), DATA (../shared/data), DB (build/db), DB_GENERAL (build/db-general),
+# BUILD (build), PY (/usr/bin/python3), and any SEMIPAINT_<SECTION>_<KEY> override of config/semipaintd.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -9,6 +9,7 @@ PY=${PY:-/usr/bin/python3}
 PORT=${PORT:-8080}
 DATA=${DATA:-../shared/data}
 DB=${DB:-$BUILD/db}
+DB_GENERAL=${DB_GENERAL:-$BUILD/db-general}
 D="$BUILD/semipaintd"
 # HTTP threads and the model share the cores: OpenMP workers must not spin between parallel regions.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -48,6 +49,15 @@ elif [ -d "$DATA/celebahq256/train" ]; then
 else
   export SEMIPAINT_RETRIEVAL_DATABASE=
   mode="Sim-0: no $DATA/celebahq256/train to build a database from"
+fi
+# ---- the general family's database (`make db-general`): general/train at its working size, 128 ----
+if [ -d "$DATA/general/train" ]; then
+  if ! "$BUILD/semipaint" index info "$DB_GENERAL" > /dev/null 2>&1; then
+    echo "run: building the general family's database $DB_GENERAL from $DATA/general/train at 128x128 (once)" >&2
+    "$BUILD/semipaint" index build --images "$DATA/general/train" --out "$DB_GENERAL" --size 128 --force
+  fi
+else
+  echo "run: no $DATA/general/train: the general family's database $DB_GENERAL is not built" >&2
 fi
 export SEMIPAINT_SERVER_LISTEN=${SEMIPAINT_SERVER_LISTEN:-0.0.0.0:$PORT}
 export SEMIPAINT_LOGGING_FORMAT=${SEMIPAINT_LOGGING_FORMAT:-text}

@@ -32,6 +32,8 @@ usage_error "semipaint index query: --lock-wait is not an option" "usage: semipa
 usage_error "semipaint index build: -k is not an option" "usage: semipaint index build" index build --images a --out b -k 5
 usage_error "semipaint index build: --nq is not an option" "usage: semipaint index build" index build --images a --out b --nq 5
 usage_error "semipaint index build: --db is not an option" "usage: semipaint index build" index build --images a --db b
+usage_error "semipaint index query: --size is not an option" "usage: semipaint index query" index query DB x.png --size 128
+usage_error "semipaint index add: --size is not an option" "usage: semipaint index add" index add DB x.png --size 128
 usage_error "semipaint index add: --nprobe is not an option" "usage: semipaint index add" index add DB x.png --nprobe 4
 usage_error "semipaint index add: --factory is not an option" "usage: semipaint index add" index add DB x.png --factory Flat
 usage_error "semipaint index bench: --lock-wait is not an option" "usage: semipaint index bench" index bench DB --lock-wait 1
@@ -74,6 +76,8 @@ usage_error "semipaint index build: --images needs a value" "usage: semipaint in
 usage_error "semipaint index query: -k 0: expected an integer in [1, 4096]" "" index query DB x.png -k 0
 usage_error "semipaint index query: --nprobe lots: expected an integer" "" index query DB x.png --nprobe lots
 usage_error "semipaint index build: --force takes no value" "" index build --images a --out b --force=yes
+usage_error "semipaint index build: --size 8: expected an integer in [16, 1024]" "" index build --images a --out b --size 8
+usage_error "semipaint index build: --size 2048: expected an integer in [16, 1024]" "" index build --images a --out b --size=2048
 usage_error "semipaint index bench-synthetic: --spread -1: expected a number in [0, " "" index bench-synthetic --spread -1
 usage_error "semipaint bench: --device tpu: expected cpu, cuda or auto" "" bench --device tpu
 usage_error "semipaint bench: --batch 1,x: expected a comma-separated list" "" bench --batch 1,x
@@ -126,6 +130,33 @@ if [ -n "$(ls "$tmp/img")" ]; then
     ok || bad "index build, info, query (-k before and after the arguments), bench on 3 images"
 else
   echo "(../shared/data/celebahq256/val absent: the database round trip skipped)"
+fi
+
+echo "== index build --size 128 (the general family's working size): the other subcommands use the database's size"
+mkdir -p "$tmp/gen"
+for f in $(ls ../shared/data/general/train 2>/dev/null | sort | head -4); do ln -s "$(cd ../shared/data/general/train && pwd)/$f" "$tmp/gen/$f"; done
+masks=../shared/data/masks/nvidia-irregular-test
+if [ -n "$(ls "$tmp/gen")" ]; then
+  first=$(ls "$tmp/gen" | head -1)
+  last=$(ls "$tmp/gen" | tail -1)
+  if "$SP" index build --images "$tmp/gen" --out "$tmp/db128" --size 128 --limit 3 --threads 1 > "$tmp/b128" 2>&1 &&
+    grep -q "at 128x128" "$tmp/b128" && "$SP" index info "$tmp/db128" > "$tmp/info" 2> /dev/null &&
+    grep -q "^images      3 (128x128 RGB" "$tmp/info" && [ "$(wc -c < "$tmp/db128/images.u8")" -eq $((4096 + 3 * 128 * 128 * 3)) ]; then
+    ok; else bad "index build --size 128: $(cat "$tmp/b128" "$tmp/info" 2>/dev/null | tail -3)"; fi
+  "$SP" index query "$tmp/db128" "$tmp/gen/$first" -k 2 > "$tmp/q" 2> "$tmp/err" && grep -q "^1 .*0 .*1.0000.* $first" "$tmp/q" &&
+    ok || bad "index query against the 128 database: $(cat "$tmp/q" "$tmp/err")"
+  "$SP" index add "$tmp/db128" "$tmp/gen/$last" > "$tmp/add" 2> "$tmp/err" && grep -q "^3 $last" "$tmp/add" &&
+    "$SP" index info "$tmp/db128" > "$tmp/info" 2> /dev/null && grep -q "^images      4 (128x128 RGB" "$tmp/info" &&
+    "$SP" index query "$tmp/db128" "$tmp/gen/$last" -k 1 > "$tmp/q" 2> /dev/null && grep -q "^1 .*3 .* $last" "$tmp/q" &&
+    "$SP" index bench "$tmp/db128" --nq 4 -k 2 > /dev/null 2>&1 &&
+    ok || bad "index add, query, bench at 128: $(cat "$tmp/add" "$tmp/err" "$tmp/q" 2>/dev/null | tail -3)"
+  if [ -d "$masks" ]; then
+    "$SP" index eval-descriptors --db "$tmp/db128" --queries "$tmp/gen" --masks "$masks" --limit 2 \
+      --descriptors thumb16 --fill pushpull --threads 1 > "$tmp/ev" 2> "$tmp/err" && grep -q "^| thumb16 | 768 |" "$tmp/ev" &&
+      ok || bad "index eval-descriptors at 128: $(tail -3 "$tmp/err")"
+  fi
+else
+  echo "(../shared/data/general/train absent: the --size 128 round trip skipped)"
 fi
 
 echo "== the environment's SEMIPAINT_CONV reaches the backend through the CLI (nn_backend_opts_from_env)"

@@ -87,19 +87,23 @@ print(f"general stream: deterministic, crops and masks in range (strokes-and-blo
       f"{min(r):.2f}-{max(r):.2f})")
 EOF
 if [ -x "$BUILD/semipaint" ]; then
-  echo "== database rows: train.square_row == semipaint index build's stored images (256)"
+  echo "== database rows: train.square_row == semipaint index build's stored images (256, and --size 64: rows64)"
   "$BUILD/semipaint" index build --images "$tmp/img" --out "$tmp/db" --descriptor thumb16 --threads 1 > /dev/null
-  "$PY" - "$tmp/cache" "$tmp/db/images.u8" <<'EOF'
-import sys
+  "$BUILD/semipaint" index build --images "$tmp/img" --out "$tmp/db64" --size 64 --threads 1 > /dev/null
+  "$PY" - "$tmp/cache" "$tmp/db/images.u8" "$tmp/db64/images.u8" <<'EOF'
+import os, sys
 import numpy as np
 sys.path.insert(0, "training")
 import train
 imgs = train.GeneralImages(sys.argv[1])
-store = np.fromfile(sys.argv[2], dtype=np.uint8)[4096:].reshape(-1, 256, 256, 3)
-assert store.shape[0] == len(imgs), store.shape
-worst = max(int(np.abs(train.square_row(imgs[i], 256).astype(int) - store[i]).max()) for i in range(len(imgs)))
-assert worst <= 1, f"rows differ from the store by up to {worst}"
-print(f"square_row == the store's rows (max difference {worst})")
+for path, s in ((sys.argv[2], 256), (sys.argv[3], 64)):
+    store = np.fromfile(path, dtype=np.uint8)[4096:].reshape(-1, s, s, 3)
+    assert store.shape[0] == len(imgs), store.shape
+    worst = max(int(np.abs(train.square_row(imgs[i], s).astype(int) - store[i]).max()) for i in range(len(imgs)))
+    assert worst <= 1, f"rows differ from the {s} store by up to {worst}"
+    print(f"square_row == the {s} store's rows (max difference {worst})")
+rows = np.load(os.path.join(sys.argv[1], "rows64.u8"), mmap_mode="r")
+assert np.array_equal(np.asarray(rows), store), "train.py's rows64 differ from index build --size 64"
 EOF
 else
   echo "($BUILD/semipaint absent: the rows check against index build skipped)"
@@ -134,4 +138,31 @@ for n in ("pconv", "sim1", "sim0"):
     assert "non-commercial" in meta["licence"].lower() and "CamVid" in meta["licence"], meta["licence"]
     assert "general photographs" in meta["trained_on"] and "strokes and blobs" in meta["notes"], meta
 EOF
+SO="$BUILD/lib/libsemipaint_telea.so"
+if [ -f "$SO" ]; then
+  echo "== fit_blend on the general stream (the data kind from the model card; Sim-1 with the rows' neighbours)"
+  for n in pconv sim1; do
+    "$PY" training/fit_blend.py --net "$tmp/w/$n.safetensors" --out "$tmp/w/${n}_b.safetensors" --count 10 \
+      --distances 4 --cache-dir "$tmp/cache" --lib "$SO" --threads 1 > "$tmp/fit_$n.log"
+    grep -q "general/train crops with mixed QD-IMD, stroke and blob masks" "$tmp/fit_$n.log" &&
+      grep -q "^all " "$tmp/fit_$n.log" || { echo "FAIL: fit_blend on the general stream"; cat "$tmp/fit_$n.log"; exit 1; }
+  done
+  "$PY" - "$tmp/w/sim1_b.safetensors" "$tmp/fit_sim1.log" <<'EOF'
+import json, sys
+sys.path.insert(0, "training")
+import safetensors_io
+m = json.loads(safetensors_io.load(sys.argv[1])[1]["semipaint"])
+t = m["telea_blend"]
+assert 1 <= len(t) <= 4 and t == sorted(t, reverse=True) and "general/train crops" in m["notes"], m
+net, blend = [float(x) for x in next(l for l in open(sys.argv[2]) if l.startswith("all ")).split()[2:5:2]]
+assert blend <= net + 1e-9, (net, blend)
+print("fit_blend general: telea_blend", t, f"hole L1 {net:.2f}% -> {blend:.2f}%")
+EOF
+  if "$PY" training/fit_blend.py --net "$tmp/w/sim0.safetensors" --out "$tmp/w/x.safetensors" --count 13 \
+    --cache-dir "$tmp/cache" --lib "$SO" --threads 1 > "$tmp/fit_x.log" 2>&1 || ! grep -q "holds 12 images" "$tmp/fit_x.log"; then
+    echo "FAIL: fit_blend --count 13 on 12 images"; cat "$tmp/fit_x.log"; exit 1
+  fi
+else
+  echo "($SO absent, e.g. under the sanitizers: the general fit_blend check skipped)"
+fi
 echo "it_train_general: OK"

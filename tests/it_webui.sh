@@ -2,7 +2,8 @@
 # it_webui.sh: the demo page at GET / in a real browser: Debian's headless chromium driven by playwright-core (tests/webui.mjs) against semipaintd on loopback; screenshot in $BUILD/tests/webui.png.
 # Skips with a message when chromium, node or the npm tools (scripts/npm_deps.sh) are absent.
 # Weights: the shipped weights/ with a small thumb16 database (so that neighbours show), else (or with WEBUI_SMALL=1)
-# the small test fixtures (Sim-0).
+# the small test fixtures (Sim-0). Two model families either way: the first (model.*) and "second", made by the
+# environment from the same coarse and fallback weights without a database (Sim-0), for the Model selector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -23,10 +24,15 @@ cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 # ---- models and database ----
+# the configuration's general family without its database and auto without the router: the page's
+# families come from /v1/info, and auto's choice is then the first family
+export SEMIPAINT_MODEL_ROUTER= SEMIPAINT_FAMILIES_GENERAL_DATABASE=
 if [ "${WEBUI_SMALL:-0}" != 1 ] && [ -f weights/pconv.safetensors ] && [ -f weights/sim1.safetensors ] && [ -f weights/sim0.safetensors ]; then
   export SEMIPAINT_MODEL_COARSE=weights/pconv.safetensors
   export SEMIPAINT_MODEL_REFINE=weights/sim1.safetensors
   export SEMIPAINT_MODEL_REFINE_FALLBACK=weights/sim0.safetensors
+  export SEMIPAINT_FAMILIES_SECOND_COARSE=weights/pconv.safetensors
+  export SEMIPAINT_FAMILIES_SECOND_REFINE_FALLBACK=weights/sim0.safetensors
   mkdir -p "$tmp/images"
   if [ -d "$DATA/celebahq256/train" ]; then
     src="$DATA/celebahq256/train"
@@ -47,14 +53,16 @@ EOF
   "$CLI" index build --images "$src" --out "$tmp/db" --limit 24 --descriptor thumb16 > "$tmp/index.log" 2>&1 ||
     { cat "$tmp/index.log"; echo "it_webui: FAIL (index build)"; exit 1; }
   export SEMIPAINT_RETRIEVAL_DATABASE=$tmp/db
-  weights="shipped weights, a 24-image database"
+  weights="shipped weights, a 24-image database; family second: Sim-0"
 else
   FIX=tests/fixtures/small
   export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors
   export SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors
   export SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
   export SEMIPAINT_RETRIEVAL_DATABASE=
-  weights="small test fixtures, Sim-0"
+  export SEMIPAINT_FAMILIES_SECOND_COARSE=$FIX/pconv_unet.safetensors
+  export SEMIPAINT_FAMILIES_SECOND_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
+  weights="small test fixtures, Sim-0; family second: Sim-0"
 fi
 export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
 export SEMIPAINT_MODEL_CPU_THREADS=1

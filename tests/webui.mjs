@@ -1,4 +1,5 @@
-// webui.mjs: drives the demo page of a running semipaintd in Debian's headless chromium (playwright-core): upload, paint, undo, inpaint, check the result, neighbours and timings; saves a screenshot.
+// webui.mjs: drives the demo page of a running semipaintd in Debian's headless chromium (playwright-core): upload, paint, undo, inpaint with model auto and then with a named model family, check the result, its caption (model, method, routing), neighbours and timings; saves a screenshot.
+// The daemon should serve at least two model families (tests/it_webui.sh adds one named "second").
 // Run by tests/it_webui.sh. Environment:
 //   BASE_URL   the daemon, e.g. http://127.0.0.1:8080 (loopback only: every other address is blocked)
 //   IMAGE      optional JPEG or PNG to upload (converted to PNG in the browser); default: a drawn test card
@@ -49,14 +50,32 @@ try {
     return route.continue();
   });
 
+  // What the server says it serves (asked directly, not through the page).
+  const infoJ = await (await fetch(base + "/v1/info", { headers: { Accept: "application/json" } })).json();
+  const fams = Array.isArray(infoJ.families) ? infoJ.families : [];
+  const names = fams.map((f) => f.name);
+  const famOf = (name) => fams.find((f) => f.name === name);
+  check("GET /v1/info lists at least two model families, default auto", fams.length >= 2 && infoJ.default_model === "auto",
+        JSON.stringify({ families: names, default_model: infoJ.default_model }));
+
   const nav = await page.goto(base + "/", { waitUntil: "load" });
   check("GET / answers 200 with HTML", nav && nav.status() === 200 && /text\/html/.test(nav.headers()["content-type"] || ""),
         nav && `${nav.status()} ${nav.headers()["content-type"]}`);
   check("the title is the demo's", (await page.title()) === "semipaint demo");
-  await page.waitForFunction(() => /· sim\d/.test(document.getElementById("info").textContent), null, { timeout: 15000 })
+  await page.waitForFunction(() => / sim\d/.test(document.getElementById("info").textContent), null, { timeout: 15000 })
     .catch(() => {});
   const info = await page.textContent("#info");
-  check("the header shows the server's mode from /v1/info", /semipaintd .* · sim\d · /.test(info), info);
+  const famList = fams.map((f) => `${f.name} ${f.mode}`).join(", ");
+  check("the header shows the families and their modes from /v1/info",
+        info.startsWith(`semipaintd ${infoJ.version} · ${famList} · ${infoJ.backend}`), `'${info}' lacks '${famList}'`);
+  const opts = await page.$$eval("#model option", (os) => os.map((o) => ({ value: o.value, label: o.textContent, selected: o.selected })));
+  check("the Model selector lists auto, then every family of /v1/info with its working size",
+        opts.length === fams.length + 1 && opts[0].value === "auto" && /auto/.test(opts[0].label) &&
+        fams.every((f, i) => opts[i + 1].value === f.name && opts[i + 1].label.includes(f.name) &&
+                             opts[i + 1].label.includes(`${f.working_size} px`)), JSON.stringify(opts));
+  check("the Model selector starts on auto", await page.inputValue("#model") === "auto" && opts[0].selected);
+  check("the Model selector has a label", await page.locator("label", { has: page.locator("#model") }).textContent()
+        .then((t) => t.trim().startsWith("Model")));
   check("Inpaint is disabled before an image is loaded", await page.isDisabled("#submit"));
 
   // A file that is not an image is refused with a message.
@@ -130,9 +149,10 @@ try {
   const sent = req.postDataJSON();
   check("the request is JSON and asks for JSON", req.headers()["content-type"] === "application/json" &&
         req.headers()["accept"] === "application/json");
-  check("the request carries image, mask, method and format only",
-        JSON.stringify(Object.keys(sent).sort()) === '["format","image","mask","method"]' && sent.method === "sim" &&
-        sent.format === "png" && sent.image === "data:image/png;base64," + pngB64, Object.keys(sent).join(","));
+  check("the request carries image, mask, method, model (auto) and format only",
+        JSON.stringify(Object.keys(sent).sort()) === '["format","image","mask","method","model"]' && sent.method === "sim" &&
+        sent.model === "auto" && sent.format === "png" && sent.image === "data:image/png;base64," + pngB64,
+        `${Object.keys(sent).join(",")} model=${sent.model}`);
   const got = await resp.json();
   check("POST /v1/inpaint answers 200 with a PNG of the input's size", resp.status() === 200 && got.format === "png" &&
         got.width === W && got.height === H, `${resp.status()} ${JSON.stringify({ ...got, image: undefined })}`);
@@ -140,6 +160,14 @@ try {
     const im = document.getElementById("result");
     return !document.getElementById("results").hidden && im.complete && im.naturalWidth > 0;
   }, null, { timeout: 15000 });
+  check("auto: the answer names a family of /v1/info, routing requested auto, as X-Model says",
+        names.includes(got.model) && got.routing && got.routing.requested === "auto" && typeof got.routing.p_model === "number" &&
+        resp.headers()["x-model"] === got.model && resp.headers()["x-inpaint-method"] === got.method,
+        `${got.model} ${JSON.stringify(got.routing)} X-Model ${resp.headers()["x-model"]}`);
+  const caption = await page.textContent("#result-caption");
+  check("auto: the caption names the family that served, the routing and the method",
+        caption.startsWith(`Result: ${got.model} (auto, p=${got.routing.p_model.toFixed(2)}), ${got.method}`) &&
+        caption.endsWith(`, ${W}×${H} PNG`), caption);
 
   // Pixels: decode what was sent and what came back, exactly (no colour conversion).
   const px = await page.evaluate(async ({ image, mask, result }) => {
@@ -179,23 +207,56 @@ try {
   check("the timings list the server's stages", Object.keys(got.timings_ms).every((k) => stages.includes(k === "total" ? "total (server)" : k)) &&
         stages.includes("round trip (browser)"), stages.join(","));
 
-  const nb = got.neighbors || [];
-  if (/· sim0 ·/.test(info)) {
-    check("Sim-0: no neighbours, and the page says why", nb.length === 0 && /no database/.test(await page.textContent("#neighbors")));
-  } else {
-    check("the answer names neighbours with scores", nb.length > 0 && nb.every((n) => Number.isInteger(n.id) && typeof n.score === "number"),
-          JSON.stringify(nb));
-    await page.waitForFunction((n) => {
-      const ims = [...document.querySelectorAll("#neighbors img")];
-      return ims.length === n && ims.every((im) => im.complete && im.naturalWidth > 0);
-    }, nb.length, { timeout: 15000 }).catch(() => {});
-    const shown = await page.$$eval("#neighbors figure", (fs) => fs.map((f) => ({
-      src: f.querySelector("img").getAttribute("src"), ok: f.querySelector("img").naturalWidth > 0,
-      cap: f.querySelector("figcaption").textContent })));
-    check("each neighbour is shown from GET /v1/images/{id} with its score", shown.length === nb.length &&
-          shown.every((s, i) => s.ok && s.src === `v1/images/${nb[i].id}` && s.cap.includes(nb[i].score.toFixed(4))),
-          JSON.stringify(shown));
+  // Neighbours: as the served family's database has them, each fetched from that family.
+  async function checkNeighbours(got, what) {
+    const nb = got.neighbors || [];
+    const fam = famOf(got.model) || {};
+    if (got.method !== "sim") {
+      check(`${what}: no neighbours for ${got.method}, and the page says why`,
+            nb.length === 0 && /does not retrieve/.test(await page.textContent("#neighbors")));
+    } else if (fam.mode === "sim0") {
+      check(`${what}: Sim-0 (${got.model}): no neighbours, and the page says why`,
+            nb.length === 0 && (await page.textContent("#neighbors")).includes(`model ${got.model} has no database`),
+            await page.textContent("#neighbors"));
+    } else {
+      check(`${what}: the answer names neighbours with scores`,
+            nb.length > 0 && nb.every((n) => Number.isInteger(n.id) && typeof n.score === "number"), JSON.stringify(nb));
+      await page.waitForFunction((n) => {
+        const ims = [...document.querySelectorAll("#neighbors img")];
+        return ims.length === n && ims.every((im) => im.complete && im.naturalWidth > 0);
+      }, nb.length, { timeout: 15000 }).catch(() => {});
+      const shown = await page.$$eval("#neighbors figure", (fs) => fs.map((f) => ({
+        src: f.querySelector("img").getAttribute("src"), ok: f.querySelector("img").naturalWidth > 0,
+        cap: f.querySelector("figcaption").textContent })));
+      check(`${what}: each neighbour is shown from GET /v1/images/{id}?model=${got.model} with its score`,
+            shown.length === nb.length && shown.every((s, i) => s.ok && s.src === `v1/images/${nb[i].id}?model=${got.model}` &&
+                                                                s.cap.includes(nb[i].score.toFixed(4))),
+            JSON.stringify(shown));
+    }
   }
+  await checkNeighbours(got, "auto");
+
+  // The same hole again with a named family: one that auto did not choose, when there is one.
+  const named = (fams.find((f) => f.name !== got.model) || fams[fams.length - 1] || { name: "?" }).name;
+  await page.selectOption("#model", named);
+  const [resp2] = await Promise.all([
+    page.waitForResponse((r) => r.url() === base + "/v1/inpaint" && r.request().method() === "POST", { timeout: 60000 }),
+    page.click("#submit"),
+  ]);
+  const sent2 = resp2.request().postDataJSON();
+  check(`a request with model ${named} chosen sends model=${named}`, sent2.model === named && sent2.method === "sim",
+        `model=${sent2.model} method=${sent2.method}`);
+  const got2 = await resp2.json();
+  check(`${named}: the answer is from ${named}, routing requested named, as X-Model says`,
+        resp2.status() === 200 && got2.model === named && got2.routing && got2.routing.requested === "named" &&
+        got2.routing.p_nets === null && resp2.headers()["x-model"] === named && got2.method === "sim",
+        `${resp2.status()} ${got2.model} ${got2.method} ${JSON.stringify(got2.routing)} X-Model ${resp2.headers()["x-model"]}`);
+  await page.waitForFunction((id) => document.getElementById("request-meta").textContent === `request ${id}`,
+                             got2.request_id, { timeout: 15000 }).catch(() => {});
+  const caption2 = await page.textContent("#result-caption");
+  check(`${named}: the caption names ${named} and the method, without routing`,
+        caption2 === `Result: ${named}, sim, ${W}×${H} PNG`, caption2);
+  await checkNeighbours(got2, named);
 
   // A second request with the hole cleared is not sent: Inpaint is disabled.
   await page.click("#clear");

@@ -1,8 +1,8 @@
 """fit_blend.py: fits a weights file's `telea_blend`, the share of Telea's fill in each hole pixel by its distance to the border.
 
 Usage:
-  fit_blend.py --net FILE.safetensors [--out FILE] [--count N] [--seed S] [--lib SO]
-               [--cache-dir DIR] [--neighbours NPY] [--ndjson DIR] [--distances D] [--threads T]
+  fit_blend.py --net FILE.safetensors [--out FILE] [--count N] [--seed S] [--lib SO] [--data-kind faces|general]
+               [--cache-dir DIR] [--neighbours NPY] [--descriptor D] [--ndjson DIR] [--distances D] [--threads T]
   fit_blend.py --net FILE --set B1,B2,... [--out FILE]
   fit_blend.py --check [--lib SO]
 
@@ -18,6 +18,14 @@ distance come from the C engine itself (build/lib/libsemipaint_telea.so, `make` 
 the fit and the service compute the same thing. It prints the L1 by distance with and without the
 blend and writes the table into the file's metadata (`--out`, default: the file itself,
 replaced atomically). No validation image is looked at.
+
+--data-kind general (the general family; the default for a file whose `trained_on` says "general
+photographs", as train.py's --init-from reads it): the samples come from train.py's GeneralStream
+on its native-size cache of general/train (.deps/general, `train.py cache --data-kind general`),
+with seed `--seed`: multi-scale square crops resampled to the net's working size, flips, and the
+mixed masks (half QD-IMD, half strokes and blobs; the same hole-ratio filter); Sim-K's neighbours
+are the database rows of the nearest other training images by `--descriptor` (train.py's
+general_neighbours, built on first use), as in training.
 
 --set writes a given table instead of fitting one; --check compares telea_blend of the C library
 with this script's blend on random crops (tests).
@@ -140,11 +148,70 @@ def monotone_argmin(err):
     return np.array(idx[::-1])
 
 
+def faces_batches(a, s, k, B):
+    """The faces samples: `a.count` distinct images of train.py's cache at size s (chosen by the
+    seed) with QD-IMD masks i = 0, 1, ...; yields batches of at most B as (u8 (b,s,s,3) uint8,
+    img (b,3,s,s), m1 (b,1,s,s) 1 = keep, neighbours (b,k,3,s,s) or None)."""
+    import torch
+
+    import qdimd
+    import train
+
+    cache_dir = a.cache_dir or os.path.join(ROOT, train.DEFAULT_CACHE_DIR)
+    images = train.open_cache(cache_dir, s)
+    nbr = None
+    if k:
+        neighbours = a.neighbours or train.DEFAULT_NEIGHBOURS
+        nbr = np.load(neighbours)
+        if nbr.shape[0] != images.shape[0] or nbr.shape[1] < k:
+            raise SystemExit(f"fit_blend: {neighbours} has shape {nbr.shape}, need ({images.shape[0]}, >={k})")
+    if a.count > images.shape[0]:
+        raise SystemExit(f"fit_blend: --count {a.count}: the cache {cache_dir} holds {images.shape[0]} images")
+    masks = qdimd.QDIMDMasks(a.ndjson, qdimd.Params(size=s, seed=a.seed))
+    ids = np.random.default_rng(a.seed).choice(images.shape[0], a.count, replace=False)
+    for b0 in range(0, a.count, B):
+        sel = ids[b0:b0 + B]
+        u8 = np.stack([images[i] for i in sel])
+        holes = np.stack([masks[b0 + j] > 127 for j in range(len(sel))])
+        img = torch.from_numpy(u8.astype(np.float32) / 255).permute(0, 3, 1, 2)
+        m1 = torch.from_numpy((~holes).astype(np.float32))[:, None]
+        nb = None
+        if k:
+            nb = torch.from_numpy(np.stack([[images[nbr[i, q]] for q in range(k)] for i in sel]).astype(np.float32) / 255)
+            nb = nb.permute(0, 1, 4, 2, 3)
+        yield u8, img, m1, nb
+
+
+def general_batches(a, s, k, B):
+    """The general family's samples, as faces_batches yields them: the first `a.count` samples of
+    train.py's GeneralStream (train.general_stream, seed and mask seed `a.seed`) on the general
+    cache, at the net's working size s, with k neighbours from the database rows."""
+    import train
+
+    cache_dir = a.cache_dir or os.path.join(ROOT, train.GENERAL_CACHE_DIR)
+    targs = {"cfg": {"size": s}, "descriptor": a.descriptor, "mask_seed": a.seed,
+             "mask_qd_share": train.GENERAL_QD_SHARE, "batch": B, "seed": a.seed}
+    stream = train.general_stream(argparse.Namespace(cache_dir=cache_dir, neighbours=a.neighbours, ndjson=a.ndjson),
+                                  targs, k)
+    if a.count > stream.n:
+        raise SystemExit(f"fit_blend: --count {a.count}: the general cache {cache_dir} holds {stream.n} images")
+    for step in range((a.count + B - 1) // B):
+        img, m1, nb, _ = stream.batch_at(step, k)
+        b = min(B, a.count - step * B)
+        img, m1, nb = img[:b], m1[:b], nb[:b]
+        u8 = np.floor(img.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)  # exact: img is u8 / 255
+        yield u8, img, m1, nb if k else None
+
+
+def data_kind_of(meta):
+    """The data kind a weights file was trained on, as train.py's init_from_weights reads its card."""
+    return "general" if "general photographs" in meta.get("trained_on", "") else "faces"
+
+
 def fit(a):
     import torch
 
     import export
-    import qdimd
     import train
 
     torch.set_num_threads(a.threads)
@@ -154,30 +221,20 @@ def fit(a):
         raise SystemExit(f"fit_blend: {a.net} is {meta['arch']}; only the UNets are blended")
     s, k = meta["size"], meta["k"] if meta["arch"] == "simk_unet" else 0
     name = "pconv" if meta["arch"] == "pconv_unet" else f"sim{k}"
-    images = train.open_cache(a.cache_dir, s)
-    nbr = None
-    if k:
-        nbr = np.load(a.neighbours)
-        if nbr.shape[0] != images.shape[0] or nbr.shape[1] < k:
-            raise SystemExit(f"fit_blend: {a.neighbours} has shape {nbr.shape}, need ({images.shape[0]}, >={k})")
-    params = qdimd.Params(size=s, seed=a.seed)
-    masks = qdimd.QDIMDMasks(a.ndjson, params)
-    rng = np.random.default_rng(a.seed)
-    ids = rng.choice(images.shape[0], a.count, replace=False)
+    kind = a.data_kind or data_kind_of(meta)
+    if kind != data_kind_of(meta):
+        print(f"fit_blend: warning: {a.net} was trained on {meta.get('trained_on', '?')!r}; fitting on --data-kind "
+              f"{kind}", flush=True)
+    B = 8
+    batches = (general_batches if kind == "general" else faces_batches)(a, s, k, B)
+    what = ("general/train crops with mixed QD-IMD, stroke and blob masks" if kind == "general"
+            else "training images with QD-IMD masks")
     nd = a.distances
     err = np.zeros((nd, len(GRID)))  # summed |error| (RGB, 0..1 units) per distance class and weight
     cnt = np.zeros(nd)
-    used, t0, B = 0, time.time(), 8
-    for b0 in range(0, a.count, B):
-        sel = ids[b0:b0 + B]
-        holes = [masks[b0 + j] > 127 for j in range(len(sel))]
-        img = torch.from_numpy(np.stack([images[i] for i in sel]).astype(np.float32) / 255).permute(0, 3, 1, 2)
-        hole_t = torch.from_numpy(np.stack(holes).astype(np.float32))[:, None]
-        m1 = 1 - hole_t
-        nb = None
-        if k:
-            nb = torch.from_numpy(np.stack([[images[nbr[i, q]] for q in range(k)] for i in sel]).astype(np.float32) / 255)
-            nb = nb.permute(0, 1, 4, 2, 3)
+    used, t0 = 0, time.time()
+    for bi, (u8s, img, m1, nb) in enumerate(batches):
+        holes = m1[:, 0].numpy() == 0
         with torch.no_grad():
             raw = train.forward(name, net, img, m1, nb).clamp(0, 1).numpy()
         gt = img.numpy()
@@ -186,7 +243,7 @@ def fit(a):
             if r < 0.01 or r > 0.6:
                 continue
             used += 1
-            u8 = (images[sel[j]]).copy()
+            u8 = u8s[j].copy()
             u8[hole] = 0
             tel = ct.inpaint(u8, hole).transpose(2, 0, 1).astype(np.float32) / 255
             dcls = np.minimum(ct.distance(hole)[hole], nd) - 1
@@ -195,21 +252,21 @@ def fit(a):
             for wi, w in enumerate(GRID):
                 mixed = np.floor((w * t + (1 - w) * o) * 255 + 0.5) / 255
                 err[:, wi] += np.bincount(dcls, weights=np.abs(mixed - g).sum(0), minlength=nd)
-        if (b0 // B) % 25 == 0:
-            print(f"fit_blend: {min(b0 + B, a.count)}/{a.count} images, {time.time() - t0:.0f} s", flush=True)
+        if bi % 25 == 0:
+            print(f"fit_blend: {min((bi + 1) * B, a.count)}/{a.count} images, {time.time() - t0:.0f} s", flush=True)
     best = monotone_argmin(err)
     table = [round(float(GRID[i]), 2) for i in best]
     while len(table) > 1 and table[-1] == table[-2]:
         table.pop()  # the last entry covers every larger distance
     l1 = lambda e, c: 100 * e / (3 * np.maximum(c, 1))  # noqa: E731  % of 255 over RGB
-    print(f"fit_blend: {a.net}: {used} training images with QD-IMD masks (seed {a.seed}); hole L1 % by distance")
+    print(f"fit_blend: {a.net}: {used} {what} (seed {a.seed}); hole L1 % by distance")
     print(" d  pixels%   net   telea  blend  b")
     for d in range(nd):
         print(f"{d + 1:2d}{'+' if d == nd - 1 else ' '} {100 * cnt[d] / cnt.sum():6.2f}  {l1(err[d, 0], cnt[d]):5.2f}  "
               f"{l1(err[d, -1], cnt[d]):5.2f}  {l1(err[d, best[d]], cnt[d]):5.2f}  {GRID[best[d]]:.2f}")
     tot = lambda wi: l1(sum(err[d, wi[d]] for d in range(nd)), cnt.sum())  # noqa: E731
     print(f"all  100.00  {tot([0] * nd):5.2f}  {tot([len(GRID) - 1] * nd):5.2f}  {tot(best):5.2f}")
-    note = (f"telea_blend fit by training/fit_blend.py on {used} training images with QD-IMD masks "
+    note = (f"telea_blend fit by training/fit_blend.py on {used} {what} "
             f"(seed {a.seed}): hole L1 {tot([0] * nd):.2f}% -> {tot(best):.2f}%")
     write_table(a.net, a.out or a.net, table, note)
 
@@ -238,8 +295,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=5, help="image choice and QD-IMD mask seed [5]")
     p.add_argument("--distances", type=int, default=20, help="distance classes 1..D-1 and D+ [20]")
     p.add_argument("--lib", default=os.path.join(ROOT, "build", "lib", "libsemipaint_telea.so"))
-    p.add_argument("--cache-dir", default=os.path.join(ROOT, ".deps", "celebahq"))
-    p.add_argument("--neighbours", default=os.path.join(HERE, "neighbours_thumb16.npy"))
+    p.add_argument("--data-kind", default=None, choices=("faces", "general"),
+                   help="faces (CelebA-HQ cache) or general (train.py's general stream); default: from the "
+                        "file's trained_on")
+    p.add_argument("--cache-dir", default=None, help="train.py's cache [.deps/celebahq, general: .deps/general]")
+    p.add_argument("--neighbours", default=None,
+                   help="Sim-K neighbour ids [training/neighbours_thumb16.npy; general: "
+                        "<cache-dir>/neighbours_<descriptor>_<size>.npy, computed on first use]")
+    p.add_argument("--descriptor", default="thumb16", help="general: the neighbours' descriptor [thumb16]")
     p.add_argument("--ndjson", default=os.path.join(ROOT, "..", "shared", "data", "quickdraw", "simplified"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--check", action="store_true", help="compare the C blend with this script's")
