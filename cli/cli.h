@@ -16,6 +16,7 @@ int cmd_masks(int argc, char **argv);   /* masks --out DIR [--count N] ... (QD-I
 int cmd_index(int argc, char **argv);   /* index build|info|query|add|bench|... (retrieval database) */
 int cmd_eval(int argc, char **argv);    /* eval --images DIR --masks DIR --out DIR ... (the paper's Table 1) */
 int cmd_inpaint(int argc, char **argv); /* inpaint --image FILE|DIR --mask FILE|DIR --out FILE|DIR ... (offline) */
+int cmd_route(int argc, char **argv);   /* route --image FILE|DIR --mask FILE|DIR ... (model=auto's router) */
 
 /* ---- helpers they share (cli_util.c) ---- */
 
@@ -83,5 +84,9 @@ int cli_is_image_name(const char *name);
 sp_status cli_list_images(const char *dir, char ***names, long *n);
 /* Frees what cli_list_images returned; NULL is a no-op. */
 void cli_free_names(char **names, long n);
+/* The mask of image file `name` (any folder and extension) in folder `dir`: the first of DIR/STEM.png,
+ * .jpg, .jpeg, .webp (then the same in upper case) that is a regular file, into `out` (n bytes);
+ * 0 when there is none. */
+int cli_find_mask(const char *dir, const char *name, char *out, size_t n);
 
 #endif

@@ -212,3 +212,17 @@ void cli_free_names(char **v, long n) {
     for (long i = 0; v && i < n; i++) free(v[i]);
     free(v);
 }
+
+int cli_find_mask(const char *dir, const char *name, char *out, size_t n) {
+    static const char *const ext[] = {".png", ".jpg", ".jpeg", ".webp", ".PNG", ".JPG", ".JPEG", ".WEBP"};
+    char stem[1024];
+    snprintf(stem, sizeof stem, "%s", cli_base_name(name));
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem) *dot = 0;
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+        if (snprintf(out, n, "%s/%s%s", dir, stem, ext[i]) >= (int)n) return 0;
+        struct stat st;
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+    }
+    return 0;
+}

@@ -29,7 +29,7 @@ typedef struct {
 } ip_refs;
 
 typedef struct {
-    const char *image, *mask, *out, *config, *db, *model;
+    const char *image, *mask, *out, *config, *db, *model, *report;
     ip_refs refs;
     ip_method method;
     ip_format format;
@@ -46,6 +46,7 @@ typedef struct {
     int fam;        /* --model's family, -1 = auto */
     long crops;
     long served[CFG_MAX_FAMILIES][2]; /* images per family: by its nets, by Telea (auto's gate) */
+    FILE *report;   /* --report: one CSV line per image written */
 } ip_ctx;
 
 static void ip_usage(FILE *f) {
@@ -67,6 +68,8 @@ static void ip_usage(FILE *f) {
             "  --db DIR|none        retrieval database, overriding retrieval.database; none = Sim-0\n"
             "  --model NAME|auto    model family (model.family or one of the families section) [auto: the\n"
             "                       one model.router chooses for each image, as the daemon does]\n"
+            "  --report FILE        a CSV line per image written: image, model, method, requested, p_model,\n"
+            "                       p_nets (what served it and, for auto, why)\n"
             "  --method sim|coarse|telea  [sim]\n"
             "  --format input|png|jpeg|webp  format of folder output [input: the image's own]\n"
             "  --quality N          JPEG and WebP quality 1-100 (WebP 100 = lossless) [inpaint.jpeg_quality]\n"
@@ -143,7 +146,9 @@ static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_p
     if (m == CORE_METHOD_TELEA) /* no engine is loaded for telea */
         st = core_request_prepare(&r, &c->cfg, 0, 0, m, &im, mask_path ? &mask : NULL, CORE_MASK_LUMA, &fault);
     else
-        st = core_request_prepare_for(&r, &c->cfg, c->engine, NULL, c->fam, m, has_refs, &im,
+        st = core_request_prepare_for(&r, &c->cfg, c->engine, core_engine_router(c->engine),
+                                      c->fam < 0 && c->o->refs.nids ? 0 : c->fam, /* ids: the first family's rows */
+                                      m, has_refs, &im,
                                       mask_path ? &mask : NULL, CORE_MASK_LUMA, &fault, &route);
     if (st) {
         snprintf(why, sizeof why, "%s", sp_err_msg()); /* sp_err writes the buffer sp_err_msg reads */
@@ -164,24 +169,18 @@ static sp_status inpaint_one(ip_ctx *c, const char *img_path, const char *mask_p
     }
     c->crops += r.method == CORE_METHOD_TELEA ? 0 : r.plan.n;
     if (c->engine) c->served[route.family][r.method == CORE_METHOD_TELEA]++;
+    if (c->report) {
+        static const char *const mname[] = {"sim", "coarse", "telea"}; /* core_method order */
+        fprintf(c->report, "%s,%s,%s,%s,%.4f,%.4f\n", img_path,
+                c->engine ? core_engine_family_name(c->engine, route.family) : "", mname[r.method],
+                route.routed ? "auto" : "named", route.p_family, route.p_nets);
+    }
     st = img_save(&r.im, out_path, c->o->quality ? c->o->quality : c->cfg.inpaint.jpeg_quality);
 done:
     core_request_free(&r);
     img_free(&im);
     img_free(&mask);
     return st;
-}
-
-/* The mask of `stem` in folder `dir`: the first of STEM.png, STEM.jpg, STEM.jpeg, STEM.webp, STEM.PNG, ...
- * that exists, into `out`; 0 when there is none. */
-static int find_mask(const char *dir, const char *stem, char *out, size_t n) {
-    static const char *const ext[] = {".png", ".jpg", ".jpeg", ".webp", ".PNG", ".JPG", ".JPEG", ".WEBP"};
-    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
-        snprintf(out, n, "%s/%s%s", dir, stem, ext[i]);
-        struct stat st;
-        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
-    }
-    return 0;
 }
 
 /* Loads the configuration and the engine for `o`; prints the reason and returns 1 on failure. */
@@ -275,7 +274,7 @@ static int run_dirs(ip_ctx *c) {
             } else {
                 done++;
             }
-        } else if (!find_mask(o->mask, stem, mask_path, sizeof mask_path)) {
+        } else if (!cli_find_mask(o->mask, names[i], mask_path, sizeof mask_path)) {
             fprintf(stderr, "semipaint inpaint: %s: no mask %s/%s.png (or .jpg, .jpeg, .webp)\n", img_path, o->mask, stem);
             failed++;
         } else if (inpaint_one(c, img_path, mask_path, out_path)) {
@@ -343,6 +342,7 @@ static const cli_opt inpaint_table[] = {
     {"--config", "-c", CLI_STR, IO(config), 0, 0, NULL, NULL},
     {"--db", NULL, CLI_STR, IO(db), 0, 0, NULL, NULL},
     {"--model", NULL, CLI_STR, IO(model), 0, 0, NULL, NULL},
+    {"--report", NULL, CLI_STR, IO(report), 0, 0, NULL, NULL},
     {"--method", NULL, CLI_FN, IO(method), 0, 0, parse_method, "sim, coarse or telea"},
     {"--format", NULL, CLI_FN, IO(format), 0, 0, parse_format, "input, png, jpeg or webp"},
     {"--mask-from-alpha", NULL, CLI_FLAG, IO(mask_from_alpha), 0, 0, NULL, NULL},
@@ -385,6 +385,13 @@ int cmd_inpaint(int argc, char **argv) {
         return 2;
     }
     ip_ctx c = {.o = &o};
+    if (o.report) {
+        if (!(c.report = fopen(o.report, "w"))) {
+            fprintf(stderr, "semipaint inpaint: --report %s: %s\n", o.report, strerror(errno));
+            return 1;
+        }
+        fprintf(c.report, "image,model,method,requested,p_model,p_nets\n");
+    }
     int rc = ip_setup(&c);
     if (rc == 0) {
         if (dirs) {
@@ -400,5 +407,9 @@ int cmd_inpaint(int argc, char **argv) {
         }
     }
     ip_teardown(&c);
+    if (c.report && fclose(c.report) && !rc) {
+        fprintf(stderr, "semipaint inpaint: --report %s: %s\n", o.report, strerror(errno));
+        rc = 1;
+    }
     return rc;
 }

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"masks", cmd_masks, "masks --out DIR ...      draw QD-IMD hole masks from Quick Draw strokes"},
     {"index", cmd_index, "index SUBCOMMAND ...     the retrieval database: build, info, query, add, bench"},
     {"eval", cmd_eval, "eval --images DIR --masks DIR --out DIR  the paper's Table 1, Figure 1 and section 5.6 check"},
+    {"route", cmd_route, "route --image F --mask F   model=auto's choice: family probabilities and the Telea gate"},
 };
 
 static void usage(FILE *f) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/models.h"
+#include "core/route.h"
 #include "model/nn.h"
 #include "retrieval/rt.h"
 
@@ -43,6 +44,7 @@ struct core_engine {
     pthread_mutex_t mu;       /* guards each family's cur and reloads */
     int nfam;
     family fam[CFG_MAX_FAMILIES];
+    core_router *router;      /* model.router, or NULL */
 };
 
 static void world_free(world *w) {
@@ -185,6 +187,27 @@ static sp_status family_open(core_engine *e, family *f) {
     return SP_OK;
 }
 
+/* Loads model.router and checks that its classes are families of the configuration. */
+static sp_status router_open(core_engine *e) {
+    const char *path = e->cfg.model.router;
+    sp_status st = core_router_load(path, &e->router);
+    if (st) return sp_err_wrap(st, "model.router");
+    for (int c = 0; c < core_router_nclasses(e->router); c++) {
+        const char *name = core_router_class(e->router, c);
+        int f = core_engine_family_index(e, name);
+        if (f < 0)
+            return sp_err(SP_ERR_INVALID, "model.router: %s routes to family '%s', which the configuration does not "
+                          "define (model.family or the families section)", path, name);
+        int gs = core_router_gate_size(e->router, c);
+        if (gs && gs != e->fam[f].s)
+            SP_WARN("model.router: %s's gate for %s was fit at %d px but the family works at %d px", path, name, gs,
+                    e->fam[f].s);
+    }
+    SP_INFO("model.router: %s (%d families, domain crops at %d px)", path, core_router_nclasses(e->router),
+            core_router_domain_size(e->router));
+    return SP_OK;
+}
+
 sp_status core_engine_new(const cfg_config *cfg, core_engine **out) {
     *out = NULL;
     core_engine *e = calloc(1, sizeof *e);
@@ -204,6 +227,7 @@ sp_status core_engine_new(const cfg_config *cfg, core_engine **out) {
         e->nfam = i + 1;
         if ((st = family_open(e, f))) goto fail;
     }
+    if (cfg->model.router[0] && (st = router_open(e))) goto fail;
     for (int i = 0; i < e->nfam; i++)
         if ((st = warm_up(e, &e->fam[i], cfg->batching.max_batch > 0 ? cfg->batching.max_batch : 1))) goto fail;
     *out = e;
@@ -215,6 +239,7 @@ fail:
 
 void core_engine_free(core_engine *e) {
     if (!e) return;
+    core_router_free(e->router);
     /* families in reverse: the first owns the backend the others borrow */
     for (int i = e->nfam - 1; i >= 0; i--) {
         family *f = &e->fam[i];
@@ -228,6 +253,7 @@ void core_engine_free(core_engine *e) {
 }
 
 int core_engine_nfamilies(const core_engine *e) { return e->nfam; }
+const core_router *core_engine_router(const core_engine *e) { return e->router; }
 const char *core_engine_family_name(const core_engine *e, int fam) { return e->fam[fam].cfg.name; }
 int core_engine_family_index(const core_engine *e, const char *name) {
     for (int i = 0; i < e->nfam; i++)
@@ -427,6 +453,19 @@ void core_engine_info(core_engine *e, cJSON *obj) {
     cJSON_AddStringToObject(obj, "backend", nn_backend_name(e->be));
     cJSON_AddStringToObject(obj, "device", nn_backend_device(e->be));
     family_info(e, &e->fam[0], obj); /* the first family at the top level, as before families */
+    if (e->router) {
+        cJSON *ro = cJSON_AddObjectToObject(obj, "router");
+        char name[256];
+        cJSON_AddStringToObject(ro, "file", last_component(e->cfg.model.router, name, sizeof name));
+        cJSON_AddStringToObject(ro, "sha256", core_router_sha256(e->router));
+        cJSON_AddNumberToObject(ro, "domain_size", core_router_domain_size(e->router));
+        cJSON *th = cJSON_AddObjectToObject(ro, "thresholds");
+        for (int c = 0; th && c < core_router_nclasses(e->router); c++)
+            cJSON_AddNumberToObject(th, core_router_class(e->router, c),
+                                    round(core_router_threshold(e->router, c) * 1e4) / 1e4);
+    } else {
+        cJSON_AddNullToObject(obj, "router");
+    }
     cJSON *arr = cJSON_AddArrayToObject(obj, "families");
     for (int i = 0; arr && i < e->nfam; i++) {
         cJSON *o = cJSON_CreateObject();

@@ -19,13 +19,16 @@
 typedef struct core_engine core_engine;
 
 /* Loads everything `cfg` names (the backend per model.*, then each family's nets, database and
- * descriptor) and warms every family's pipeline up. Errors name the file and the key at fault
+ * descriptor, then model.router, whose classes must be families) and warms every family's
+ * pipeline up. Errors name the file and the key at fault
  * ("families.general.coarse"). The working size of a family is its nets' metadata `size`. */
 sp_status core_engine_new(const cfg_config *cfg, core_engine **out);
 /* Frees the engine; no batch may be running. NULL is a no-op. */
 void core_engine_free(core_engine *e);
 
 int core_engine_nfamilies(const core_engine *e);
+/* model.router as loaded (its classes are families of the engine), or NULL without one. */
+const struct core_router *core_engine_router(const core_engine *e);
 const char *core_engine_family_name(const core_engine *e, int fam);
 /* The index of family `name`, or -1. */
 int core_engine_family_index(const core_engine *e, const char *name);
@@ -56,7 +59,8 @@ sp_status core_engine_image(core_engine *e, int fam, int64_t id, img_u8 *out);
 sp_status core_engine_index_add(core_engine *e, int fam, int n, const uint8_t *rgb, const char *const *names,
                                 int64_t *ids);
 
-/* Adds the /v1/info fields the engine knows to `obj`: backend, device, `families` (each with its
+/* Adds the /v1/info fields the engine knows to `obj`: backend, device, `router` (file, sha256,
+ * domain_size, thresholds; null without one), `families` (each with its
  * name, mode, working size, models and database) and, for the first family as before families
  * existed, mode, working_size, models and database at the top level. */
 void core_engine_info(core_engine *e, cJSON *obj);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/route.h"
 #include "imaging/telea.h"
 
 long core_request_budget(const cfg_config *cfg, int s) {
@@ -84,14 +85,51 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
 sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_engine *e, const core_router *rt,
                                    int fam, core_method method, int has_refs, img_u8 *image, const img_u8 *mask,
                                    core_mask_kind kind, core_fault *fault, core_route *route) {
-    (void)rt;
-    (void)has_refs;
     *route = (core_route){.routed = fam < 0, .family = fam < 0 ? 0 : fam, .p_family = 1, .p_nets = -1};
-    const int f = route->family;
-    sp_status st = core_request_prepare(r, cfg, core_engine_size(e, f), core_engine_k(e, f), method, image, mask,
-                                        kind, fault);
-    r->family = f;
-    return st;
+    if (fam >= 0 || !rt || method == CORE_METHOD_TELEA) { /* named, or auto without a router: no weighing */
+        const int f = route->family;
+        sp_status st = core_request_prepare(r, cfg, core_engine_size(e, f), core_engine_k(e, f), method, image, mask,
+                                            kind, fault);
+        r->family = f;
+        return st;
+    }
+    /* 1. the family: crops planned at the router's size, as the family of that size would get them */
+    const int ds = core_router_domain_size(rt);
+    int dfam = -1;
+    for (int i = 0; i < core_engine_nfamilies(e) && dfam < 0; i++)
+        if (core_engine_size(e, i) == ds) dfam = i;
+    sp_status st = core_request_prepare(r, cfg, ds, dfam >= 0 ? core_engine_k(e, dfam) : 0, method, image, mask, kind,
+                                        fault);
+    if (st) return st;
+    float p[CORE_ROUTE_MAX_CLASSES];
+    if ((st = core_router_domain(rt, r->plan.n, ds, r->x, r->m, p))) return st;
+    const int cls = core_router_choose(rt, p);
+    const int best = core_engine_family_index(e, core_router_class(rt, cls)); /* the engine checked them all */
+    if (best < 0) return sp_err(SP_ERR_INVALID, "the router's class %s is no family of this configuration",
+                                core_router_class(rt, cls));
+    route->family = best;
+    route->p_family = p[cls];
+    if (best != dfam) { /* prepared again at the chosen family's size: the image moves back out of r */
+        img_u8 im = r->im;
+        memset(&r->im, 0, sizeof r->im);
+        core_request_free(r);
+        st = core_request_prepare(r, cfg, core_engine_size(e, best), core_engine_k(e, best), method, &im, mask, kind,
+                                  fault);
+        img_free(&im);
+        if (st) return st;
+    }
+    r->family = best;
+    /* 2. nets or Telea: the family's gate, for sim without the caller's references */
+    if (method == CORE_METHOD_SIM && !has_refs) {
+        core_route_feat feat;
+        if ((st = core_route_features(r, p[cls], &feat))) return st;
+        route->p_nets = core_router_gate(rt, cls, &feat);
+        if (!core_router_use_nets(rt, cls, &feat)) {
+            route->to_telea = 1;
+            r->method = CORE_METHOD_TELEA; /* the crops go unused; core_request_free frees them */
+        }
+    }
+    return SP_OK;
 }
 
 sp_status core_request_set_refs(core_request *r, int n, const img_u8 *imgs, const int64_t *ids) {

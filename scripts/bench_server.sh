@@ -2,7 +2,10 @@
 # bench_server.sh: semipaintd on loopback: /healthz rate (wrk), HTTP+decode+encode overhead of a 256x256 request (curl), the sustainable rate (closed loop) and overload at twice that rate (open loop: 503 shedding, p99 of accepted requests, RSS), both with build/loadgen.
 # Environment: MODELS=small (test fixtures, default) or shipped (weights/ or build/untrained/ as `make run` uses),
 # HEALTH_S (10), SUSTAIN_S (20), OVERLOAD_S (60), WARMUP_S (10, left out of the RSS spread), OVERHEAD_N (30),
-# BUILD (build), PY (/usr/bin/python3).
+# BUILD (build), PY (/usr/bin/python3). Model families (the cost of model=auto): FAMILIES=1 adds the general
+# family (weights/general, Sim-0) beside the first; ROUTER=FILE sets model.router (auto then weighs every
+# request); FACE=FILE sends that image (e.g. a CelebA-HQ val face) instead of the synthetic one, scaled to
+# 256x256 with the same hole. Paired runs with and without ROUTER measure what the router costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -39,12 +42,16 @@ queue=32
 cat > "$tmp/bench.yaml" <<EOF
 server: {listen: "127.0.0.1:0", http_threads: 2, request_timeout_ms: 10000, shutdown_grace_ms: 20000}
 batching: {max_batch: 8, max_delay_ms: 5, queue_capacity: $queue}
-model: {coarse: $coarse, refine_fallback: $fallback}
+model: {coarse: $coarse, refine_fallback: $fallback, router: "${ROUTER:-}"}
 logging: {format: json}
 EOF
+if [ "${FAMILIES:-0}" = 1 ]; then
+  printf 'families:\n  general: {coarse: weights/general/pconv.safetensors, refine_fallback: weights/general/sim0.safetensors}\n' \
+    >> "$tmp/bench.yaml"
+fi
 
 # a 256x256 photo-like PNG and a mask with a 64x48 hole, as one multipart body
-"$PY" - "$tmp" <<'EOF'
+"$PY" - "$tmp" "${FACE:-}" <<'EOF'
 import struct, sys, zlib, math
 def png(w, h, ch, px):
     raw = b"".join(b"\0" + bytes(px[y * w * ch:(y + 1) * w * ch]) for y in range(h))
@@ -53,6 +60,10 @@ def png(w, h, ch, px):
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 d, n = sys.argv[1], 256
 img = png(n, n, 3, [int(127 + 120 * math.sin(x / 9 + c) * math.cos(y / 13 - c)) for y in range(n) for x in range(n) for c in range(3)])
+if len(sys.argv) > 2 and sys.argv[2]:  # FACE: a real photo instead, 256x256
+    from PIL import Image
+    im = Image.open(sys.argv[2]).convert("RGB").resize((n, n), Image.BICUBIC)
+    img = png(n, n, 3, list(im.tobytes()))
 mask = png(n, n, 1, [255 if 96 <= x < 160 and 100 <= y < 148 else 0 for y in range(n) for x in range(n)])
 open(d + "/img.png", "wb").write(img); open(d + "/mask.png", "wb").write(mask)
 b = b"semipaint-bench-boundary"
@@ -69,7 +80,7 @@ for _ in $(seq 1 300); do
 done
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 1200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break; sleep 0.1; done
-echo "bench: semipaintd $(curl -s "$url/v1/info" | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["backend"], j["device"], "working size", j["working_size"], j["mode"])'), models=$MODELS ($coarse, $fallback), $(nproc) cores"
+echo "bench: semipaintd $(curl -s "$url/v1/info" | "$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["backend"], j["device"], "working size", j["working_size"], j["mode"], "families", [f["name"] for f in j.get("families", [])], "router", (j.get("router") or {}).get("file"))'), models=$MODELS ($coarse, $fallback), $(nproc) cores"
 
 echo "== GET /healthz, wrk -t2 -c64 -d${HEALTH_S}s"
 wrk -t2 -c64 -d"${HEALTH_S}s" --latency "$url/healthz" | grep -E "Requests/sec|Latency|99%"
@@ -123,4 +134,4 @@ ms = sorted(ms[int(sys.argv[2]):])
 if ms:
     print(f"  accepted requests (server side, 200): {len(ms)}, p50 {ms[len(ms) // 2]:.0f} ms, p99 {ms[int(0.99 * (len(ms) - 1))]:.0f} ms, max {ms[-1]:.0f} ms (deadline 10000 ms)")
 EOF
-curl -s "$url/metrics" | grep -E '^semipaint_rejected_total|^semipaint_http_requests_total\{route="/v1/inpaint"' | sed 's/^/  /'
+curl -s "$url/metrics" | grep -E '^semipaint_rejected_total|^semipaint_http_requests_total\{route="/v1/inpaint"|^semipaint_inpaint_total' | sed 's/^/  /'

@@ -411,15 +411,12 @@ static int prepare(req *r) {
         return r->err.status;
     }
     const int has_refs = r->args.nrefs || r->args.nref_ids;
-    if (fam < 0 && r->args.nref_ids && core_engine_nfamilies(s->engine) > 1) {
-        img_free(&im);
-        img_free(&mask);
-        snprintf(r->err.param, sizeof r->err.param, "model");
-        return srv_error_set(&r->err, 422, "model_required",
-                             "reference_id names an image of one family's database: name that family in 'model'");
-    }
+    /* reference_id names a row of one family's database: with auto, the first family's (as
+     * GET /v1/images/{id} without ?model=) */
+    if (fam < 0 && r->args.nref_ids) fam = 0;
     core_fault fault;
-    sp_status st = core_request_prepare_for(&r->cr, &s->cfg, s->engine, NULL, fam, method, has_refs, &im,
+    sp_status st = core_request_prepare_for(&r->cr, &s->cfg, s->engine, core_engine_router(s->engine), fam, method,
+                                            has_refs, &im,
                                             from_alpha ? NULL : &mask,
                                             r->args.mask_alpha ? CORE_MASK_ALPHA : CORE_MASK_LUMA, &fault, &r->choice);
     img_free(&mask);

@@ -450,6 +450,15 @@ void srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
         sp_log_kv(lvl, "request", 9 + ex, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in",
                   bin, "bytes_out", bout, "duration_ms", dur, "error_code", errcode, "error", err, "user", user, "model",
                   model);
+    } else if (r->route->body == SRV_BODY_INPAINT && s->engine) {
+        /* what served it: the model family, the method that ran, and whether auto chose */
+        char fam[2 * CFG_NAME_MAX + 8], ran[16];
+        json_str(fam, sizeof fam, core_engine_family_name(s->engine, r->cr.family));
+        json_str(ran, sizeof ran, r->cr.method == CORE_METHOD_TELEA ? "telea" : srv_method_name(r->args.method));
+        sp_log_kv(lvl, "request", 11 + ex, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in",
+                  bin, "bytes_out", bout, "duration_ms", dur, "timings_ms", r->timings[0] ? r->timings : "{}",
+                  "family", fam, "inpaint_method", ran, "requested", r->choice.routed ? "\"auto\"" : "\"named\"",
+                  "user", user, "model", model);
     } else {
         sp_log_kv(lvl, "request", 8 + ex, "request_id", id, "method", meth, "route", route, "status", st, "bytes_in",
                   bin, "bytes_out", bout, "duration_ms", dur, "timings_ms", r->timings[0] ? r->timings : "{}", "user",

@@ -226,7 +226,7 @@ sp_status srv_server_reload(srv_server *s) {
             core_metric_set(s->m_index, (const char *[]){core_engine_family_name(s->engine, i)}, (double)c);
             n += c;
         }
-        SP_INFO("databases reloaded in %.0f ms: %ld images", (sp_now() - t0) * 1e3, n);
+        SP_INFO("database reloaded in %.0f ms: %ld images (every family)", (sp_now() - t0) * 1e3, n);
     }
     pthread_mutex_unlock(&s->reload_mu);
     return st;

@@ -52,6 +52,8 @@ usage_error "semipaint bench: -t is not an option" "usage: semipaint bench" benc
 usage_error "semipaint masks: --images is not an option" "usage: semipaint masks" masks --out d --images a
 usage_error "semipaint masks: --threads is not an option" "usage: semipaint masks" masks --out d --threads 2
 usage_error "semipaint weights: --device is not an option" "usage: semipaint weights" weights info w.safetensors --device cpu
+usage_error "semipaint route: --out is not an option" "usage: semipaint route" route --image a --mask b --out c
+usage_error "semipaint route: --threads is not an option" "usage: semipaint route" route --image a --mask b --threads 2
 
 echo "== stray, missing and too many positional arguments"
 usage_error "semipaint index bench-synthetic: unexpected argument 'foo'" "usage: semipaint index bench-synthetic" \
@@ -65,6 +67,7 @@ usage_error "semipaint index add: too few arguments" "usage: semipaint index add
 usage_error "semipaint bench: unexpected argument 'foo'" "usage: semipaint bench" bench foo
 usage_error "semipaint eval: unexpected argument 'foo'" "usage: semipaint eval" eval foo --images a --masks b --out c
 usage_error "semipaint masks: unexpected argument 'foo'" "usage: semipaint masks" masks --out d foo
+usage_error "semipaint route: unexpected argument 'foo'" "usage: semipaint route" route foo --image a --mask b
 usage_error "semipaint weights: unexpected argument 'y'" "usage: semipaint weights" weights info x y
 usage_error "semipaint weights: unknown subcommand 'show'" "usage: semipaint weights" weights show x
 usage_error "semipaint index: unknown subcommand 'drop'" "usage: semipaint index SUBCOMMAND" index drop DB
@@ -95,16 +98,18 @@ usage_error "semipaint inpaint: --bogus is not an option" "usage: semipaint inpa
 usage_error "semipaint inpaint: --out needs a value" "usage: semipaint inpaint" inpaint --image a --mask b --out
 usage_error "semipaint masks: --count 0: expected an integer in [1, 100000000]" "" masks --out d --count 0
 usage_error "semipaint masks: --size 4: expected an integer in [8, 8192]" "" masks --out d --size=4
+usage_error "semipaint route: --size 8: expected an integer in [16, 4096]" "" route --image a --mask b --size 8
 
 echo "== required options"
 usage_error "semipaint index build: --images and --out are required" "usage: semipaint index build" index build --images a
 usage_error "semipaint index eval-descriptors: --db, --queries and --masks are required" "" index eval-descriptors --db d
 usage_error "semipaint eval: --images, --masks and --out are required" "usage: semipaint eval" eval --images a
 usage_error "semipaint masks: --out DIR is required" "usage: semipaint masks" masks --count 3
+usage_error "semipaint route: --image and --mask are required" "usage: semipaint route" route --image a
 
 echo "== --help on stdout, exit 0, for every command and index subcommand"
 for args in "index build" "index info" "index query" "index add" "index bench" "index bench-synthetic" \
-  "index eval-descriptors" "index" "eval" "bench" "masks" "weights" "inpaint"; do
+  "index eval-descriptors" "index" "eval" "bench" "masks" "weights" "inpaint" "route"; do
   # shellcheck disable=SC2086
   "$SP" $args --help > "$tmp/out" 2> "$tmp/err"
   rc=$?

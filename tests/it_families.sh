@@ -104,7 +104,7 @@ check "an unknown model is 422 unknown_model naming the families" sh -c "test $c
 code=$(post u2 "$tmp/photo.jpg" "$tmp/photo_mask.png" -F model=Faces)
 check "a malformed model is 422 invalid_field" sh -c "test $code = 422 && grep -q invalid_field '$tmp/u2.out'"
 code=$(post u3 "$tmp/photo.jpg" "$tmp/photo_mask.png" -F reference_id=1)
-check "reference_id with auto and two families is 422 model_required" sh -c "test $code = 422 && grep -q model_required '$tmp/u3.out'"
+check "reference_id with auto: the first family serves it (422 for Sim-0 faces: no_references_for_sim0)" sh -c "test $code = 422 && grep -q no_references_for_sim0 '$tmp/u3.out'"
 code=$(post r "$tmp/photo.jpg" "$tmp/photo_mask.png" -F model=general -F reference_id=2)
 check "reference_id with model=general reads the general database (X-Neighbors 2:1.0000)" sh -c "test $code = 200 && test '$(hdr r X-Neighbors)' = '2:1.0000'"
 

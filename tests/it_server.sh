@@ -178,8 +178,11 @@ if "$PY" -c 'import PIL, numpy' 2>/dev/null; then
     curl -s -o "$tmp/telea_$blend.png" -F image=@"$tmp/img.png" -F mask=@"$tmp/mask.png" -F method=telea "$url/v1/inpaint"
     kill -TERM "$pid"; wait "$pid" || true; pid=""
   done
-  check "/v1/info shows the refine net's telea_blend, only while model.telea_blend is on" sh -c \
-    "grep -q '\"telea_blend\":\[1\]' '$tmp/info_true.json' && ! grep -q telea_blend '$tmp/info_false.json'"
+  check "/v1/info shows the refine net's telea_blend, only while model.telea_blend is on" "$PY" -c "
+import json, sys
+t = json.load(open('$tmp/info_true.json'))['models']['refine']  # the first family's (model.*)
+f = json.load(open('$tmp/info_false.json'))['models']['refine']
+sys.exit(not (t.get('telea_blend') == [1] and 'telea_blend' not in f))"
   check "with telea_blend [1] the sim answer follows telea's; with model.telea_blend false it does not" "$PY" - "$tmp" <<'EOF'
 import sys
 import numpy as np

@@ -184,9 +184,12 @@ int main(void) {
     CHECK(core_exec_submit(ex, &jobs[0].w, &ra) == SP_ERR_INVALID);
     core_exec_free(ex);
     f = (fake){0};
-    CHECK(core_exec_new(&r, 4, 200, 64, &em, &ex) == SP_OK);
+    CHECK(core_exec_new(&r, 4, 0, 64, &em, &ex) == SP_OK);
 
-    /* a task runs on the executor thread */
+    /* a task runs on the executor thread (the one a batch of this executor ran on) */
+    job_init(&jobs[0], 1, 0.1f, 10);
+    CHECK(core_exec_submit(ex, &jobs[0].w, &ra) == SP_OK);
+    wait_done(jobs, 1);
     pthread_t tt;
     core_work task = {.call = task_call, .done = task_done, .user = &tt};
     CHECK(core_exec_submit(ex, &task, &ra) == SP_OK);

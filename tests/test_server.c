@@ -1033,7 +1033,7 @@ static void test_metrics(int port) {
         "semipaint_queue_depth ",
         "semipaint_inflight_requests ",
         "semipaint_rejected_total{reason=\"queue_full\"}",
-        "semipaint_index_images 24",
+        "semipaint_index_images{model=\"faces\"} 24",
         "semipaint_build_info{version=\"" SP_VERSION "\",backend=\"cpu\"} 1",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
