@@ -59,6 +59,11 @@ if [ -d "$DATA/general/train" ]; then
 else
   echo "run: no $DATA/general/train: the general family's database $DB_GENERAL is not built" >&2
 fi
+if ! "$BUILD/semipaint" index info "$DB_GENERAL" > /dev/null 2>&1; then
+  export SEMIPAINT_FAMILIES_GENERAL_DATABASE=  # the general family runs Sim-0 without it
+else
+  export SEMIPAINT_FAMILIES_GENERAL_DATABASE=$DB_GENERAL
+fi
 export SEMIPAINT_SERVER_LISTEN=${SEMIPAINT_SERVER_LISTEN:-0.0.0.0:$PORT}
 export SEMIPAINT_LOGGING_FORMAT=${SEMIPAINT_LOGGING_FORMAT:-text}
 "$D" -c config/semipaintd.yaml --check-config > /dev/null
