@@ -665,6 +665,15 @@ sp_status cfg_check(const cfg_config *c) {
     return SP_OK;
 }
 
+const char *cfg_family_key(int index, const char *name, const char *key, char *out, size_t cap) {
+    static const char *const db_keys[] = {"database", "descriptor", "descriptor_weights", "nprobe", NULL};
+    int db = 0;
+    for (int i = 0; db_keys[i]; i++) db |= !strcmp(key, db_keys[i]);
+    if (index == 0) snprintf(out, cap, "%s.%s", db ? "retrieval" : "model", key);
+    else snprintf(out, cap, "families.%.*s.%s", CFG_NAME_MAX - 1, name, key);
+    return out;
+}
+
 int cfg_families(const cfg_config *c, cfg_family *out) {
     cfg_family *f = &out[0];
     memset(f, 0, sizeof *f);

@@ -126,6 +126,12 @@ sp_status cfg_set(cfg_config *c, const char *section, const char *key, const cha
  * retrieval.*), then the `families` section's in the order given. Returns how many. */
 int cfg_families(const cfg_config *c, cfg_family *out);
 
+/* How configuration messages name key `key` (a cfg_family member: "coarse", "database", ...) of
+ * family number `index` (cfg_families' order) called `name`: the first family's network keys are
+ * "model.KEY" and its database keys (database, descriptor, descriptor_weights, nprobe)
+ * "retrieval.KEY"; another family's are "families.NAME.KEY". Into `out` (cap bytes); returns out. */
+const char *cfg_family_key(int index, const char *name, const char *key, char *out, size_t cap);
+
 /* inpaint.strategy as the crop planner takes it. */
 img_plan_strategy cfg_plan_strategy(const cfg_config *c);
 

@@ -23,7 +23,7 @@ typedef struct world {
 /* One model family: its models, current world and append handle. */
 typedef struct {
     cfg_family cfg;
-    char key[CFG_NAME_MAX + 16]; /* how messages name its keys: "model" or "families.NAME" */
+    int index;                /* its number in cfg_families' order: messages name its keys (cfg_family_key) */
     core_models m;            /* nets, descriptor; the engine's backend (core/models.h) */
     nn_net *refine;           /* Sim-K's with a database, else Sim-0's */
     int s, k;
@@ -79,7 +79,7 @@ static sp_status world_new(family *f, world **out) {
     if (f->k > 0) {
         const char *dir = f->cfg.database;
         char key[CFG_NAME_MAX + 32];
-        snprintf(key, sizeof key, "%s.database", f->key[0] == 'm' ? "retrieval" : f->key);
+        cfg_family_key(f->index, f->cfg.name, "database", key, sizeof key);
         if ((st = core_models_open_db(&f->m, dir, key, 0, &w->db))) goto fail;
         if (rt_db_set_search_param(w->db, "nprobe", f->cfg.nprobe))
             SP_DEBUG("%s: nprobe not applied: %s", dir, sp_err_msg());
@@ -149,16 +149,15 @@ done:
 static sp_status family_open(core_engine *e, family *f) {
     const cfg_config *cfg = &e->cfg;
     const cfg_family *c = &f->cfg;
-    const int first = f == &e->fam[0];
     const int with_db = c->database[0] != 0;
-    /* the keys as the configuration names them: model.* and retrieval.* for the first family */
+    /* the keys as the configuration names them (cfg_family_key) */
     char kc[64], kr[64], kf[64], kd[64], kdesc[64], kw[64];
-    snprintf(kc, sizeof kc, "%s.coarse", f->key);
-    snprintf(kr, sizeof kr, "%s.refine", f->key);
-    snprintf(kf, sizeof kf, "%s.refine_fallback", f->key);
-    snprintf(kd, sizeof kd, "%s.database", first ? "retrieval" : f->key);
-    snprintf(kdesc, sizeof kdesc, "%s.descriptor", first ? "retrieval" : f->key);
-    snprintf(kw, sizeof kw, "%s.descriptor_weights", first ? "retrieval" : f->key);
+    cfg_family_key(f->index, c->name, "coarse", kc, sizeof kc);
+    cfg_family_key(f->index, c->name, "refine", kr, sizeof kr);
+    cfg_family_key(f->index, c->name, "refine_fallback", kf, sizeof kf);
+    cfg_family_key(f->index, c->name, "database", kd, sizeof kd);
+    cfg_family_key(f->index, c->name, "descriptor", kdesc, sizeof kdesc);
+    cfg_family_key(f->index, c->name, "descriptor_weights", kw, sizeof kw);
     const char *empty = !c->coarse[0] ? kc : with_db && !c->refine[0] ? kr : !with_db && !c->refine_fallback[0] ? kf : NULL;
     if (empty) return sp_err(SP_ERR_INVALID, "%s is empty: it must name a weights file", empty);
     char why[96];
@@ -221,8 +220,7 @@ sp_status core_engine_new(const cfg_config *cfg, core_engine **out) {
     for (int i = 0; i < n; i++) {
         family *f = &e->fam[i];
         f->cfg = fams[i];
-        if (i == 0) snprintf(f->key, sizeof f->key, "model");
-        else snprintf(f->key, sizeof f->key, "families.%.*s", CFG_NAME_MAX - 1, fams[i].name);
+        f->index = i;
         pthread_mutex_init(&f->write_mu, NULL);
         e->nfam = i + 1;
         if ((st = family_open(e, f))) goto fail;
@@ -425,9 +423,9 @@ static void family_info(core_engine *e, family *f, cJSON *obj) {
     if (f->m.vgg) cJSON_AddItemToObject(models, "descriptor", net_json(f->m.vgg, f->cfg.telea_blend));
     if (!f->k) {
         cJSON_AddNullToObject(obj, "database");
-        char note[160];
+        char note[160], key[CFG_NAME_MAX + 32];
         snprintf(note, sizeof note, "no database is configured for this family: serving Sim-0 (refine without "
-                 "neighbours, %s.refine_fallback)", f->key);
+                 "neighbours, %s)", cfg_family_key(f->index, f->cfg.name, "refine_fallback", key, sizeof key));
         cJSON_AddStringToObject(obj, "note", note);
         return;
     }

@@ -290,22 +290,17 @@ sp_status srv_check_files(const cfg_config *cfg) {
     const int n = cfg_families(cfg, fams);
     for (int i = 0; i < n; i++) { /* each family's files, named by its keys */
         const cfg_family *f = &fams[i];
-        char pre[64], k1[96], k2[96];
-        if (i == 0) snprintf(pre, sizeof pre, "model");
-        else snprintf(pre, sizeof pre, "families.%.*s", CFG_NAME_MAX - 1, f->name);
+        char k[96];
+#define KEY(key_) cfg_family_key(i, f->name, key_, k, sizeof k)
         const int with_db = f->database[0] != 0;
-        snprintf(k1, sizeof k1, "%s.coarse", pre);
-        if ((st = check_readable(k1, f->coarse, 0))) return st;
-        if (with_db) {
-            snprintf(k1, sizeof k1, "%s.refine", pre);
-            snprintf(k2, sizeof k2, "%s.database", i == 0 ? "retrieval" : pre);
-            if ((st = check_readable(k1, f->refine, 0)) || (st = check_readable(k2, f->database, 1))) return st;
-        } else {
-            snprintf(k1, sizeof k1, "%s.refine_fallback", pre);
-            if ((st = check_readable(k1, f->refine_fallback, 0))) return st;
-        }
-        snprintf(k2, sizeof k2, "%s.descriptor_weights", i == 0 ? "retrieval" : pre);
-        if (f->descriptor_weights[0] && (st = check_readable(k2, f->descriptor_weights, 0))) return st;
+        if ((st = check_readable(KEY("coarse"), f->coarse, 0))) return st;
+        if (with_db && ((st = check_readable(KEY("refine"), f->refine, 0)) ||
+                        (st = check_readable(KEY("database"), f->database, 1))))
+            return st;
+        if (!with_db && (st = check_readable(KEY("refine_fallback"), f->refine_fallback, 0))) return st;
+        if (f->descriptor_weights[0] && (st = check_readable(KEY("descriptor_weights"), f->descriptor_weights, 0)))
+            return st;
+#undef KEY
     }
     if (cfg->model.router[0] && (st = check_readable("model.router", cfg->model.router, 0))) return st;
     if (cfg->server.auth_token_file[0]) {

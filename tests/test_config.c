@@ -186,6 +186,10 @@ int main(void) {
     CHECK(!strcmp(fams[1].coarse, "g/p.st") && fams[1].telea_blend == 0 && fams[1].nprobe == 4 &&
           !strcmp(fams[1].descriptor, "auto") && fams[1].refine[0] == 0);
     CHECK(fams[2].telea_blend == 1 && fams[2].database[0] == 0);
+    char kn[96];
+    CHECK(!strcmp(cfg_family_key(0, "celeb", "coarse", kn, sizeof kn), "model.coarse"));
+    CHECK(!strcmp(cfg_family_key(0, "celeb", "database", kn, sizeof kn), "retrieval.database"));
+    CHECK(!strcmp(cfg_family_key(1, "general", "database", kn, sizeof kn), "families.general.database"));
     char *env_fam[] = {"SEMIPAINT_FAMILIES_GENERAL_DATABASE=build/dbg", "SEMIPAINT_FAMILIES_NEW1_COARSE=n.st", NULL};
     CHECKF(cfg_load(&c, fy, env_fam) == SP_OK, "%s", sp_err_msg());
     CHECK(cfg_families(&c, fams) == 4 && !strcmp(fams[1].database, "build/dbg") && !strcmp(fams[3].name, "new1") &&
