@@ -7,10 +7,16 @@
 #   docker run -p 8080:8080 -v semipaint-data:/data semipaint:cpu
 #   docker run --rm -v semipaint-data:/data -v "$PWD/photos:/images:ro" semipaint:cpu \
 #          semipaint index build --images /images --out /data/db      # then restart the service
+#   docker run --rm -v semipaint-data:/data -v "$PWD/scenes:/images-general:ro" semipaint:cpu \
+#          semipaint index build --images /images-general --out /data/db-general --size 128
 #
 # Configuration: /etc/semipaint/semipaintd.yaml (docker/base/semipaintd.yaml; mount another file
-# there, or pass -c FILE), and SEMIPAINT_<SECTION>_<KEY> environment variables over it. The
-# database is /data/db on the /data volume; until one is built the service runs Sim-0.
+# there, or pass -c FILE), and SEMIPAINT_<SECTION>_<KEY> (SEMIPAINT_FAMILIES_<NAME>_<KEY>)
+# environment variables over it. It serves every model family of config/semipaintd.yaml: faces
+# (weights/*.safetensors, database /data/db) and general (weights/general/, 128 px, database
+# /data/db-general), with the router weights/router.safetensors for model=auto. The databases are on
+# the /data volume; until a family's is built, that family runs Sim-0 (docker/entrypoint.sh).
+# .dockerignore keeps weights/ to what the daemon loads and the model cards (no training logs).
 #
 # Both variants build and run on Debian 12, with the Debian packages scripts/deps.sh installs for
 # CI: the nvidia/cuda images (Ubuntu) only contribute the CUDA toolkit and cuDNN, copied across,

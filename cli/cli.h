@@ -6,14 +6,15 @@
 #include <stdio.h>
 
 #include "common/sp.h"
+#include "core/config.h"
 
 /* Each subcommand takes the arguments after its own name (argv[0] is the subcommand's name),
  * prints its result on stdout and errors on stderr, and returns the process exit status
  * (0 success, 1 failure, 2 usage error). */
 int cmd_weights(int argc, char **argv); /* weights info FILE */
-int cmd_bench(int argc, char **argv);   /* bench [--vs-torch] ... */
+int cmd_bench(int argc, char **argv);   /* bench [--vs-torch | --model NAME] ... */
 int cmd_masks(int argc, char **argv);   /* masks --out DIR [--count N] ... (QD-IMD) */
-int cmd_index(int argc, char **argv);   /* index build|info|query|add|bench|... (retrieval database) */
+int cmd_index(int argc, char **argv);   /* index build|info|query|add|bench|... (retrieval database, or --model NAME's) */
 int cmd_eval(int argc, char **argv);    /* eval --images DIR --masks DIR --out DIR ... (the paper's Table 1) */
 int cmd_inpaint(int argc, char **argv); /* inpaint --image FILE|DIR --mask FILE|DIR --out FILE|DIR ... (offline) */
 int cmd_route(int argc, char **argv);   /* route --image FILE|DIR --mask FILE|DIR ... (model=auto's router) */
@@ -88,5 +89,30 @@ void cli_free_names(char **names, long n);
  * .jpg, .jpeg, .webp (then the same in upper case) that is a regular file, into `out` (n bytes);
  * 0 when there is none. */
 int cli_find_mask(const char *dir, const char *name, char *out, size_t n);
+
+/* ---- --model NAME [-c FILE]: a model family of the configuration (docs/cli.md) ---- */
+
+/* The default configuration file of --model. */
+#define CLI_DEFAULT_CONFIG "config/semipaintd.yaml"
+
+/* One family of a configuration, as --model found it. */
+typedef struct {
+    char config[CFG_PATH_MAX]; /* the file read */
+    int index;                 /* in cfg_families' order: 0 = model.family's (model.* and retrieval.*) */
+    int nfamilies;             /* families the configuration has */
+    cfg_family f;              /* its keys: paths as the configuration gives them */
+} cli_family;
+
+/* Loads the configuration `config` (NULL: CLI_DEFAULT_CONFIG) with the environment's SEMIPAINT_*
+ * overrides (cfg_load, as semipaintd does) and copies its family `name` into *out. Returns 0, or
+ * the exit status after printing why on stderr as "CMD: --model NAME: ...": 1 when the
+ * configuration cannot be loaded, 2 (a usage error) when it has no family `name`, the message then
+ * naming the file and the families it has. */
+int cli_family_load(const char *cmd, const char *config, const char *name, cli_family *out);
+
+/* How messages name key `key` ("coarse", "database", ...) of family `f`: "model.coarse",
+ * "retrieval.database" for the first family, "families.NAME.KEY" for the others (cfg_family_key),
+ * written into `buf` (cap bytes); returns buf. */
+const char *cli_family_key(const cli_family *f, const char *key, char *buf, size_t cap);
 
 #endif

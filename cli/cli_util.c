@@ -226,3 +226,42 @@ int cli_find_mask(const char *dir, const char *name, char *out, size_t n) {
     }
     return 0;
 }
+
+/* ---- --model NAME [-c FILE] ---- */
+
+int cli_family_load(const char *cmd, const char *config, const char *name, cli_family *out) {
+    extern char **environ;
+    const char *path = config ? config : CLI_DEFAULT_CONFIG;
+    memset(out, 0, sizeof *out);
+    snprintf(out->config, sizeof out->config, "%s", path);
+    cfg_config *c = malloc(sizeof *c);
+    cfg_family *fams = malloc(CFG_MAX_FAMILIES * sizeof *fams);
+    int rc = 1;
+    if (!c || !fams) {
+        fprintf(stderr, "%s: --model %s: out of memory\n", cmd, name);
+    } else if (cfg_load(c, path, environ)) {
+        fprintf(stderr, "%s: --model %s: %s\n", cmd, name, sp_err_msg());
+    } else {
+        int n = cfg_families(c, fams);
+        out->nfamilies = n;
+        rc = 2;
+        for (int i = 0; i < n && rc; i++)
+            if (!strcmp(fams[i].name, name)) {
+                out->index = i;
+                out->f = fams[i];
+                rc = 0;
+            }
+        if (rc) {
+            fprintf(stderr, "%s: --model %s: %s has no such family; it has:", cmd, name, path);
+            for (int i = 0; i < n; i++) fprintf(stderr, " %s", fams[i].name);
+            fprintf(stderr, "\n");
+        }
+    }
+    free(c);
+    free(fams);
+    return rc;
+}
+
+const char *cli_family_key(const cli_family *f, const char *key, char *buf, size_t cap) {
+    return cfg_family_key(f->index, f->f.name, key, buf, cap);
+}

@@ -976,31 +976,18 @@ static const cli_opt eval_table[] = {
     {"--seed", NULL, CLI_U64, EO(seed), 0, (double)UINT64_MAX, NULL, NULL},
 };
 
-/* --model: the family's weights and database for the flags not given. 0, or 2 (usage) / 1 (the
- * configuration fails) after printing why. */
-static int family_defaults(ev_opts *o) {
-    static cfg_config cfg; /* the strings o points into live as long as the command */
-    static cfg_family fams[CFG_MAX_FAMILIES];
-    const char *path = o->config ? o->config : "config/semipaintd.yaml";
-    extern char **environ;
-    if (cfg_load(&cfg, path, environ)) {
-        fprintf(stderr, "semipaint eval: --model %s: %s\n", o->model, sp_err_msg());
-        return 1;
-    }
-    int n = cfg_families(&cfg, fams);
-    for (int i = 0; i < n; i++) {
-        if (strcmp(fams[i].name, o->model)) continue;
-        if (!o->coarse) o->coarse = fams[i].coarse;
-        if (!o->sim0 && fams[i].refine_fallback[0]) o->sim0 = fams[i].refine_fallback;
-        if (!o->simk && fams[i].refine[0]) o->simk = fams[i].refine;
-        if (!o->db && fams[i].database[0]) o->db = fams[i].database;
-        if (!o->desc_weights && fams[i].descriptor_weights[0]) o->desc_weights = fams[i].descriptor_weights;
-        return 0;
-    }
-    fprintf(stderr, "semipaint eval: --model %s: %s has no such family; it has:", o->model, path);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %s", fams[i].name);
-    fprintf(stderr, "\n");
-    return 2;
+/* --model: the family's weights and database (from `fam`, which must outlive the command) for the
+ * flags not given. 0, or 2 (usage) / 1 (the configuration fails) after printing why. */
+static int family_defaults(ev_opts *o, cli_family *fam) {
+    int rc = cli_family_load("semipaint eval", o->config, o->model, fam);
+    if (rc) return rc;
+    const cfg_family *f = &fam->f;
+    if (!o->coarse) o->coarse = f->coarse;
+    if (!o->sim0 && f->refine_fallback[0]) o->sim0 = f->refine_fallback;
+    if (!o->simk && f->refine[0]) o->simk = f->refine;
+    if (!o->db && f->database[0]) o->db = f->database;
+    if (!o->desc_weights && f->descriptor_weights[0]) o->desc_weights = f->descriptor_weights;
+    return 0;
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -1024,7 +1011,8 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "semipaint eval: -c/--config is read only with --model\n");
         return 2;
     }
-    if (o.model && (rc = family_defaults(&o))) return rc;
+    static cli_family fam; /* o's paths point into it */
+    if (o.model && (rc = family_defaults(&o, &fam))) return rc;
     if (!o.coarse) o.coarse = "weights/pconv.safetensors";
     if (!o.sim0) o.sim0 = "weights/sim0.safetensors";
     if (!o.simk) o.simk = "weights/sim1.safetensors";

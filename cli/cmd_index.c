@@ -33,14 +33,21 @@ typedef struct {
     const char *weights; /* --weights: vgg16_features weights */
     nn_device device;    /* --device */
     int threads;         /* --threads: CPU threads, 0 = all */
+    const char *weights_key; /* how messages name `weights` (not an option): NULL = "--weights" */
 } idx_net_opts;
+
+/* --model NAME [-c FILE]: a model family of the configuration gives the database (docs/cli.md). */
+typedef struct {
+    const char *model, *config;
+} idx_family_opts;
 
 /* index build */
 typedef struct {
     idx_net_opts net;
+    idx_family_opts fam;
     const char *images, *out, *descriptor, *factory;
     long batch, limit;
-    int size; /* --size: side of the stored square images */
+    int size; /* --size: side of the stored square images; 0 = not given */
     int force;
     double lock_wait; /* --lock-wait seconds; < 0: the library's default */
 } build_opts;
@@ -48,10 +55,20 @@ typedef struct {
 /* index query, add and bench: a database (and images) given as positional arguments. */
 typedef struct {
     idx_net_opts net;
+    idx_family_opts fam;
     long k, nq, seed;
     long nprobe, ef;  /* search parameters; 0 = the index's own */
     double lock_wait; /* add: < 0 = the library's default */
+    /* set by --model (not options): */
+    const char *db_key;     /* how messages name the database: NULL = "DB" */
+    const char *descriptor; /* the family's descriptor when not auto (else the database's) */
+    int family_nprobe;      /* the family's nprobe, applied as semipaintd does when --nprobe is not given; 0 = none */
 } db_opts;
+
+/* index info */
+typedef struct {
+    idx_family_opts fam;
+} info_opts;
 
 /* index bench-synthetic */
 typedef struct {
@@ -63,6 +80,7 @@ typedef struct {
 /* index eval-descriptors */
 typedef struct {
     idx_net_opts net;
+    idx_family_opts fam;
     const char *db, *queries, *masks, *descs, *coarse, *fill;
     long limit, seed;
 } evald_opts;
@@ -78,6 +96,10 @@ static int parse_device(const char *v, void *f) { return nn_device_parse(v, f); 
     {"--device", NULL, CLI_FN, offsetof(T, net.device), 0, 0, parse_device, "auto, cpu or cuda"},          \
     {"--threads", NULL, CLI_INT, offsetof(T, net.threads), 0, 1024, NULL, NULL}
 #define OPT_K(T) {"-k", "--k", CLI_LONG, offsetof(T, k), 1, 4096, NULL, NULL}
+/* --model NAME and -c FILE inside options struct T. */
+#define FAMILY_OPTS(T)                                                                                       \
+    {"--model", NULL, CLI_STR, offsetof(T, fam.model), 0, 0, NULL, NULL},                                  \
+    {"--config", "-c", CLI_STR, offsetof(T, fam.config), 0, 0, NULL, NULL}
 
 static const cli_opt build_table[] = {
     {"--images", NULL, CLI_STR, offsetof(build_opts, images), 0, 0, NULL, NULL},
@@ -90,16 +112,22 @@ static const cli_opt build_table[] = {
     {"--force", NULL, CLI_FLAG, offsetof(build_opts, force), 0, 0, NULL, NULL},
     {"--lock-wait", NULL, CLI_DOUBLE, offsetof(build_opts, lock_wait), 0, 86400, NULL, NULL},
     NET_OPTS(build_opts),
+    FAMILY_OPTS(build_opts),
+};
+static const cli_opt info_table[] = {
+    FAMILY_OPTS(info_opts),
 };
 static const cli_opt query_table[] = {
     OPT_K(db_opts),
     {"--nprobe", NULL, CLI_LONG, offsetof(db_opts, nprobe), 1, 1 << 20, NULL, NULL},
     {"--ef", NULL, CLI_LONG, offsetof(db_opts, ef), 1, 1 << 20, NULL, NULL},
     NET_OPTS(db_opts),
+    FAMILY_OPTS(db_opts),
 };
 static const cli_opt add_table[] = {
     {"--lock-wait", NULL, CLI_DOUBLE, offsetof(db_opts, lock_wait), 0, 86400, NULL, NULL},
     NET_OPTS(db_opts),
+    FAMILY_OPTS(db_opts),
 };
 static const cli_opt bench_table[] = {
     {"--nq", NULL, CLI_LONG, offsetof(db_opts, nq), 1, IDX_BIG, NULL, NULL},
@@ -108,6 +136,7 @@ static const cli_opt bench_table[] = {
     {"--ef", NULL, CLI_LONG, offsetof(db_opts, ef), 1, 1 << 20, NULL, NULL},
     {"--seed", NULL, CLI_LONG, offsetof(db_opts, seed), 0, IDX_BIG, NULL, NULL},
     NET_OPTS(db_opts),
+    FAMILY_OPTS(db_opts),
 };
 static const cli_opt synth_table[] = {
     {"--n", NULL, CLI_LONG, offsetof(synth_opts, n), 1, IDX_BIG, NULL, NULL},
@@ -130,6 +159,7 @@ static const cli_opt evald_table[] = {
     {"--limit", NULL, CLI_LONG, offsetof(evald_opts, limit), 1, IDX_BIG, NULL, NULL},
     {"--seed", NULL, CLI_LONG, offsetof(evald_opts, seed), 0, IDX_BIG, NULL, NULL},
     NET_OPTS(evald_opts),
+    FAMILY_OPTS(evald_opts),
 };
 #define NOPTS(t) ((int)(sizeof t / sizeof t[0]))
 
@@ -152,18 +182,89 @@ static void models_free(idx_models *m) {
 
 /* The backend options of `o` into `m` with no network loaded yet: the backend is made when the
  * first network is (a descriptor without weights needs none). */
-static sp_status models_init(idx_models *m, const idx_net_opts *o, const char *coarse) {
+static sp_status models_init(idx_models *m, const idx_net_opts *o, const char *coarse, const char *coarse_key) {
     if (m->open) return SP_OK;
-    core_models_opts mo = {.device = o->device, .threads = o->threads, .coarse = coarse, .coarse_key = "--coarse"};
+    core_models_opts mo = {.device = o->device, .threads = o->threads, .coarse = coarse, .coarse_key = coarse_key};
     sp_status st = core_models_open(&mo, &m->cm);
     m->open = st == SP_OK;
     return st;
 }
 
-/* Creates descriptor `name`, loading the VGG-16 weights (--weights) when it needs them. */
+/* Creates descriptor `name`, loading the VGG-16 weights (--weights, or --model's) when it needs them. */
 static sp_status models_descriptor(idx_models *m, const idx_net_opts *o, const char *name) {
-    sp_status st = models_init(m, o, NULL);
-    return st ? st : core_models_descriptor(&m->cm, name, o->weights, "--weights");
+    sp_status st = models_init(m, o, NULL, NULL);
+    return st ? st : core_models_descriptor(&m->cm, name, o->weights, o->weights_key ? o->weights_key : "--weights");
+}
+
+/* ---- --model NAME [-c FILE]: the database (and for build its size and descriptor) of a family ---- */
+
+/* A family --model named, and how messages name its database key. */
+typedef struct {
+    cli_family fam;
+    char db_key[96], weights_key[96];
+    char descriptor[128]; /* build: the descriptor an existing database was built with */
+} idx_family;
+
+/* The usage error `what` of `spec`: printed as cli_parse prints its own, with the usage. Returns 2. */
+static int usage_fail(const cli_spec *spec, const char *what) {
+    fprintf(stderr, "%s: %s\n\n", spec->cmd, what);
+    spec->usage(stderr);
+    return 2;
+}
+
+/* --model NAME [-c FILE] of index subcommand `spec` (fo). Without --model, -c is a usage error
+ * and nothing else changes. With it, *fam is the configuration's family NAME (cli_family_load)
+ * and *db its database, which must be configured; `given`, a database the command line named too
+ * (`given_as`: "DB", "--out", "--db"), is then a usage error, and so is a --weights other than the
+ * family's descriptor_weights, which `net` (when not NULL) takes when it has none. Returns -1 to
+ * go on, else the exit status after printing why: 2 for usage errors and an unknown family, 1
+ * when the configuration cannot be loaded or configures no database for the family. */
+static int family_db(const cli_spec *spec, const idx_family_opts *fo, const char *given, const char *given_as,
+                     idx_net_opts *net, idx_family *fam, const char **db) {
+    if (!fo->model) {
+        if (fo->config) return usage_fail(spec, "-c/--config is read only with --model");
+        return -1;
+    }
+    int rc = cli_family_load(spec->cmd, fo->config, fo->model, &fam->fam);
+    if (rc) return rc;
+    const cfg_family *f = &fam->fam.f;
+    char why[2400];
+    cli_family_key(&fam->fam, "database", fam->db_key, sizeof fam->db_key);
+    cli_family_key(&fam->fam, "descriptor_weights", fam->weights_key, sizeof fam->weights_key);
+    if (given) {
+        snprintf(why, sizeof why, "%s %s and --model are exclusive: --model %s names the database %s (%s)", given_as,
+                 given, f->name, f->database[0] ? f->database : "(none)", fam->db_key);
+        return usage_fail(spec, why);
+    }
+    if (!f->database[0]) {
+        fprintf(stderr, "%s: --model %s: %s is empty in %s: the family has no database\n", spec->cmd, f->name,
+                fam->db_key, fam->fam.config);
+        return 1;
+    }
+    if (net && f->descriptor_weights[0]) {
+        if (net->weights && strcmp(net->weights, f->descriptor_weights)) {
+            snprintf(why, sizeof why, "--weights %s differs from --model %s's %s %s", net->weights, f->name,
+                     fam->weights_key, f->descriptor_weights);
+            return usage_fail(spec, why);
+        }
+        if (!net->weights) {
+            net->weights = f->descriptor_weights;
+            net->weights_key = fam->weights_key;
+        }
+    }
+    *db = f->database;
+    fprintf(stderr, "%s: model family %s of %s: database %s (%s)\n", spec->cmd, f->name, fam->fam.config, *db,
+            fam->db_key);
+    return -1;
+}
+
+/* The settings of query, add and bench that --model's family gives besides the database: how
+ * messages name it, its descriptor when not auto, its nprobe. */
+static void family_db_opts(const idx_family *fam, db_opts *o) {
+    const cfg_family *f = &fam->fam.f;
+    o->db_key = fam->db_key;
+    if (f->descriptor[0] && strcmp(f->descriptor, "auto")) o->descriptor = f->descriptor;
+    o->family_nprobe = f->nprobe;
 }
 
 /* ---- image loading ---- */
@@ -200,11 +301,17 @@ static void load_batch(char *const *paths, int n, int s, uint8_t *rgb, float *ch
 
 static void build_usage(FILE *f) {
     fprintf(f,
-            "usage: semipaint index build --images DIR --out DB [options]\n"
+            "usage: semipaint index build --images DIR (--out DB | --model NAME [-c FILE]) [options]\n"
             "Decodes the JPEG and PNG files of DIR (sorted by name), centre-crops and resizes them to\n"
             "S x S (--size), computes their descriptors in batches and writes the database directory DB.\n\n"
+            "  --model NAME       build the database of this model family of the configuration instead of\n"
+            "                     --out (exclusive with it): its database, at its nets' working size, with\n"
+            "                     its descriptor (auto: an existing database's, else the default) and\n"
+            "                     descriptor_weights; a --size, --descriptor or --weights that differs is\n"
+            "                     a usage error\n"
+            "  -c, --config FILE  the configuration --model reads [" CLI_DEFAULT_CONFIG "]\n"
             "  --size S           side of the stored square images, %d..%d: the working size of the\n"
-            "                     networks that will use DB [%d]\n"
+            "                     networks that will use DB [%d; with --model, the family's]\n"
             "  --descriptor NAME  one of: %s [%s]\n"
             "  --weights FILE     vgg16_features weights (for vgg16_features:*)\n"
             "  --factory F        FAISS index factory string: Flat (exact), IVF1024,Flat, HNSW32, ... [Flat]\n"
@@ -271,7 +378,7 @@ static int run_build(const build_opts *o) {
         st = sp_err(SP_ERR_INVALID, "%s: no .jpg, .jpeg, .png or .webp files", o->images);
         goto done;
     }
-    const int s = o->size;
+    const int s = o->size ? o->size : IDX_DEFAULT_SIZE;
     if ((st = rt_db_builder_new(o->out, m.cm.desc, o->factory ? o->factory : "Flat", s, o->force, &b))) goto done;
     if (o->lock_wait >= 0) rt_db_builder_set_lock_wait(b, o->lock_wait);
     const int bs = (int)o->batch, dim = rt_descriptor_dim(m.cm.desc);
@@ -392,8 +499,10 @@ done:
 /* ---- index info / query / add ---- */
 
 static void info_usage(FILE *f) {
-    fprintf(f, "usage: semipaint index info DB\n"
-               "The database's images, descriptor, weights, index and first and last source names.\n");
+    fprintf(f, "usage: semipaint index info DB | --model NAME [-c FILE]\n"
+               "The database's images, descriptor, weights, index and first and last source names.\n"
+               "--model NAME: the database of that model family of the configuration -c FILE\n"
+               "[" CLI_DEFAULT_CONFIG "] instead of DB.\n");
 }
 
 /* index info DB */
@@ -415,12 +524,17 @@ static int run_info(const char *dir) {
 /* Opens DB with the descriptor its manifest names (loading --weights when it is VGG) and o's search
  * parameters. The caller works at the database's own image size, rt_db_size(*db). */
 static sp_status open_db_with_descriptor(const db_opts *o, const char *dir, int writable, idx_models *m, rt_db **db) {
-    char name[64];
-    sp_status st = rt_db_peek_descriptor(dir, name, sizeof name);
-    if (st) return st;
+    char name[128];
+    sp_status st = SP_OK;
+    if (o->descriptor) /* --model's family names one: the database must have been built with it */
+        snprintf(name, sizeof name, "%s", o->descriptor);
+    else if ((st = rt_db_peek_descriptor(dir, name, sizeof name)))
+        return st;
     if ((st = models_descriptor(m, &o->net, name))) return st;
-    if ((st = core_models_open_db(&m->cm, dir, "DB", writable, db))) return st;
+    if ((st = core_models_open_db(&m->cm, dir, o->db_key ? o->db_key : "DB", writable, db))) return st;
     if (o->nprobe && (st = rt_db_set_search_param(*db, "nprobe", (double)o->nprobe))) return st;
+    if (!o->nprobe && o->family_nprobe) /* as semipaintd: indexes without cells ignore it */
+        (void)rt_db_set_search_param(*db, "nprobe", (double)o->family_nprobe);
     if (o->ef && (st = rt_db_set_search_param(*db, "efSearch", (double)o->ef))) return st;
     return SP_OK;
 }
@@ -428,8 +542,11 @@ static sp_status open_db_with_descriptor(const db_opts *o, const char *dir, int 
 static void query_usage(FILE *f) {
     fprintf(f, "usage: semipaint index query DB IMAGE [-k N] [--nprobe N] [--ef N] [--weights VGG] [--device D]\n"
                "                            [--threads N]\n"
+               "       semipaint index query --model NAME [-c FILE] IMAGE [options]\n"
                "The k [5] nearest database images to IMAGE (cut and scaled to the database's image size):\n"
-               "rank, id, cosine score and source name.\n");
+               "rank, id, cosine score and source name. --model NAME: the database of that model family of\n"
+               "the configuration [" CLI_DEFAULT_CONFIG "] instead of DB, with its descriptor,\n"
+               "descriptor_weights and nprobe, as semipaintd searches it.\n");
 }
 
 /* index query DB IMAGE */
@@ -483,9 +600,12 @@ done:
 
 static void add_usage(FILE *f) {
     fprintf(f, "usage: semipaint index add DB IMAGE... [--lock-wait S] [--weights VGG] [--device D] [--threads N]\n"
+               "       semipaint index add --model NAME [-c FILE] IMAGE... [options]\n"
                "Appends the images, cut and scaled to the database's image size, durably and in one commit:\n"
                "after a crash the database holds all or none of them.\n"
-               "Waits up to S seconds [%.0f] for another process writing DB to finish.\n",
+               "Waits up to S seconds [%.0f] for another process writing DB to finish.\n"
+               "--model NAME: the database of that model family of the configuration\n"
+               "[" CLI_DEFAULT_CONFIG "] instead of DB (every argument is then an image).\n",
             RT_DB_LOCK_WAIT_S);
 }
 
@@ -595,8 +715,10 @@ static sp_status ix_search_fn(void *ctx, int n, const float *q, int k, int64_t *
 static void bench_usage(FILE *f) {
     fprintf(f, "usage: semipaint index bench DB [--nq N] [-k K] [--nprobe N] [--ef N] [--seed N] [--weights VGG]\n"
                "                            [--device D] [--threads N]\n"
+               "       semipaint index bench --model NAME [-c FILE] [options]\n"
                "Search latency at batch 1 and 8 with the descriptors of nq [1000] stored images (picked by the\n"
-               "seed [1]) as queries, k [5] neighbours each.\n");
+               "seed [1]) as queries, k [5] neighbours each. --model NAME: the database of that model family\n"
+               "of the configuration [" CLI_DEFAULT_CONFIG "] instead of DB, as for query.\n");
 }
 
 /* Query latency over a built database (index bench DB): the queries are the descriptors of stored images. */
@@ -868,11 +990,15 @@ static sp_status load_mask(const char *path, int s, float *keep) {
 
 static void evald_usage(FILE *f) {
     fprintf(f,
-            "usage: semipaint index eval-descriptors --db DB --queries DIR --masks DIR [options]\n"
+            "usage: semipaint index eval-descriptors (--db DB | --model NAME [-c FILE]) --queries DIR --masks DIR\n"
+            "                                        [options]\n"
             "For each descriptor: the share of queries whose top-1 neighbour found from the filled masked\n"
             "image equals the top-1 found from the ground truth, and the mean hole-region L1 of the\n"
             "neighbours (found from the fill, from the ground truth, and a random one) to the ground truth.\n\n"
             "  --db DB              the database (its stored images are the candidates)\n"
+            "  --model NAME         instead of --db: the database of that model family of the configuration\n"
+            "                       (and its descriptor_weights as --weights)\n"
+            "  -c, --config FILE    the configuration --model reads [" CLI_DEFAULT_CONFIG "]\n"
             "  --queries DIR        query images (e.g. celebahq256/val), scaled to DB's image size\n"
             "  --masks DIR          hole masks (white = hole); query i gets mask i*M/N of the sorted M\n"
             "  --descriptors LIST   comma-separated [thumb8,thumb16,thumb16_zm,thumb32]\n"
@@ -938,7 +1064,7 @@ static int run_eval_descriptors(const evald_opts *o) {
         goto done;
     }
     if (o->coarse) {
-        if ((st = models_init(&m, &o->net, o->coarse))) goto done;
+        if ((st = models_init(&m, &o->net, o->coarse, "--coarse"))) goto done;
         for (long i = 0; i < nq; i += 8) {
             int n = (int)(nq - i < 8 ? nq - i : 8);
             if ((st = nn_unet_forward(m.cm.coarse, n, s, s, gt + i * img, keep + i * plane, fill + i * img)))
@@ -1086,42 +1212,129 @@ done:
 
 /* ---- dispatch: each subcommand parses its own options ---- */
 
+/* index build --model: the family's working size (its coarse net's), checked against --size, and
+ * its descriptor, checked against --descriptor, into `o`. Returns -1 to go on, else the exit
+ * status after printing why. */
+static int build_family(const cli_spec *spec, idx_family *fam, const char *db, build_opts *o) {
+    const cfg_family *f = &fam->fam.f;
+    char kc[96], kd[96], why[2400], dwhy[1200];
+    cli_family_key(&fam->fam, "coarse", kc, sizeof kc);
+    cli_family_key(&fam->fam, "descriptor", kd, sizeof kd);
+    if (!f->coarse[0]) {
+        fprintf(stderr, "%s: --model %s: %s is empty in %s: the family has no working size\n", spec->cmd, f->name, kc,
+                fam->fam.config);
+        return 1;
+    }
+    idx_models m = {0};
+    sp_status st = models_init(&m, &o->net, f->coarse, kc); /* the working size is the nets' own */
+    const int s = m.cm.s;
+    models_free(&m);
+    if (st) return fail("build");
+    if (o->size && o->size != s) {
+        snprintf(why, sizeof why, "--size %d, but --model %s's nets work at %d (%s %s): its database must be %dx%d",
+                 o->size, f->name, s, kc, f->coarse, s, s);
+        return usage_fail(spec, why);
+    }
+    o->size = s;
+    if (f->descriptor[0] && strcmp(f->descriptor, "auto")) {
+        if (o->descriptor && strcmp(o->descriptor, f->descriptor)) {
+            snprintf(why, sizeof why, "--descriptor %s differs from --model %s's %s %s", o->descriptor, f->name, kd,
+                     f->descriptor);
+            return usage_fail(spec, why);
+        }
+        o->descriptor = f->descriptor;
+        snprintf(dwhy, sizeof dwhy, "%s", kd);
+    } else if (o->descriptor) {
+        snprintf(dwhy, sizeof dwhy, "--descriptor; %s is auto", kd);
+    } else if (rt_db_peek_descriptor(db, fam->descriptor, sizeof fam->descriptor) == SP_OK) {
+        o->descriptor = fam->descriptor; /* auto: the one the database was built with, kept */
+        snprintf(dwhy, sizeof dwhy, "%s auto: the one %s was built with", kd, db);
+    } else {
+        snprintf(dwhy, sizeof dwhy, "%s auto and no database yet: the default", kd);
+    }
+    o->out = db;
+    fprintf(stderr, "%s: model family %s: %dx%d (%s's working size), descriptor %s (%s)\n", spec->cmd, f->name, s, s,
+            kc, o->descriptor ? o->descriptor : IDX_DEFAULT_DESC, dwhy);
+    return -1;
+}
+
 static int sub_build(int argc, char **argv) {
-    build_opts o = {.batch = 32, .size = IDX_DEFAULT_SIZE, .lock_wait = -1};
+    build_opts o = {.batch = 32, .lock_wait = -1};
     const cli_spec spec = {"semipaint index build", build_table, NOPTS(build_table), 0, 0, build_usage};
     int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
-    return rc >= 0 ? rc : run_build(&o);
+    if (rc >= 0) return rc;
+    if (o.fam.model && !o.images) return usage_fail(&spec, "--images is required");
+    idx_family fam;
+    const char *db = NULL;
+    if ((rc = family_db(&spec, &o.fam, o.out, "--out", &o.net, &fam, &db)) >= 0) return rc;
+    if (o.fam.model && (rc = build_family(&spec, &fam, db, &o)) >= 0) return rc;
+    return run_build(&o);
 }
 
 static int sub_info(int argc, char **argv) {
-    const cli_spec spec = {"semipaint index info", NULL, 0, 1, 1, info_usage};
+    info_opts o = {{0}};
+    const cli_spec spec = {"semipaint index info", info_table, NOPTS(info_table), 0, 1, info_usage};
     const char *pos[1];
-    int npos, rc = cli_parse(&spec, argc, argv, NULL, pos, &npos);
-    return rc >= 0 ? rc : run_info(pos[0]);
+    int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
+    if (rc >= 0) return rc;
+    idx_family fam;
+    const char *db = npos ? pos[0] : NULL;
+    if ((rc = family_db(&spec, &o.fam, db, "DB", NULL, &fam, &db)) >= 0) return rc;
+    if (!db) return usage_fail(&spec, "missing arguments");
+    return run_info(db);
 }
 
 static int sub_query(int argc, char **argv) {
     db_opts o = {.k = 5, .lock_wait = -1};
-    const cli_spec spec = {"semipaint index query", query_table, NOPTS(query_table), 2, 2, query_usage};
+    const cli_spec spec = {"semipaint index query", query_table, NOPTS(query_table), 1, 2, query_usage};
     const char *pos[2];
     int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
-    return rc >= 0 ? rc : run_query(&o, pos);
+    if (rc >= 0) return rc;
+    idx_family fam;
+    const char *db = npos == 2 ? pos[0] : NULL, *image = pos[npos - 1];
+    if ((rc = family_db(&spec, &o.fam, db, "DB", &o.net, &fam, &db)) >= 0) return rc;
+    if (!db) return usage_fail(&spec, "too few arguments");
+    if (o.fam.model) family_db_opts(&fam, &o);
+    const char *args[2] = {db, image};
+    return run_query(&o, args);
+}
+
+/* 1 when `path` is a folder (a database, never an image). */
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static int sub_add(int argc, char **argv) {
     db_opts o = {.k = 5, .lock_wait = -1};
-    const cli_spec spec = {"semipaint index add", add_table, NOPTS(add_table), 2, IDX_MAX_POS, add_usage};
-    static const char *pos[IDX_MAX_POS];
-    int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
-    return rc >= 0 ? rc : run_add(&o, pos, npos);
+    const cli_spec spec = {"semipaint index add", add_table, NOPTS(add_table), 1, IDX_MAX_POS, add_usage};
+    static const char *pos[IDX_MAX_POS + 1];
+    int npos, rc = cli_parse(&spec, argc, argv, &o, pos + 1, &npos);
+    if (rc >= 0) return rc;
+    /* pos[1..npos] as given; with --model they are all images, and a folder among them is the
+     * database given as well */
+    idx_family fam;
+    const char *db = !o.fam.model ? (npos >= 2 ? pos[1] : NULL) : is_dir(pos[1]) ? pos[1] : NULL;
+    if ((rc = family_db(&spec, &o.fam, db, "DB", &o.net, &fam, &db)) >= 0) return rc;
+    if (!db) return usage_fail(&spec, "too few arguments");
+    if (!o.fam.model) return run_add(&o, pos + 1, npos);
+    family_db_opts(&fam, &o);
+    pos[0] = db;
+    return run_add(&o, pos, npos + 1);
 }
 
 static int sub_bench(int argc, char **argv) {
     db_opts o = {.k = 5, .nq = 1000, .seed = 1, .lock_wait = -1};
-    const cli_spec spec = {"semipaint index bench", bench_table, NOPTS(bench_table), 1, 1, bench_usage};
+    const cli_spec spec = {"semipaint index bench", bench_table, NOPTS(bench_table), 0, 1, bench_usage};
     const char *pos[1];
     int npos, rc = cli_parse(&spec, argc, argv, &o, pos, &npos);
-    return rc >= 0 ? rc : run_bench_db(&o, pos[0]);
+    if (rc >= 0) return rc;
+    idx_family fam;
+    const char *db = npos ? pos[0] : NULL;
+    if ((rc = family_db(&spec, &o.fam, db, "DB", &o.net, &fam, &db)) >= 0) return rc;
+    if (!db) return usage_fail(&spec, "missing arguments");
+    if (o.fam.model) family_db_opts(&fam, &o);
+    return run_bench_db(&o, db);
 }
 
 static int sub_bench_synthetic(int argc, char **argv) {
@@ -1136,7 +1349,10 @@ static int sub_eval_descriptors(int argc, char **argv) {
     evald_opts o = {.seed = 1};
     const cli_spec spec = {"semipaint index eval-descriptors", evald_table, NOPTS(evald_table), 0, 0, evald_usage};
     int rc = cli_parse(&spec, argc, argv, &o, NULL, NULL);
-    return rc >= 0 ? rc : run_eval_descriptors(&o);
+    if (rc >= 0) return rc;
+    idx_family fam;
+    if ((rc = family_db(&spec, &o.fam, o.db, "--db", &o.net, &fam, &o.db)) >= 0) return rc;
+    return run_eval_descriptors(&o);
 }
 
 static const struct {
@@ -1151,6 +1367,7 @@ static void index_usage(FILE *f) {
     fprintf(f, "usage: semipaint index SUBCOMMAND ...\n\n"
                "  build --images DIR --out DB [--size S] [--descriptor NAME] [--weights VGG] [--factory F] [--batch N]\n"
                "        [--limit N] [--device D] [--threads N] [--force] [--lock-wait S]\n"
+               "  build --images DIR --model NAME [-c FILE] [...]  a model family's database, at its working size\n"
                "  info DB                             manifest, count, descriptor and index of a database\n"
                "  query DB IMAGE [-k N]               the k nearest database images (id, cosine, source name)\n"
                "  add DB IMAGE... [--lock-wait S]     append images durably (all or none)\n"
@@ -1160,6 +1377,8 @@ static void index_usage(FILE *f) {
                "                                      build time, memory, latency and recall on synthetic vectors\n"
                "  eval-descriptors --db DB --queries DIR --masks DIR [--descriptors LIST] [--coarse PCONV]\n"
                "                                      measure descriptors for retrieval from masked images\n\n"
+               "build, info, query, add, bench and eval-descriptors take --model NAME [-c FILE] instead of the\n"
+               "database: that of the configuration's model family NAME [" CLI_DEFAULT_CONFIG "].\n"
                "descriptors: %s\n'semipaint index SUBCOMMAND --help' describes a subcommand and its options.\n",
             rt_descriptor_names());
 }

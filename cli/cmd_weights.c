@@ -50,6 +50,11 @@ static int info(const char *path) {
         for (int i = 0; i < in->blend_n; i++) printf("%s%.3g", i ? "," : "", in->blend[i]);
         printf(" (share of Telea by distance 1..%d px)\n", in->blend_n);
     }
+    if (in->iblend_n) {
+        printf("%-14s", "image blend");
+        for (int i = 0; i < in->iblend_n; i++) printf("%s%.3g", i ? "," : "", in->iblend[i]);
+        printf(" (share of Telea by distance 1..%d image px)\n", in->iblend_n);
+    }
     if (in->trained_on[0]) printf("%-14s%s\n", "trained on", in->trained_on);
     if (in->licence[0]) printf("%-14s%s\n", "licence", in->licence);
     if (in->notes[0]) printf("%-14s%s\n", "notes", in->notes);

@@ -84,8 +84,9 @@ static const cfg_entry table[] = {
     {"model", "refine_fallback", CFG_T_STR, F(model, refine_fallback), S(model, refine_fallback), 0, 0, NULL,
      "weights/sim0.safetensors", "simk_unet weights with K = 0, used when no database is configured"},
     {"model", "telea_blend", CFG_T_BOOL, F(model, telea_blend), 0, 0, 1, NULL, "true",
-     "blend each net's fill with Telea's near the hole border as its weights' telea_blend table says; false serves "
-     "the networks alone (faster, worse on thin holes)"},
+     "blend each net's fill with Telea's near the hole border as its weights' telea_blend table says, and the "
+     "pasted answer with Telea's fill of the image as its telea_blend_image table says; false serves the networks "
+     "alone (faster, worse on thin holes)"},
     {"model", "family", CFG_T_STR, F(model, family), S(model, family), 0, 0, NULL, "faces",
      "name of the family the model.* and retrieval.* keys make (requests choose it with model=NAME); the "
      "`families` section adds others"},
@@ -132,7 +133,7 @@ static const cfg_entry ftable[] = {
     {"families", "refine_fallback", CFG_T_STR, FF(refine_fallback), FS(refine_fallback), 0, 0, NULL, "",
      "simk_unet weights with K = 0, used when the family has no database"},
     {"families", "telea_blend", CFG_T_BOOL, FF(telea_blend), 0, 0, 1, NULL, "true",
-     "blend the nets' fills with Telea near the hole border (the weights' telea_blend tables)"},
+     "blend the nets' fills with Telea near the hole border (the weights' telea_blend and telea_blend_image tables)"},
     {"families", "database", CFG_T_STR, FF(database), FS(database), 0, 0, NULL, "",
      "the family's database directory; empty = none (Sim-0)"},
     {"families", "descriptor", CFG_T_STR, FF(descriptor), FS(descriptor), 0, 0, NULL, "auto",

@@ -260,6 +260,13 @@ int core_engine_family_index(const core_engine *e, const char *name) {
 }
 int core_engine_size(const core_engine *e, int fam) { return e->fam[fam].s; }
 int core_engine_k(const core_engine *e, int fam) { return e->fam[fam].k; }
+
+const float *core_engine_image_blend(const core_engine *e, int fam, int coarse, int *n) {
+    const family *f = &e->fam[fam];
+    const nn_net_info *in = nn_net_get_info(coarse ? f->m.coarse : f->refine);
+    *n = f->cfg.telea_blend ? in->iblend_n : 0;
+    return *n ? in->iblend : NULL;
+}
 int core_engine_has_db(const core_engine *e, int fam) { return e->fam[fam].k > 0; }
 const char *core_engine_backend(const core_engine *e) { return nn_backend_name(e->be); }
 int core_engine_backend_has(const core_engine *e, nn_cap cap) { return nn_backend_has(e->be, cap); }
@@ -407,6 +414,11 @@ static cJSON *net_json(const nn_net *net, int blend_on) {
         cJSON *t = cJSON_AddArrayToObject(o, "telea_blend");
         for (int i = 0; t && i < in->blend_n; i++) /* as written in the file, not as a float's double */
             cJSON_AddItemToArray(t, cJSON_CreateNumber(round(in->blend[i] * 1e4) / 1e4));
+    }
+    if (in->iblend_n && blend_on) {
+        cJSON *t = cJSON_AddArrayToObject(o, "telea_blend_image");
+        for (int i = 0; t && i < in->iblend_n; i++)
+            cJSON_AddItemToArray(t, cJSON_CreateNumber(round(in->iblend[i] * 1e4) / 1e4));
     }
     return o;
 }

@@ -36,6 +36,11 @@ int core_engine_family_index(const core_engine *e, const char *name);
 int core_engine_size(const core_engine *e, int fam);     /* working size of the family's nets */
 int core_engine_k(const core_engine *e, int fam);        /* neighbours per crop (0 = Sim-0) */
 int core_engine_has_db(const core_engine *e, int fam);   /* the family has a database open */
+/* The `telea_blend_image` table (docs/weights.md#telea_blend_image) of the net that paints family
+ * `fam`'s answers to `coarse` (1: its coarse net) or sim (0: its refine net, Sim-0 without a
+ * database) requests, with its length in *n; NULL and *n = 0 when that net has none or the
+ * family's telea_blend is off. The table lives as long as the engine. */
+const float *core_engine_image_blend(const core_engine *e, int fam, int coarse, int *n);
 long core_engine_db_count(core_engine *e, int fam);      /* images in its database (0 without one) */
 const char *core_engine_backend(const core_engine *e); /* "cpu" or "cuda" */
 size_t core_engine_device_memory(const core_engine *e);

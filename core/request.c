@@ -91,6 +91,8 @@ sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_
         sp_status st = core_request_prepare(r, cfg, core_engine_size(e, f), core_engine_k(e, f), method, image, mask,
                                             kind, fault);
         r->family = f;
+        if (!st && r->method != CORE_METHOD_TELEA)
+            r->iblend = core_engine_image_blend(e, f, r->method == CORE_METHOD_COARSE, &r->iblend_n);
         return st;
     }
     /* 1. the family: crops planned at the router's size, as the family of that size would get them */
@@ -129,6 +131,8 @@ sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_
             r->method = CORE_METHOD_TELEA; /* the crops go unused; core_request_free frees them */
         }
     }
+    if (r->method != CORE_METHOD_TELEA)
+        r->iblend = core_engine_image_blend(e, best, r->method == CORE_METHOD_COARSE, &r->iblend_n);
     return SP_OK;
 }
 
@@ -201,6 +205,12 @@ sp_status core_request_finish(core_request *r) {
     for (int i = 0; i < r->plan.n; i++) {
         sp_status st = img_plan_paste(&r->plan, i, r->y + (size_t)i * crop, &r->im, r->hole);
         if (st) return st;
+    }
+    if (r->iblend_n) {
+        double t0 = sp_now();
+        sp_status st = telea_image_blend(&r->im, r->hole, r->iblend, r->iblend_n, TELEA_DEFAULT_RADIUS, r->work.deadline);
+        r->blend_ms = (sp_now() - t0) * 1e3;
+        if (st && st != SP_ERR_TIMEOUT) return st; /* past the deadline: the pasted answer as it is */
     }
     opaque_holes(r);
     return SP_OK;

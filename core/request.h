@@ -46,7 +46,10 @@ typedef struct {
     int64_t *ref_ids; /* (k) their ids: a database id, or -1 for an uploaded image */
     int nrefs;        /* references given (1..k; the last fills the remaining of the K slots) */
     core_work work;
-    double telea_ms;
+    double telea_ms;      /* the telea method's time */
+    double blend_ms;      /* the image blend's time (telea_blend_image), 0 without one */
+    const float *iblend;  /* the painting net's telea_blend_image table (core_request_prepare_for), or NULL */
+    int iblend_n;
 } core_request;
 
 /* The most working pixels one request may send to the networks under `cfg`: inpaint.max_work_pixels,
@@ -81,7 +84,8 @@ typedef struct core_router core_router; /* core/route.h */
  * one router `rt` chooses from the image's crops (without a router: the first family). With the
  * router, a sim request without references then meets the family's gate: when its networks are
  * not expected to beat Telea, the request becomes a telea one (route->to_telea). r->family, r->s
- * and r->k are the family's; `route` says what was chosen and why. Errors as core_request_prepare. */
+ * and r->k are the family's, r->iblend the painting net's telea_blend_image table
+ * (core_engine_image_blend); `route` says what was chosen and why. Errors as core_request_prepare. */
 sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_engine *e, const core_router *rt,
                                    int fam, core_method method, int has_refs, img_u8 *image, const img_u8 *mask,
                                    core_mask_kind kind, core_fault *fault, core_route *route);
@@ -104,8 +108,10 @@ void core_request_work(core_request *r, double deadline);
 sp_status core_request_telea(core_request *r, double deadline);
 
 /* After the executor finished r->work with SP_OK: pastes each crop's result into the hole pixels
- * of r->im (no other pixel changes; with a hole map from alpha, the hole pixels' alpha becomes
- * 255). */
+ * of r->im, then, with r->iblend (the painting net's telea_blend_image), blends them with Telea at
+ * the image's resolution (telea_image_blend; past the work's deadline the pasted answer stays
+ * as it is). No other pixel changes; with a hole map from alpha, the hole pixels' alpha becomes
+ * 255. */
 sp_status core_request_finish(core_request *r);
 
 /* Runs the request to its end on `ex` (or Telea here) and waits: prepare must have succeeded.

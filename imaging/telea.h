@@ -66,4 +66,18 @@ sp_status telea_blend_fill(int n, int s, const float *img, const float *mask, in
 /* Then blends the composites `out` (n,3,s,s) where dist > 0, as telea_blend does. */
 void telea_blend_apply(int n, int s, const float *blend, int nblend, const uint8_t *fill, const int *dist, float *out);
 
+/* The blend at the image's own resolution (the weights files' `telea_blend_image`,
+ * docs/weights.md#telea_blend_image), after the crops are pasted back: `im` (c = 3 or 4) holds
+ * the pasted answer and `hole` (w*h bytes, nonzero = hole) its hole map. Each hole pixel at
+ * chessboard distance d (in image pixels, as telea_hole_distance counts it) from the nearest
+ * known pixel becomes round(b*T + (1-b)*im) in each colour channel, b = blend[min(d, nblend) - 1],
+ * T being telea_inpaint_until's fill (`radius`) of the known pixels, the same pixels as the
+ * telea method answers. Known pixels and the alpha channel are not changed; nblend = 0, a hole
+ * map without a hole or without a known pixel do nothing. Extra memory: c bytes per hole pixel
+ * and 1 byte per pixel of the holes' bounding box, besides Telea's own. Gives up once sp_now()
+ * passes `deadline` (0 = never) with SP_ERR_TIMEOUT and `im` as it was. SP_ERR_INVALID for bad
+ * arguments (radius 1-64, nblend 0-64), SP_ERR_NOMEM. */
+sp_status telea_image_blend(img_u8 *im, const uint8_t *hole, const float *blend, int nblend, int radius,
+                            double deadline);
+
 #endif

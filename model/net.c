@@ -84,24 +84,24 @@ static sp_status meta_int(const char *path, const cJSON *o, const char *key, int
     return SP_OK;
 }
 
-/* The optional `telea_blend` array: 1..NN_MAX_BLEND numbers in [0,1]. */
-static sp_status meta_blend(const char *path, const cJSON *o, nn_net_info *in) {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "telea_blend");
-    in->blend_n = 0;
+/* An optional blend table `key` (telea_blend, telea_blend_image): 1..NN_MAX_BLEND numbers in [0,1]. */
+static sp_status meta_blend(const char *path, const cJSON *o, const char *key, nn_net_info *in, float *blend,
+                            int *blend_n) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
+    *blend_n = 0;
     if (!a) return SP_OK;
     if (in->arch == NN_ARCH_VGG16)
-        return sp_err(SP_ERR_FORMAT, "%s: telea_blend is for the UNets, not vgg16_features", path);
+        return sp_err(SP_ERR_FORMAT, "%s: %s is for the UNets, not vgg16_features", path, key);
     int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
     if (n < 1 || n > NN_MAX_BLEND)
-        return sp_err(SP_ERR_FORMAT, "%s: metadata 'telea_blend' must be an array of 1..%d numbers", path,
-                      NN_MAX_BLEND);
+        return sp_err(SP_ERR_FORMAT, "%s: metadata '%s' must be an array of 1..%d numbers", path, key, NN_MAX_BLEND);
     for (int i = 0; i < n; i++) {
         const cJSON *v = cJSON_GetArrayItem(a, i);
         if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))
-            return sp_err(SP_ERR_FORMAT, "%s: metadata 'telea_blend'[%d] is not a number in [0,1]", path, i);
-        in->blend[i] = (float)v->valuedouble;
+            return sp_err(SP_ERR_FORMAT, "%s: metadata '%s'[%d] is not a number in [0,1]", path, key, i);
+        blend[i] = (float)v->valuedouble;
     }
-    in->blend_n = n;
+    *blend_n = n;
     return SP_OK;
 }
 
@@ -206,7 +206,8 @@ static sp_status parse_metadata(const st_file *f, nn_net_info *in) {
             goto done;
         }
     }
-    if ((st = meta_blend(path, o, in))) goto done;
+    if ((st = meta_blend(path, o, "telea_blend", in, in->blend, &in->blend_n))) goto done;
+    if ((st = meta_blend(path, o, "telea_blend_image", in, in->iblend, &in->iblend_n))) goto done;
     meta_str(o, "trained_on", in->trained_on, sizeof in->trained_on);
     meta_str(o, "licence", in->licence, sizeof in->licence);
     meta_str(o, "notes", in->notes, sizeof in->notes);

@@ -96,6 +96,11 @@ typedef struct {
      * and blend[blend_n-1] beyond; blend_n = 0 when absent (the raw network output is used). */
     int blend_n;
     float blend[NN_MAX_BLEND];
+    /* Optional `telea_blend_image` (UNets only): the same kind of table applied after the crops are
+     * pasted back, at the image's own resolution (docs/weights.md#telea_blend_image), with the
+     * distance counted in image pixels; iblend_n = 0 when absent. */
+    int iblend_n;
+    float iblend[NN_MAX_BLEND];
 } nn_net_info;
 
 typedef struct nn_net nn_net;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# image_test.sh: `make image-test`: builds the CPU image from the Dockerfile with Debian's Buildah (no BuildKit, no registry), runs semipaintd inside it and checks /readyz and one inpaint request.
+# image_test.sh: `make image-test`: builds the CPU image from the Dockerfile with Debian's Buildah (no BuildKit, no registry), runs semipaintd inside it and checks /readyz, every model family and one inpaint request.
 #
 # The base image is a Debian 12 (bookworm) minbase root file system made with debootstrap from the
 # Debian mirror, cached in .deps/image-test/rootfs and imported as localhost/semipaint-base:bookworm;
@@ -152,6 +152,22 @@ for _ in $(seq 1 $((ready_timeout * 5))); do
 done
 [ -n "$ok" ] || { tail -n 20 "$log"; fail "/readyz did not answer 200 within $ready_timeout s"; }
 curl -s -m 5 "$url/v1/info" | head -c 400; echo
+
+step "every model family served (Sim-0 on the empty volume)"
+# The families of the image's configuration (docker/base/semipaintd.yaml), each on Sim-0: the
+# container's /data holds no database, and the entrypoint says so for each family.
+curl -s -m 5 -o "$tmp/info.json" "$url/v1/info"
+want=$(awk '/^[a-z_]+:/ {s = $1} s == "model:" && /^  family: / {print $2}
+            s == "families:" && /^  [a-z0-9]+:/ {sub(/:.*/, "", $1); print $1}' docker/base/semipaintd.yaml | paste -sd' ' -)
+got=$(python3 -c 'import json, sys
+print(" ".join(f["name"] + ":" + f["mode"] for f in json.load(open(sys.argv[1])).get("families", [])))' "$tmp/info.json")
+exp=""
+for f in $want; do exp="$exp${exp:+ }$f:sim0"; done
+[ "$got" = "$exp" ] || fail "GET /v1/info's families are '$got', expected '$exp'"
+for f in $want; do
+  grep -q "serving Sim-0 for family $f " "$log" || fail "the entrypoint did not say that family $f has no database"
+done
+echo "image-test: families: $got"
 
 step "POST /v1/inpaint"
 python3 - "$tmp" <<'EOF'

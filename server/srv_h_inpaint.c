@@ -53,6 +53,7 @@ static void format_timings(req *r, double total_ms, char *server_timing, size_t 
         {"descriptor", r->cr.work.t.descriptor, retrieval},
         {"search", r->cr.work.t.search, retrieval},
         {"refine", r->cr.work.t.refine, sim},
+        {"blend", r->cr.blend_ms, queued && r->cr.iblend_n > 0},
         {"telea", r->cr.telea_ms, r->cr.method == CORE_METHOD_TELEA},
         {"encode", r->encode_ms, 1},
         {"total", total_ms, 1},

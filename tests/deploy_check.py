@@ -10,12 +10,30 @@ Arguments (files written by it_deploy.sh):
   --needed FILE             `package soname` lines: the Debian package of each NEEDED library of build/semipaintd
   --provided FILE           the packages the runtime stage installs, with their direct dependencies, one a line
   --runtime-packages        only print the runtime stage's apt-get install list, one a line, and exit
+  --host-config OUT --data DIR
+                            only write docker/base/semipaintd.yaml as OUT with the image's paths made
+                            the repository files the image copies them from (through the runtime-cpu
+                            stage's COPY lines) and /data/... made DIR/..., print one line per model
+                            family, `NAME<TAB>VARIABLE<TAB>DATABASE` (VARIABLE: SEMIPAINT_RETRIEVAL_DATABASE
+                            or SEMIPAINT_FAMILIES_<NAME>_DATABASE; DATABASE as in OUT), and exit
+  --job-commands --data DIR --images DIR
+                            only print the command of each Job of docker/jobs/, its /data and image
+                            mounts made DIR, as one shell-quoted line each, and exit
 Prints one `ok`/`FAIL` line per check and exits 1 on any failure.
+
+Model families: the container's configuration must serve every family config/semipaintd.yaml serves
+(model.family and families.*), with the same weights (its /opt/semipaint paths are the repository's
+files through the Dockerfile's COPY lines, and none is left out of the build context by
+.dockerignore), each family's database on the data volume, and a Job of docker/jobs/ building each
+database at its family's working size.
 """
 import argparse
 import glob
+import json
 import os
 import re
+import shlex
+import struct
 import sys
 
 import yaml
@@ -51,21 +69,27 @@ def one(docs, kind):
 
 
 def parse_print_config(path):
-    """{section: {key: value-string}} from `semipaintd --print-config` output."""
-    out, section = {}, None
+    """{section: {key: value-string}} from `semipaintd --print-config` output; the families section
+    is {family: {key: value-string}}."""
+    out, section, fam = {}, None, None
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
             if not line or line.lstrip().startswith("#"):
                 continue
-            m = re.match(r"^([a-z_]+):\s*$", line)
+            m = re.match(r"^([a-z_]+):\s*(\{\})?$", line)
             if m:
-                section = out.setdefault(m.group(1), {})
+                section, fam = out.setdefault(m.group(1), {}), None
                 continue
-            m = re.match(r"^  ([a-z_]+): (.*)$", line)
+            m = re.match(r"^  ([a-z0-9]+):$", line)
             if m and section is not None:
-                v = m.group(2)
-                section[m.group(1)] = v[1:-1] if v.startswith('"') and v.endswith('"') else v
+                fam = section.setdefault(m.group(1), {})
+                continue
+            m = re.match(r"^(  |    )([a-z_]+): (.*)$", line)
+            if m and section is not None:
+                v = m.group(3)
+                (fam if len(m.group(1)) == 4 and fam is not None else section)[m.group(2)] = \
+                    v[1:-1] if v.startswith('"') and v.endswith('"') else v
     return out
 
 
@@ -85,6 +109,248 @@ def runtime_packages():
         df = f.read()
     found = re.findall(r"apt-get install -y --no-install-recommends \\\n(.*?)\n \&\&", df, re.S)
     return set(found[-1].replace("\\", " ").split()) if found else set()
+
+
+def dockerignore_patterns():
+    """.dockerignore as (exclusion?, regex) pairs, read as Docker and Buildah read it (moby/patternmatcher)."""
+    out = []
+    with open(os.path.join(ROOT, ".dockerignore")) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("#"):
+                continue
+            p = line.strip()
+            if not p:
+                continue
+            inv = p.startswith("!")
+            if inv:
+                p = p[1:].strip()
+            p = os.path.normpath(p).lstrip("/") if len(p) > 1 else p
+            rx, i = "^", 0
+            while i < len(p):
+                ch = p[i]
+                if ch == "*" and p[i + 1:i + 2] == "*":
+                    i += 2
+                    if p[i:i + 1] == "/":
+                        i += 1
+                    rx += ".*" if i >= len(p) else "(.*/)?"
+                    continue
+                if ch == "*":
+                    rx += "[^/]*"
+                elif ch == "?":
+                    rx += "[^/]"
+                elif ch == "\\" and i + 1 < len(p):
+                    i += 1
+                    rx += re.escape(p[i])
+                elif ch in "[]":
+                    rx += ch
+                else:
+                    rx += re.escape(ch)
+                i += 1
+            out.append((inv, re.compile(rx + "$")))
+    return out
+
+
+def ignored(path, patterns):
+    """True when .dockerignore leaves `path` (relative to the context) out of the build context:
+    the last pattern matching it or one of its parent folders decides (moby's MatchesOrParentMatches)."""
+    path = os.path.normpath(path)
+    parents = path.split("/")[:-1]
+    matched = False
+    for inv, rx in patterns:
+        if inv != matched:
+            continue
+        m = rx.match(path) or any(rx.match("/".join(parents[:i + 1])) for i in range(len(parents)))
+        if m:
+            matched = not inv
+    return matched
+
+
+def runtime_copies(df, b):
+    """The runtime-`b` stage's COPY lines from the build stage, as (image path, build-context path)
+    pairs: the build stage copies the context to /src (COPY . .), build/ is made by make."""
+    body = re.search(r"^FROM\s+\S+\s+AS\s+runtime-%s\n(.*?)(?=^FROM|\Z)" % b, df, re.M | re.S)
+    out = []
+    for line in re.findall(r"^COPY --from=build-\w+ (.*)$", body.group(1) if body else "", re.M):
+        parts = line.split()
+        srcs, dest = parts[:-1], parts[-1]
+        for src in srcs:
+            if not src.startswith("/src/"):
+                continue
+            rel = src[len("/src/"):]
+            if dest.endswith("/") and not src.endswith("/"):
+                out.append((dest + os.path.basename(src.rstrip("/")), rel))
+            else:
+                out.append((dest, rel))
+    return out
+
+
+def image_source(path, copies):
+    """The build-context file the image's `path` is copied from, or None when no COPY puts it there."""
+    for dest, rel in copies:
+        if dest.endswith("/") and path.startswith(dest):
+            return rel.rstrip("/") + "/" + path[len(dest):]
+        if path == dest:
+            return rel
+    return None
+
+
+WEIGHT_KEYS = ("coarse", "refine", "refine_fallback")
+
+
+def families_of(cfg):
+    """{family name: {coarse, refine, refine_fallback, database}} of a configuration file's YAML: the
+    first family from model.* and retrieval.* (named by model.family, default faces), then families.*."""
+    cfg = cfg or {}
+    model, retrieval = cfg.get("model") or {}, cfg.get("retrieval") or {}
+    first = {k: str(model.get(k) or "") for k in WEIGHT_KEYS}
+    first["database"] = str(retrieval.get("database") or "")
+    out = {str(model.get("family") or "faces"): first}
+    for name, kv in (cfg.get("families") or {}).items():
+        out[str(name)] = {k: str((kv or {}).get(k) or "") for k in WEIGHT_KEYS + ("database",)}
+    return out
+
+
+def db_variable(name, first):
+    return "SEMIPAINT_RETRIEVAL_DATABASE" if first else f"SEMIPAINT_FAMILIES_{name.upper()}_DATABASE"
+
+
+def working_size(path):
+    """The `size` of a weights file's __metadata__["semipaint"] (docs/weights.md), or None."""
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            head = json.loads(f.read(n))
+        return int(json.loads(head["__metadata__"]["semipaint"])["size"])
+    except (OSError, KeyError, ValueError, TypeError, struct.error):
+        return None
+
+
+def job_docs():
+    docs = []
+    for f in sorted(glob.glob(os.path.join(ROOT, "docker/jobs/*.yaml"))):
+        docs += [(os.path.relpath(f, ROOT), d) for d in load_all(f) if d.get("kind") == "Job"]
+    return docs
+
+
+def job_build(job):
+    """(container, args, mounts, volumes) of a Job's `semipaint index build` container, or None."""
+    spec = job["spec"]["template"]["spec"]
+    for c in spec.get("containers", []):
+        args = list(c.get("command", [])) + list(c.get("args", []))
+        if args[:3] == ["semipaint", "index", "build"]:
+            return c, args, {m["mountPath"]: m for m in c.get("volumeMounts", [])}, \
+                {v["name"]: v for v in spec.get("volumes", [])}
+    return None
+
+
+def opt(args, name):
+    return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else None
+
+
+def check_families(cfg, df, data_claim, data_mount):
+    """The container's configuration serves every family of config/semipaintd.yaml from files the image
+    holds, each family's database is on the data volume, and a Job builds it at the family's size."""
+    with open(os.path.join(ROOT, "config/semipaintd.yaml")) as f:
+        repo_cfg = yaml.safe_load(f)
+    repo, ctr = families_of(repo_cfg), families_of(cfg)
+    check("the container's configuration serves every family of config/semipaintd.yaml, in its order",
+          list(ctr) == list(repo), f"container {list(ctr)}, repository {list(repo)}")
+    patterns = dockerignore_patterns()
+    # (what, the repository configuration's path, the container's path)
+    wanted = [(f"{n}.{k}", repo[n][k], ctr.get(n, {}).get(k, "")) for n in repo for k in WEIGHT_KEYS]
+    wanted.append(("model.router", str((repo_cfg.get("model") or {}).get("router") or ""),
+                   str((cfg.get("model") or {}).get("router") or "")))
+    for b in ("cpu", "cuda"):
+        copies = runtime_copies(df, b)
+        for what, rpath, cpath in wanted:
+            if not rpath:
+                continue
+            src = image_source(cpath, copies) if cpath else None
+            check(f"[runtime-{b}] {what} ({cpath or 'unset'}) is the repository's {rpath}, copied into the image",
+                  src is not None and os.path.normpath(src) == os.path.normpath(rpath),
+                  f"the image's COPY lines make it {src}" if cpath else "the container's configuration does not set it")
+            if src is None:
+                continue
+            check(f"[runtime-{b}] {src} exists and .dockerignore keeps it in the build context",
+                  os.path.isfile(os.path.join(ROOT, src)) and not ignored(src, patterns),
+                  "missing" if not os.path.isfile(os.path.join(ROOT, src)) else "excluded by .dockerignore")
+    dbs = {n: f["database"] for n, f in ctr.items()}
+    check("each family of the container has its own database path", all(dbs.values())
+          and len(set(dbs.values())) == len(dbs), dbs)
+    jobs = job_docs()
+    copies = runtime_copies(df, "cpu")
+    for i, (n, db) in enumerate(dbs.items()):
+        if not db:
+            continue
+        check(f"{n}'s database ({db}) is on the data volume ({data_mount})",
+              db.startswith(data_mount.rstrip("/") + "/"), db)
+        src = image_source(ctr[n]["coarse"], copies)
+        size = working_size(os.path.join(ROOT, src)) if src else None
+        builders = []
+        for fname, job in jobs:
+            jb = job_build(job)
+            if jb and opt(jb[1], "--out") == db:
+                builders.append((fname, job, jb))
+        check(f"a Job of docker/jobs/ builds {n}'s database {db} with `semipaint index build --out {db}`",
+              len(builders) == 1, [f for f, _, _ in builders] or "none")
+        for fname, job, (c, args, mounts, vols) in builders:
+            jsize = opt(args, "--size")
+            jmodel = opt(args, "--model")
+            ok_size = (jmodel == n) if jmodel and jsize is None else (int(jsize or 256) == size)
+            check(f"{fname}: --size {jsize or '(default 256)'} is {n}'s working size ({size}, the size of its coarse net)",
+                  size is not None and ok_size, f"--model {jmodel}" if jmodel else "")
+            dm = [m for p, m in mounts.items() if db.startswith(p.rstrip("/") + "/")]
+            claim = vols.get(dm[0]["name"], {}).get("persistentVolumeClaim", {}).get("claimName") if dm else None
+            check(f"{fname}: {db} is on the Deployment's database claim ({data_claim}), mounted writable",
+                  len(dm) == 1 and claim == data_claim and not dm[0].get("readOnly"), (claim, dm))
+            imgs = opt(args, "--images") or ""
+            check(f"{fname}: --images {imgs} is a mounted volume", any(imgs == p or imgs.startswith(p.rstrip("/") + "/")
+                                                                      for p in mounts), sorted(mounts))
+            psc = job["spec"]["template"]["spec"].get("securityContext", {})
+            csc = c.get("securityContext", {})
+            check(f"{fname}: runs as the image's non-root user with a read-only root file system",
+                  psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001
+                  and csc.get("readOnlyRootFilesystem") is True and csc.get("allowPrivilegeEscalation") is False)
+
+
+def host_config(out, data):
+    """docker/base/semipaintd.yaml with the image's paths made repository paths and /data made `data`."""
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        copies = runtime_copies(f.read(), "cpu")
+    with open(os.path.join(ROOT, "docker/base/semipaintd.yaml")) as f:
+        text = f.read()
+
+    def repl(m):
+        p = m.group(0)
+        if p == "/data" or p.startswith("/data/"):
+            return data.rstrip("/") + p[len("/data"):]
+        src = image_source(p, copies)
+        return os.path.join(ROOT, src) if src else p
+
+    mapped = re.sub(r"(?<=: )/(?:opt/semipaint|data)(?:/[^\s#]*)?", repl, text)
+    with open(out, "w") as f:
+        f.write(mapped)
+    for i, (n, fam) in enumerate(families_of(yaml.safe_load(mapped)).items()):
+        print(n, db_variable(n, i == 0), fam["database"], sep="\t")
+
+
+def job_commands(data, images):
+    """Each Job's command, its /data mount made `data` and its other mounts made `images`."""
+    for fname, job in job_docs():
+        jb = job_build(job)
+        if not jb:
+            continue
+        _, args, mounts, _ = jb
+        out = []
+        for a in args:
+            for p, m in sorted(mounts.items(), key=lambda x: -len(x[0])):
+                if a == p or a.startswith(p.rstrip("/") + "/"):
+                    base = data if p.rstrip("/") == "/data" else images
+                    a = base.rstrip("/") + a[len(p.rstrip("/")):]
+                    break
+            out.append(a)
+        print(shlex.join(out))
 
 
 def env_of(container):
@@ -148,21 +414,29 @@ def check_overlay(name, docs, cfg, printed, routes, ready_s, metric_names):
     check(P + "-c names the ConfigMap's file in its mount",
           os.path.dirname(cfg_path) == mounts[cfg_vol]["mountPath"] and key in cms[cm_name[0]]["data"], cfg_path)
     cm_cfg = yaml.safe_load(cms[cm_name[0]]["data"][key])
-    unknown = [f"{s}.{k}" for s, kv in cm_cfg.items() for k in (kv or {}) if k not in printed.get(s, {})]
+    unknown = [f"{s}.{k}" for s, kv in cm_cfg.items() if s != "families" for k in (kv or {}) if k not in printed.get(s, {})]
+    # a family's keys: those --print-config lists under any family (it_deploy.sh adds one for this)
+    fkeys = {k for kv in printed.get("families", {}).values() if isinstance(kv, dict) for k in kv}
+    unknown += [f"families.{n}.{k}" for n, kv in (cm_cfg.get("families") or {}).items() for k in (kv or {})
+                if k not in fkeys]
     check(P + "every key of the ConfigMap's YAML is one semipaintd knows", not unknown and set(cm_cfg) <= set(printed), unknown)
     for n, e in env_of(c).items():
-        if n.startswith("SEMIPAINT_"):
+        if n.startswith("SEMIPAINT_FAMILIES_"):
+            fam, _, k = n[len("SEMIPAINT_FAMILIES_"):].lower().partition("_")
+            check(P + f"env {n} overrides a real key (families.{fam}.{k})", k in fkeys)
+        elif n.startswith("SEMIPAINT_"):
             sec, _, k = n[len("SEMIPAINT_"):].lower().partition("_")
             check(P + f"env {n} overrides a real key ({sec}.{k})", k in printed.get(sec, {}))
 
-    # database volume
-    db = cm_cfg["retrieval"]["database"]
-    data_mounts = [m for m in c["volumeMounts"] if db.startswith(m["mountPath"].rstrip("/") + "/")]
-    check(P + f"retrieval.database ({db}) is on a mounted volume", len(data_mounts) == 1)
-    if data_mounts:
-        v = vols[data_mounts[0]["name"]]
-        claim = v.get("persistentVolumeClaim", {}).get("claimName")
-        check(P + "that volume is this overlay's PersistentVolumeClaim", claim in pvcs, claim)
+    # database volume: every family's database on the same claim
+    for n, fam in families_of(cm_cfg).items():
+        db = fam["database"]
+        data_mounts = [m for m in c["volumeMounts"] if db.startswith(m["mountPath"].rstrip("/") + "/")]
+        check(P + f"{n}'s database ({db}) is on a mounted volume", len(data_mounts) == 1)
+        if data_mounts:
+            v = vols[data_mounts[0]["name"]]
+            claim = v.get("persistentVolumeClaim", {}).get("claimName")
+            check(P + f"that volume is this overlay's PersistentVolumeClaim ({claim})", claim in pvcs, claim)
 
     # security
     psc, csc = pod["spec"].get("securityContext", {}), c.get("securityContext", {})
@@ -208,17 +482,29 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpu")
     ap.add_argument("--gpu")
-    ap.add_argument("--print-config", required=True)
+    ap.add_argument("--print-config")
     ap.add_argument("--metrics")
     ap.add_argument("--routes")
     ap.add_argument("--ready-s", type=float, default=0)
     ap.add_argument("--needed")
     ap.add_argument("--provided")
     ap.add_argument("--runtime-packages", action="store_true")
+    ap.add_argument("--host-config")
+    ap.add_argument("--job-commands", action="store_true")
+    ap.add_argument("--data")
+    ap.add_argument("--images")
     a = ap.parse_args()
     if a.runtime_packages:
         print("\n".join(sorted(runtime_packages())))
         return 0
+    if a.host_config:
+        host_config(a.host_config, a.data or "/data")
+        return 0
+    if a.job_commands:
+        job_commands(a.data or "/data", a.images or "/images")
+        return 0
+    if not a.print_config:
+        ap.error("--print-config is required")
 
     printed = parse_print_config(a.print_config)
     with open(os.path.join(ROOT, "docker/base/semipaintd.yaml")) as f:
@@ -324,6 +610,20 @@ def main():
     with open(os.path.join(ROOT, ".dockerignore")) as f:
         ign = {line.strip() for line in f if line.strip() and not line.startswith("#")}
     check(".dockerignore keeps build outputs, caches and .git out", {"build", "build-*", ".deps", ".git"} <= ign)
+    patterns = dockerignore_patterns()
+    logs = sorted(os.path.relpath(f, ROOT) for f in glob.glob(os.path.join(ROOT, "weights/**/*"), recursive=True)
+                  if os.path.isfile(f) and re.search(r"training-logs/|\.(jsonl|out|log)$", f))
+    check(".dockerignore keeps the training logs of weights/ out of the image",
+          all(ignored(f, patterns) for f in logs), [f for f in logs if not ignored(f, patterns)])
+
+    # model families: the container serves what `make run` serves, and docker/jobs builds their databases
+    dep = one(cpu_docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    ctr = [x for x in pod["containers"] if x["name"] == "semipaintd"][0]
+    db0 = str(cfg["retrieval"]["database"])
+    mnt = [m for m in ctr["volumeMounts"] if db0.startswith(m["mountPath"].rstrip("/") + "/")]
+    vol = {v["name"]: v for v in pod["volumes"]}.get(mnt[0]["name"], {}) if mnt else {}
+    check_families(cfg, df, vol.get("persistentVolumeClaim", {}).get("claimName"), mnt[0]["mountPath"] if mnt else "/data")
 
     print(f"deploy_check: {passes} passed, {fails} failed")
     return 1 if fails else 0

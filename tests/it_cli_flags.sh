@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# it_cli_flags.sh: every `semipaint` command takes only its own options: one it does not take, a bad value or a stray argument is a usage error (exit 2) naming the command and the option, with the command's usage; --help, --name=value and the environment's SEMIPAINT_CONV still work.
+# it_cli_flags.sh: every `semipaint` command takes only its own options: one it does not take, a bad value or a stray argument is a usage error (exit 2) naming the command and the option, with the command's usage; --help, --name=value and the environment's SEMIPAINT_CONV still work; bench and index --model NAME [-c FILE] take a model family's nets and database from the configuration, and an unknown family or a conflicting flag is a usage error.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -163,6 +163,141 @@ if [ -n "$(ls "$tmp/gen")" ]; then
 else
   echo "(../shared/data/general/train absent: the --size 128 round trip skipped)"
 fi
+
+echo "== --model NAME [-c FILE]: a model family of the configuration gives bench its nets and index its database"
+# A configuration of two families of the small test nets (64 px): faces (model.*, no database, Sim-1 and
+# Sim-0) and tiny (Sim-2 with a vgg16_features descriptor whose weights the family names, a database).
+F=tests/fixtures/small
+cat > "$tmp/fam.yaml" <<YAML
+model:
+  family: faces
+  coarse: $F/pconv_unet.safetensors
+  refine: $F/simk_unet_k1.safetensors
+  refine_fallback: $F/simk_unet_k0.safetensors
+  router: ""
+retrieval:
+  database: ""
+families:
+  tiny:
+    coarse: $F/pconv_unet.safetensors
+    refine: $F/simk_unet_k2.safetensors
+    refine_fallback: $F/simk_unet_k0.safetensors
+    database: $tmp/dbt
+    descriptor: vgg16_features:avg
+    descriptor_weights: $F/vgg16_features.safetensors
+YAML
+C=(-c "$tmp/fam.yaml")
+# fails1 "WHAT STDERR SAYS" ARGS...: exit 1 (the work failed, not the usage) and the message on stderr
+fails1() {
+  local says=$1
+  shift
+  "$SP" "$@" > "$tmp/out" 2> "$tmp/err"
+  local rc=$?
+  [ $rc -eq 1 ] && grep -qF -- "$says" "$tmp/err" && ok || { bad "semipaint $*: exit $rc, not 1 saying '$says':"; head -3 "$tmp/err"; }
+}
+rows() { awk '$2 == 1 {print $1}' "$1" | tr '\n' ' '; } # the timing table's rows at batch 1
+# bench: without --model the fixture nets as before (the four rows, in this order); with it the family's files
+B=(--batch 1 --iters 1 --warmup 0 --threads 1)
+"$SP" bench --weights-dir "$F" "${B[@]}" > "$tmp/b0" 2> "$tmp/err"
+rc=$?
+[ $rc -eq 0 ] && grep -q "^semipaint bench: .*, weights $F, 64x64$" "$tmp/b0" && [ "$(rows "$tmp/b0")" = "pconv vgg simk1 pipeline " ] &&
+  ok || bad "bench --weights-dir (no --model): exit $rc, rows '$(rows "$tmp/b0")' $(head -3 "$tmp/err")"
+"$SP" bench --model tiny "${C[@]}" "${B[@]}" > "$tmp/b1" 2> "$tmp/err"
+rc=$?
+[ $rc -eq 0 ] && grep -q "^semipaint bench: .*, model family tiny of $tmp/fam.yaml, 64x64" "$tmp/b1" &&
+  grep -q "^  coarse  *$F/pconv_unet.safetensors (families.tiny.coarse)$" "$tmp/b1" &&
+  grep -q "^  refine  *$F/simk_unet_k2.safetensors (families.tiny.refine), k = 2$" "$tmp/b1" &&
+  grep -q "^  refine_fallback  *$F/simk_unet_k0.safetensors (families.tiny.refine_fallback)$" "$tmp/b1" &&
+  grep -q "^  descriptor  *vgg16_features:avg (families.tiny.descriptor), weights $F/vgg16_features.safetensors$" "$tmp/b1" &&
+  [ "$(rows "$tmp/b1")" = "pconv vgg simk2 simk0 pipeline pipeline0 " ] && ok ||
+  bad "bench --model tiny: exit $rc, rows '$(rows "$tmp/b1")' $(head -5 "$tmp/b1") $(head -3 "$tmp/err")"
+"$SP" bench --model faces "${C[@]}" "${B[@]}" --blend off > "$tmp/b2" 2> "$tmp/err"
+rc=$?
+[ $rc -eq 0 ] && grep -q "model family faces of $tmp/fam.yaml, 64x64" "$tmp/b2" &&
+  grep -q "^  coarse  *$F/pconv_unet.safetensors (model.coarse)$" "$tmp/b2" &&
+  grep -q "^  descriptor  *thumb16 (retrieval.descriptor auto, and retrieval.database is empty" "$tmp/b2" &&
+  grep -q "^telea blend: off (--blend off)" "$tmp/b2" &&
+  [ "$(rows "$tmp/b2")" = "pconv thumb16 simk1 simk0 pipeline pipeline0 " ] && ok ||
+  bad "bench --model faces (the first family): exit $rc, rows '$(rows "$tmp/b2")' $(head -5 "$tmp/b2") $(head -3 "$tmp/err")"
+usage_error "semipaint bench: --model nope: $tmp/fam.yaml has no such family; it has: faces tiny" "" bench --model nope "${C[@]}"
+usage_error "semipaint bench: --weights-dir and --model are exclusive" "" bench --model tiny --weights-dir "$F"
+usage_error "semipaint bench: --vs-torch compares the --weights-dir files; it does not take --model" "" bench --model tiny --vs-torch
+usage_error "semipaint bench: -c/--config is read only with --model" "" bench "${C[@]}"
+fails1 "semipaint bench: --model tiny: $tmp/nonexistent.yaml" bench --model tiny -c "$tmp/nonexistent.yaml"
+SEMIPAINT_FAMILIES_TINY_REFINE=$tmp/none.safetensors fails1 "families.tiny.refine: $tmp/none.safetensors" \
+  bench --model tiny "${C[@]}" "${B[@]}"
+
+# index: the family's database (built at its nets' 64 px with its VGG descriptor and weights) for every subcommand
+mkdir -p "$tmp/fimg" "$tmp/fmask"
+if "${PY:-/usr/bin/python3}" - "$tmp" <<'PYEOF' 2> /dev/null
+import sys
+from PIL import Image, ImageDraw
+d = sys.argv[1]
+for i in range(4):
+    im = Image.new("RGB", (80 + 8 * i, 72), (40 * i, 200 - 30 * i, 90))
+    ImageDraw.Draw(im).ellipse([10 + 5 * i, 8, 50, 40 + 6 * i], fill=(250, 20 * i, 60))
+    im.save(f"{d}/fimg/f{i}.png")
+m = Image.new("L", (64, 64), 0)
+ImageDraw.Draw(m).rectangle([20, 20, 40, 44], fill=255)
+m.save(f"{d}/fmask/m.png")
+PYEOF
+then
+  "$SP" index build --model tiny "${C[@]}" --images "$tmp/fimg" --limit 3 --threads 1 > "$tmp/out" 2> "$tmp/err"
+  rc=$?
+  [ $rc -eq 0 ] && grep -q "^built $tmp/dbt: 3 images (0 skipped) at 64x64, descriptor vgg16_features:avg" "$tmp/out" &&
+    grep -q "model family tiny: 64x64 (families.tiny.coarse's working size), descriptor vgg16_features:avg (families.tiny.descriptor)" "$tmp/err" &&
+    ok || bad "index build --model tiny: exit $rc, $(cat "$tmp/out" "$tmp/err" | tail -4)"
+  "$SP" index info --model tiny "${C[@]}" > "$tmp/out" 2> "$tmp/err" && grep -q "^database    $tmp/dbt$" "$tmp/out" &&
+    grep -q "^images      3 (64x64 RGB" "$tmp/out" && grep -q "^descriptor  vgg16_features:avg" "$tmp/out" &&
+    grep -q "model family tiny of $tmp/fam.yaml: database $tmp/dbt (families.tiny.database)" "$tmp/err" &&
+    ok || bad "index info --model tiny: $(cat "$tmp/out" "$tmp/err" | tail -3)"
+  "$SP" index query --model tiny "${C[@]}" "$tmp/fimg/f1.png" -k 2 > "$tmp/out" 2> "$tmp/err" &&
+    grep -q "^1 *1 *1.0000.* f1.png" "$tmp/out" && ok || bad "index query --model tiny IMAGE: $(cat "$tmp/out" "$tmp/err" | tail -3)"
+  "$SP" index add "${C[@]}" "$tmp/fimg/f3.png" --model tiny > "$tmp/out" 2> "$tmp/err" && grep -q "^3 f3.png" "$tmp/out" &&
+    "$SP" index info --model=tiny "${C[@]}" > "$tmp/out" 2> /dev/null && grep -q "^images      4 (64x64 RGB" "$tmp/out" &&
+    ok || bad "index add --model tiny IMAGE: $(cat "$tmp/out" "$tmp/err" | tail -3)"
+  "$SP" index bench --model tiny "${C[@]}" --nq 4 -k 2 > "$tmp/out" 2> "$tmp/err" &&
+    grep -q "^$tmp/dbt: 4 images, vgg16_features:avg" "$tmp/out" && ok || bad "index bench --model tiny: $(cat "$tmp/out" "$tmp/err" | tail -3)"
+  "$SP" index eval-descriptors --model tiny "${C[@]}" --queries "$tmp/fimg" --masks "$tmp/fmask" --descriptors thumb16 \
+    --fill pushpull --limit 2 > "$tmp/out" 2> "$tmp/err" && grep -q "^database $tmp/dbt: 4 images" "$tmp/out" &&
+    grep -q "^| thumb16 |" "$tmp/out" && ok || bad "index eval-descriptors --model tiny: $(cat "$tmp/out" "$tmp/err" | tail -3)"
+  usage_error "semipaint index build: --size 128, but --model tiny's nets work at 64 (families.tiny.coarse" "usage: semipaint index build" \
+    index build --model tiny "${C[@]}" --images "$tmp/fimg" --size 128 --force
+  usage_error "semipaint index build: --descriptor thumb16 differs from --model tiny's families.tiny.descriptor vgg16_features:avg" "" \
+    index build --model tiny "${C[@]}" --images "$tmp/fimg" --descriptor thumb16 --force
+  fails1 "semipaint index build: $tmp/dbt already exists" index build --model tiny "${C[@]}" --images "$tmp/fimg" --size 64
+  usage_error "semipaint index add: DB $tmp/dbt and --model are exclusive: --model tiny names the database $tmp/dbt (families.tiny.database)" \
+    "usage: semipaint index add" index add --model tiny "${C[@]}" "$tmp/dbt" "$tmp/fimg/f0.png"
+  SEMIPAINT_FAMILIES_TINY_DESCRIPTOR=thumb32 fails1 "the database uses descriptor 'vgg16_features:avg', not 'thumb32'" \
+    index query --model tiny "${C[@]}" "$tmp/fimg/f0.png"
+else
+  echo "(no Python with PIL: the --model database round trip skipped)"
+fi
+usage_error "semipaint index info: --model nope: $tmp/fam.yaml has no such family; it has: faces tiny" "" index info --model nope "${C[@]}"
+usage_error "semipaint index build: --model nope: $tmp/fam.yaml has no such family; it has: faces tiny" "" \
+  index build --model nope "${C[@]}" --images "$tmp/fimg"
+usage_error "semipaint index info: DB $tmp/x and --model are exclusive" "usage: semipaint index info" index info "$tmp/x" --model tiny "${C[@]}"
+usage_error "semipaint index query: DB $tmp/x and --model are exclusive" "usage: semipaint index query" \
+  index query --model tiny "${C[@]}" "$tmp/x" "$tmp/fimg/f0.png"
+usage_error "semipaint index bench: DB $tmp/x and --model are exclusive" "usage: semipaint index bench" index bench "$tmp/x" --model tiny "${C[@]}"
+usage_error "semipaint index build: --out $tmp/x and --model are exclusive" "usage: semipaint index build" \
+  index build --model tiny "${C[@]}" --images "$tmp/fimg" --out "$tmp/x"
+usage_error "semipaint index eval-descriptors: --db $tmp/x and --model are exclusive" "" \
+  index eval-descriptors --model tiny "${C[@]}" --db "$tmp/x" --queries q --masks m
+usage_error "semipaint index build: --images is required" "usage: semipaint index build" index build --model tiny "${C[@]}"
+usage_error "semipaint index query: --weights $tmp/v.safetensors differs from --model tiny's families.tiny.descriptor_weights" "" \
+  index query --model tiny "${C[@]}" --weights "$tmp/v.safetensors" "$tmp/fimg/f0.png"
+usage_error "semipaint index info: -c/--config is read only with --model" "usage: semipaint index info" index info "$tmp/x" "${C[@]}"
+usage_error "semipaint index info: missing arguments" "usage: semipaint index info" index info
+usage_error "semipaint index query: too few arguments" "usage: semipaint index query" index query "$tmp/fimg/f0.png"
+usage_error "semipaint index bench-synthetic: --model is not an option" "" index bench-synthetic --model tiny
+fails1 "semipaint index info: --model faces: retrieval.database is empty in $tmp/fam.yaml: the family has no database" \
+  index info --model faces "${C[@]}"
+for args in "bench" "index build" "index info" "index query" "index add" "index bench" "index eval-descriptors"; do
+  # shellcheck disable=SC2086
+  "$SP" $args --help > "$tmp/out" 2> /dev/null && grep -q -- "--model NAME" "$tmp/out" && ok ||
+    bad "semipaint $args --help does not describe --model"
+done
 
 echo "== the environment's SEMIPAINT_CONV reaches the backend through the CLI (nn_backend_opts_from_env)"
 w=tests/fixtures/small/pconv_unet.safetensors

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# it_deploy.sh: the deployment files offline: renders every kustomize overlay, lints them (yamllint, dockerfilelint), runs the container's entrypoint and config against the real semipaintd, and checks that ports, probes, config keys and the autoscaler's metric agree with what it serves.
+# it_deploy.sh: the deployment files offline: renders every kustomize overlay, lints them (yamllint, dockerfilelint), runs the container's entrypoint, config and index-build Jobs against the real semipaintd for every model family, and checks that ports, probes, config keys, the image's weights and the autoscaler's metric agree with what it serves.
 # Each tool that is absent (kubectl, yamllint, node/npm, docker-compose) skips its part with a message.
 # Rendered manifests are left in $BUILD/tests/deploy/.
 set -euo pipefail
@@ -80,21 +80,44 @@ fi
 
 # ---- the container's configuration, through the real daemon ----
 # docker/base/semipaintd.yaml is the image's default and the ConfigMap: it must pass the daemon's own
-# checks. Its weights live in /opt/semipaint in the image; here the repository's stand in for them.
-if [ -f weights/pconv.safetensors ]; then
-  export SEMIPAINT_MODEL_COARSE=weights/pconv.safetensors SEMIPAINT_MODEL_REFINE=weights/sim1.safetensors \
-         SEMIPAINT_MODEL_REFINE_FALLBACK=weights/sim0.safetensors
+# checks. Its paths are the image's: deploy_check.py --host-config writes it as $tmp/cfg.yaml with each
+# /opt/semipaint path made the repository file the Dockerfile copies there (a path no COPY line
+# fills stays as it is, and fails), and /data made $tmp/data. It prints one line per model family:
+# name, database variable (SEMIPAINT_RETRIEVAL_DATABASE or SEMIPAINT_FAMILIES_<NAME>_DATABASE), database.
+# (the caller's configuration variables do not apply: the file's values are under test)
+while IFS= read -r v; do unset "$v"; done < <(compgen -e |
+  grep -E '^SEMIPAINT_(SERVER|BATCHING|MODEL|RETRIEVAL|INPAINT|LOGGING|FAMILIES)_' || true)
+fams=() dbvars=() dbs=()
+while IFS=$'\t' read -r n v d; do fams+=("$n"); dbvars+=("$v"); dbs+=("$d"); done \
+  < <("$PY" tests/deploy_check.py --host-config "$tmp/cfg.yaml" --data "$tmp/data")
+repo_fams=$("$D" -c config/semipaintd.yaml --print-config 2>/dev/null |
+  awk '/^[a-z_]+:/ {s = $1} s == "model:" && /^  family: / {gsub(/"/, "", $2); print $2}
+       s == "families:" && /^  [a-z0-9]+:$/ {sub(/:$/, "", $1); print $1}' | paste -sd' ' -)
+if [ "${fams[*]}" = "$repo_fams" ] && [ ${#fams[@]} -ge 2 ]; then
+  ok "docker/base/semipaintd.yaml serves the model families of config/semipaintd.yaml: ${fams[*]}"
 else
+  bad "docker/base/semipaintd.yaml serves the families '${fams[*]}', config/semipaintd.yaml '$repo_fams'"
+fi
+nodb=()
+for v in "${dbvars[@]}"; do nodb+=("$v="); done
+if [ ! -f weights/pconv.safetensors ]; then # the small test nets stand in for every family's
   FIX=tests/fixtures/small
   export SEMIPAINT_MODEL_COARSE=$FIX/pconv_unet.safetensors SEMIPAINT_MODEL_REFINE=$FIX/simk_unet_k1.safetensors \
-         SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors
+         SEMIPAINT_MODEL_REFINE_FALLBACK=$FIX/simk_unet_k0.safetensors SEMIPAINT_MODEL_ROUTER=
+  for v in "${dbvars[@]:1}"; do
+    f=${v%DATABASE}
+    export "${f}COARSE=$SEMIPAINT_MODEL_COARSE" "${f}REFINE=$SEMIPAINT_MODEL_REFINE" \
+           "${f}REFINE_FALLBACK=$SEMIPAINT_MODEL_REFINE_FALLBACK"
+  done
 fi
 export SEMIPAINT_MODEL_CPU_THREADS=1 OMP_WAIT_POLICY=PASSIVE
-unset SEMIPAINT_RETRIEVAL_DATABASE SEMIPAINT_SERVER_LISTEN SEMIPAINT_MODEL_ROUTER SEMIPAINT_FAMILIES_GENERAL_DATABASE
-# The keys semipaintd knows, from its defaults (a bad key in the file must not hide the others).
-"$D" --print-config > "$out/print-config.yaml"
-if SEMIPAINT_RETRIEVAL_DATABASE='' "$D" -c docker/base/semipaintd.yaml --check-config > "$tmp/cc" 2>&1; then
-  ok "semipaintd --check-config accepts docker/base/semipaintd.yaml"
+# The keys semipaintd knows, from its defaults (a bad key in the file must not hide the others), with
+# one family (named keys) so that a family's keys are printed too.
+SEMIPAINT_FAMILIES_KEYS_COARSE=${SEMIPAINT_MODEL_COARSE:-weights/pconv.safetensors} \
+SEMIPAINT_FAMILIES_KEYS_REFINE_FALLBACK=${SEMIPAINT_MODEL_REFINE_FALLBACK:-weights/sim0.safetensors} \
+  "$D" --print-config > "$out/print-config.yaml"
+if env "${nodb[@]}" "$D" -c "$tmp/cfg.yaml" --check-config > "$tmp/cc" 2>&1; then
+  ok "semipaintd --check-config accepts docker/base/semipaintd.yaml (its image paths made the repository's files)"
 else
   bad "semipaintd --check-config refuses docker/base/semipaintd.yaml: $(cat "$tmp/cc")"
 fi
@@ -104,13 +127,11 @@ else
   bad "its --print-config output is refused"
 fi
 
-# The entrypoint, with the database path moved from /data/db into a scratch folder.
+# The entrypoint, with the databases in $tmp/data.
 bin="$tmp/bin"
 mkdir -p "$bin"
 ln -s "$PWD/$D" "$bin/semipaintd"
 ln -s "$PWD/$CLI" "$bin/semipaint"
-sed "s|^  database: /data/db |  database: $tmp/data/db |" docker/base/semipaintd.yaml > "$tmp/cfg.yaml"
-grep -q "database: $tmp/data/db" "$tmp/cfg.yaml" || { bad "docker/base/semipaintd.yaml has no 'database: /data/db' line"; }
 export SEMIPAINT_SERVER_LISTEN=127.0.0.1:0
 start() { # log-file: starts the entrypoint in the background, sets pid and port
   : > "$1"
@@ -136,20 +157,39 @@ wait_ready() { # prints the seconds to 200 from /readyz, or fails
   done
   return 1
 }
+modes() { # GET /v1/info: "name:mode:images" of every family, in the configuration's order
+  code /v1/info "$tmp/info" > /dev/null
+  "$PY" -c 'import json, sys
+print(" ".join("%s:%s:%s" % (f["name"], f["mode"], (f.get("database") or {}).get("count", 0))
+               for f in json.load(open(sys.argv[1])).get("families", [])))' "$tmp/info" 2>/dev/null || true
+}
+expect() { # mode-of-each-family images-of-each-family: the modes() line they make
+  local i e="" m c
+  read -r -a m <<< "$1"
+  read -r -a c <<< "$2"
+  for i in "${!fams[@]}"; do e+="${e:+ }${fams[i]}:${m[i]}:${c[i]}"; done
+  echo "$e"
+}
+allsim0=$(expect "$(printf 'sim0 %.0s' "${fams[@]}")" "$(printf '0 %.0s' "${fams[@]}")")
 
-# 1. no database on the volume yet: the entrypoint serves Sim-0 and says why
+# 1. no database on the volume yet: the entrypoint serves every family on Sim-0 and says why for each
 start "$tmp/log1"
 if [ -n "$port" ] && wait_ready > /dev/null; then
-  code /v1/info "$tmp/info" > /dev/null
-  if grep -q '"mode":"sim0"' "$tmp/info" && grep -q "no database at $tmp/data/db yet: serving Sim-0" "$tmp/log1"; then
-    ok "entrypoint: an empty volume starts Sim-0 with a warning"
-  else bad "entrypoint: an empty volume: $(head -c 300 "$tmp/info")"; fi
+  got=$(modes)
+  warned=0
+  for i in "${!fams[@]}"; do
+    grep -q "no database at ${dbs[i]} yet: serving Sim-0 for family ${fams[i]} " "$tmp/log1" && warned=$((warned + 1))
+  done
+  if [ "$got" = "$allsim0" ] && [ "$warned" = ${#fams[@]} ]; then
+    ok "entrypoint: an empty volume starts every family on Sim-0, with a warning each ($got)"
+  else bad "entrypoint: an empty volume: families '$got' (expected '$allsim0'), $warned of ${#fams[@]} warnings"; fi
 else
   bad "entrypoint: the daemon did not start without a database:"; tail -n 5 "$tmp/log1"
 fi
 [ -n "$pid" ] && { stop || true; }
 
-# 2. a database on the volume: used as configured
+# 2. the Jobs of docker/jobs/ (their commands, through the entrypoint), one database at a time: each
+# family serves Sim-1 once its own database is there, the others stay on Sim-0
 mkdir -p "$tmp/images" "$tmp/data"
 "$PY" - "$tmp/images" <<'EOF'
 import struct, sys, zlib
@@ -161,39 +201,65 @@ def png(path, w, h, px):
 for i in range(6):
     png(f"{sys.argv[1]}/i{i}.png", 32, 32, [v for y in range(32) for x in range(32) for v in (x * 8 + i * 40 & 255, y * 8, i * 50)])
 EOF
-PATH="$bin:$PATH" docker/entrypoint.sh semipaint index build --images "$tmp/images" --out "$tmp/data/db" > "$tmp/build.log" 2>&1 ||
-  { bad "entrypoint: 'semipaint index build' as a command:"; tail -n 5 "$tmp/build.log"; }
-start "$tmp/log2"
+mapfile -t jobs < <("$PY" tests/deploy_check.py --job-commands --data "$tmp/data" --images "$tmp/images")
+mode=() count=() cmd=()
+for i in "${!fams[@]}"; do mode+=(sim0); count+=(0); done
 ready_s=""
-if [ -n "$port" ] && ready_s=$(wait_ready); then
-  code /v1/info "$tmp/info" > /dev/null
-  if grep -q '"mode":"sim1"' "$tmp/info" && grep -q '"count":6' "$tmp/info"; then
-    ok "entrypoint: a database on the volume is served (Sim-1, 6 images), ready in ${ready_s} s"
-  else bad "entrypoint: the database is not served: $(head -c 300 "$tmp/info")"; fi
-  # What the manifests rely on: these paths answer 200, and the metrics the autoscaler reads.
-  : > "$out/routes"
-  for p in /healthz /readyz /metrics /v1/info /openapi.yaml; do
-    [ "$(code "$p")" = 200 ] && echo "GET $p" >> "$out/routes"
+for i in "${!fams[@]}"; do
+  job=""
+  for j in "${jobs[@]}"; do
+    eval "cmd=($j)"
+    for k in "${!cmd[@]}"; do [ "${cmd[k]}" = --out ] && [ "${cmd[k + 1]:-}" = "${dbs[i]}" ] && job=$j; done
   done
-  code /metrics "$out/metrics.txt" > /dev/null
-  if grep -q '^semipaint_index_images{model="faces"} 6$' "$out/metrics.txt"; then
-    ok "GET /metrics reports the database (semipaint_index_images{model=\"faces\"} 6)"
-  else bad "GET /metrics does not report semipaint_index_images{model=\"faces\"} 6"; fi
-  t0=$(date +%s)
-  if stop; then ok "SIGTERM: exit status 0 after $(( $(date +%s) - t0 )) s"; else bad "SIGTERM: non-zero exit"; fi
-else
-  bad "entrypoint: the daemon did not start with a database:"; tail -n 5 "$tmp/log2"
+  [ -n "$job" ] || { bad "no Job of docker/jobs/ builds ${fams[i]}'s database"; continue; }
+  eval "cmd=($job)"
+  if ! PATH="$bin:$PATH" docker/entrypoint.sh "${cmd[@]}" > "$tmp/build.log" 2>&1; then
+    bad "entrypoint: the Job's command for ${fams[i]} ($job):"; tail -n 5 "$tmp/build.log"; continue
+  fi
+  mode[i]=sim1 count[i]=6
+  want=$(expect "${mode[*]}" "${count[*]}")
+  start "$tmp/log2"
+  if [ -n "$port" ] && ready_s=$(wait_ready); then
+    got=$(modes)
+    if [ "$got" = "$want" ]; then
+      ok "entrypoint: with the Job's database of ${fams[i]} ($(basename "${dbs[i]}")): $got, ready in ${ready_s} s"
+    else bad "entrypoint: after the Job of ${fams[i]}: '$got', expected '$want'"; fi
+  else
+    bad "entrypoint: the daemon did not start with ${fams[i]}'s database:"; tail -n 5 "$tmp/log2"
+  fi
+  # with every database: what the manifests rely on (these paths answer 200, the metrics the autoscaler reads)
+  if [ "$i" = $((${#fams[@]} - 1)) ] && [ -n "$pid" ]; then
+    : > "$out/routes"
+    for p in /healthz /readyz /metrics /v1/info /openapi.yaml; do
+      [ "$(code "$p")" = 200 ] && echo "GET $p" >> "$out/routes"
+    done
+    code /metrics "$out/metrics.txt" > /dev/null
+    missing=()
+    for f in "${fams[@]}"; do grep -q "^semipaint_index_images{model=\"$f\"} 6$" "$out/metrics.txt" || missing+=("$f"); done
+    if [ ${#missing[@]} -eq 0 ]; then
+      ok "GET /metrics reports every family's database (semipaint_index_images{model=...} 6 each)"
+    else bad "GET /metrics does not report semipaint_index_images 6 for: ${missing[*]}"; fi
+    rss=$(sed -n 's/^process_resident_memory_bytes \([0-9.e+]*\)$/\1/p' "$out/metrics.txt")
+    [ -n "$rss" ] && echo "     (resident memory once ready, every family loaded: $(awk -v b="$rss" 'BEGIN {printf "%.2f GiB", b / 2^30}'))"
+    t0=$(date +%s)
+    if stop; then ok "SIGTERM: exit status 0 after $(( $(date +%s) - t0 )) s"; else bad "SIGTERM: non-zero exit"; fi
+  fi
   [ -n "$pid" ] && { stop || true; }
-fi
+done
 
-# 3. a path that holds something else than a database still stops the daemon
-rm -rf "$tmp/data/db" && mkdir -p "$tmp/data/db" && echo junk > "$tmp/data/db/junk"
-start "$tmp/log3"
-rc=0
-[ -n "$pid" ] && { wait "$pid" || rc=$?; pid=""; }
-if [ "$rc" -ne 0 ] && grep -q "startup failed: .*$tmp/data/db" "$tmp/log3"; then
-  ok "entrypoint: a broken database stops the daemon (status $rc) with a message naming it"
-else bad "entrypoint: a broken database: status $rc"; tail -n 3 "$tmp/log3"; fi
+# 3. a path that holds something else than a database still stops the daemon (every family's)
+for i in "${!fams[@]}"; do
+  mv "${dbs[i]}" "$tmp/saved" 2>/dev/null || true
+  mkdir -p "${dbs[i]}" && echo junk > "${dbs[i]}/junk"
+  start "$tmp/log3"
+  rc=0
+  [ -n "$pid" ] && { wait "$pid" || rc=$?; pid=""; }
+  if [ "$rc" -ne 0 ] && grep -q "startup failed: .*${dbs[i]}" "$tmp/log3"; then
+    ok "entrypoint: a broken database of ${fams[i]} stops the daemon (status $rc) with a message naming it"
+  else bad "entrypoint: a broken database of ${fams[i]}: status $rc"; tail -n 3 "$tmp/log3"; fi
+  rm -rf "${dbs[i]}"
+  mv "$tmp/saved" "${dbs[i]}" 2>/dev/null || true
+done
 
 # ---- the runtime stage's libraries: every NEEDED library of semipaintd comes from an installed package ----
 needed=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# it_families.sh: model families (issue 17) end to end: the shipped faces (256 px) and general (128 px) nets served by one daemon, `model` chosen by name or auto (with and without the router), X-Model and the JSON's model and routing, /v1/info, the metrics, a general database at 128 px with ?model=, 422s, and the CLI's --model giving the daemon's pixels.
+# it_families.sh: model families (issue 17) end to end: the shipped faces (256 px) and general (128 px) nets served by one daemon, `model` chosen by name or auto (with and without the router), X-Model and the JSON's model and routing, /v1/info, the metrics, a general database at 128 px (built by `index build --model general`) with ?model=, 422s, the CLI's --model giving the daemon's pixels, and `bench --model` / `index info --model` on the shipped families.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -36,8 +36,12 @@ for name in ("face", "photo"):
     ImageDraw.Draw(m).ellipse([w * 3 // 8, h * 3 // 8, w * 5 // 8, h * 5 // 8], fill=255)
     m.save(f"{d}/{name}_mask.png")
 EOF
-"$SP" index build --images "$tmp/gtrain" --out "$tmp/dbg" --size 128 --threads 1 > "$tmp/build.log" 2>&1 ||
-  { cat "$tmp/build.log"; bad "index build --size 128"; it_end; }
+# the general family's database as `make db-general` would build it, but at $tmp/dbg: --model general takes the
+# path, the size (its nets' 128 px) and the descriptor from the configuration
+SEMIPAINT_FAMILIES_GENERAL_DATABASE=$tmp/dbg "$SP" index build --model general --images "$tmp/gtrain" --threads 1 \
+  > "$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; bad "index build --model general"; it_end; }
+check "index build --model general: the configured database at the general nets' 128 px" \
+  grep -q "^built $tmp/dbg: 6 images (0 skipped) at 128x128, descriptor thumb16" "$tmp/build.log"
 
 export SEMIPAINT_MODEL_COARSE=$W/pconv.safetensors
 export SEMIPAINT_MODEL_REFINE=$W/sim1.safetensors
@@ -62,6 +66,20 @@ export SEMIPAINT_SERVER_AUTH_TOKEN_FILE=$tmp/token
 check "semipaint inpaint --model general runs and says so" grep -q "model general, networks" "$tmp/cli1.log"
 rc=0; "$SP" inpaint --image "$tmp/photo.jpg" --mask "$tmp/photo_mask.png" --out "$tmp/x.png" --model nope > /dev/null 2> "$tmp/err" || rc=$?
 check "semipaint inpaint --model nope: usage error naming the families" sh -c "test $rc = 2 && grep -q 'faces general' '$tmp/err'"
+"$SP" index info --model general > "$tmp/info.txt" 2> "$tmp/err" || cat "$tmp/err"
+check "semipaint index info --model general: the configured database ($tmp/dbg, 6 images at 128)" \
+  sh -c "grep -q '^database    $tmp/dbg\$' '$tmp/info.txt' && grep -q '^images      6 (128x128 RGB' '$tmp/info.txt'"
+for fam in general:128:general/pconv.safetensors:families.general.coarse faces:256:pconv.safetensors:model.coarse; do
+  IFS=: read -r name size file key <<< "$fam"
+  "$SP" bench --model "$name" --batch 1 --iters 1 --warmup 0 --threads 1 > "$tmp/bench_$name.log" 2>&1 || tail -3 "$tmp/bench_$name.log"
+  check "semipaint bench --model $name: its nets at ${size} px, the files named" sh -c \
+    "grep -q 'model family $name of config/semipaintd.yaml, ${size}x${size}' '$tmp/bench_$name.log' &&
+     grep -q '^  coarse  *$W/$file ($key)\$' '$tmp/bench_$name.log' && grep -q '^pipeline0  *1 ' '$tmp/bench_$name.log'"
+done
+rc=0; "$SP" bench --model nope > /dev/null 2> "$tmp/err" || rc=$?
+check "semipaint bench --model nope: usage error naming the families" sh -c "test $rc = 2 && grep -q 'it has: faces general' '$tmp/err'"
+rc=0; "$SP" index build --model nope --images "$tmp/gtrain" > /dev/null 2> "$tmp/err" || rc=$?
+check "semipaint index build --model nope: usage error naming the families" sh -c "test $rc = 2 && grep -q 'it has: faces general' '$tmp/err'"
 
 # ---- the daemon ----
 start_daemon "$tmp/log" || { bad "the daemon did not start"; it_end; }
@@ -78,6 +96,12 @@ i = json.load(open(sys.argv[1]))
 f = [(x["name"], x["working_size"], x["mode"]) for x in i["families"]]
 sys.exit(not (f == [("faces", 256, "sim0"), ("general", 128, "sim1")] and i["default_model"] == "auto"
               and i["mode"] == "sim0" and i["families"][1]["database"]["size"] == 128))
+EOF
+check "/v1/info: the general nets carry telea_blend_image (Telea at the photo's resolution), non-increasing" "$PY" - "$tmp/info.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))["families"][1]["models"]
+t = [m[k].get("telea_blend_image") for k in ("coarse", "refine")]
+sys.exit(not all(x and 1 <= len(x) <= 64 and all(0 <= v <= 1 for v in x) and x == sorted(x, reverse=True) for x in t))
 EOF
 check "model=general: 200" test "$(post g "$tmp/photo.jpg" "$tmp/photo_mask.png" -F model=general)" = 200
 check "model=general: X-Model general, X-Inpaint-Method sim" sh -c "test '$(hdr g X-Model)' = general && test '$(hdr g X-Inpaint-Method)' = sim"

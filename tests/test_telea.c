@@ -409,6 +409,90 @@ static void test_deadline(void) {
     img_free(&im);
 }
 
+/* telea_image_blend: share 1 everywhere is the telea method's answer, bit for bit (the fill ignores
+ * the pasted values); share 0 keeps the pasted answer; a table mixes per chessboard distance with
+ * rounding, as training/fit_image_blend.py computes it; known pixels and alpha never change; a
+ * past deadline leaves the image as it was; bad arguments are refused. */
+static void test_image_blend(void) {
+    const int w = 160, h = 120;
+    for (int c = 3; c <= 4; c++) {
+        img_u8 orig = {0}, pasted = {0}, t = {0}, a = {0};
+        CHECK(img_alloc(&orig, w, h, c) == SP_OK && img_alloc(&pasted, w, h, c) == SP_OK);
+        fill_random(&orig, 11 + c);
+        for (int y = 0; y < h; y++) /* smooth content */
+            for (int x = 0; x < w; x++)
+                for (int k = 0; k < c; k++) orig.px[(y * w + x) * c + k] = (uint8_t)((orig.px[(y * w + x) * c + k] >> 5) + x + y / 2 * k);
+        uint8_t *hole = disc_hole(w, h, 70, 50, 14);
+        for (int x = 10; x < 60; x++) hole[100 * w + x] = hole[101 * w + x] = 1; /* a scratch far from the disc */
+        memcpy(pasted.px, orig.px, (size_t)w * h * c);
+        unsigned seed = 99;
+        for (size_t i = 0; i < (size_t)w * h; i++) /* "the nets' fill": other values under the hole */
+            if (hole[i])
+                for (int k = 0; k < c; k++) pasted.px[i * c + k] = (uint8_t)((seed = seed * 1664525u + 1013904223u) >> 24);
+        CHECK(img_alloc(&t, w, h, c) == SP_OK && img_alloc(&a, w, h, c) == SP_OK);
+        memcpy(t.px, orig.px, (size_t)w * h * c);
+        CHECK(telea_inpaint(&t, hole, 5) == SP_OK);
+
+        const float ones[3] = {1, 1, 1}, zero[1] = {0}, table[4] = {0.9f, 0.6f, 0.3f, 0.1f};
+        memcpy(a.px, pasted.px, (size_t)w * h * c);
+        CHECK(telea_image_blend(&a, hole, ones, 3, 5, 0) == SP_OK);
+        int bad = 0;
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            for (int k = 0; k < c; k++)
+                bad += a.px[i * c + k] != (k == 3 ? pasted.px[i * c + k] : t.px[i * c + k]);
+        CHECKF(bad == 0, "c=%d share 1: %d values differ from Telea's answer (alpha from the pasted image)", c, bad);
+
+        memcpy(a.px, pasted.px, (size_t)w * h * c);
+        CHECK(telea_image_blend(&a, hole, zero, 1, 5, 0) == SP_OK);
+        CHECKF(!memcmp(a.px, pasted.px, (size_t)w * h * c), "c=%d share 0 changed the pasted answer", c);
+
+        memcpy(a.px, pasted.px, (size_t)w * h * c);
+        CHECK(telea_image_blend(&a, hole, table, 4, 5, 0) == SP_OK);
+        int *dist = malloc(sizeof(int) * w * h);
+        telea_hole_distance(hole, w, h, dist);
+        bad = 0;
+        int seen[5] = {0};
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            for (int k = 0; k < c; k++) {
+                int want = pasted.px[i * c + k];
+                if (hole[i] && k < 3) {
+                    int d = dist[i] < 4 ? dist[i] : 4;
+                    float b = table[d - 1];
+                    want = (int)(b * t.px[i * c + k] + (1.0f - b) * pasted.px[i * c + k] + 0.5f);
+                    seen[d]++;
+                }
+                bad += a.px[i * c + k] != want;
+            }
+        CHECKF(bad == 0, "c=%d table: %d values differ from b*Telea + (1-b)*pasted", c, bad);
+        CHECKF(seen[1] && seen[2] && seen[3] && seen[4], "c=%d: every distance class met", c);
+
+        memcpy(a.px, pasted.px, (size_t)w * h * c);
+        CHECK(telea_image_blend(&a, hole, table, 4, 5, sp_now() - 1) == SP_ERR_TIMEOUT);
+        CHECKF(!memcmp(a.px, pasted.px, (size_t)w * h * c), "c=%d a timed-out blend left the image changed", c);
+        free(dist);
+        free(hole);
+        img_free(&orig);
+        img_free(&pasted);
+        img_free(&t);
+        img_free(&a);
+    }
+    img_u8 im = {0};
+    CHECK(img_alloc(&im, 8, 8, 3) == SP_OK);
+    uint8_t hole[64] = {0}, all[64];
+    memset(all, 1, sizeof all);
+    const float b[1] = {0.5f};
+    CHECK(telea_image_blend(&im, hole, b, 1, 5, 0) == SP_OK); /* no hole: nothing to do */
+    CHECK(telea_image_blend(&im, all, b, 1, 5, 0) == SP_OK);  /* no known pixel: nothing to blend from */
+    CHECK(telea_image_blend(&im, hole, b, 65, 5, 0) == SP_ERR_INVALID);
+    CHECK(telea_image_blend(&im, hole, NULL, 1, 5, 0) == SP_ERR_INVALID);
+    CHECK(telea_image_blend(&im, hole, b, 1, 0, 0) == SP_ERR_INVALID);
+    img_u8 grey = {0};
+    CHECK(img_alloc(&grey, 8, 8, 1) == SP_OK);
+    CHECK(telea_image_blend(&grey, hole, b, 1, 5, 0) == SP_ERR_INVALID);
+    img_free(&grey);
+    img_free(&im);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "--compare")) return compare_mode(argv[2], argc >= 4 ? atoi(argv[3]) : 8);
     test_constant();
@@ -420,5 +504,6 @@ int main(int argc, char **argv) {
     test_deadline();
     test_distance();
     test_blend();
+    test_image_blend();
     return t_done("test_telea");
 }

@@ -17,6 +17,7 @@ typedef struct {
     const char *bad;    /* tensor given a wrong shape */
     const char *arch;   /* metadata arch */
     const char *blend;  /* JSON value of telea_blend (escaped for the outer string), NULL = absent */
+    const char *iblend; /* JSON value of telea_blend_image, likewise */
 } variant;
 
 /* Writes a 2-level pconv_unet (kernels 3,3; channels 8,8) with the variant's defects. */
@@ -59,8 +60,9 @@ static void write_pconv(const char *path, const variant *v) {
     char meta[768];
     snprintf(meta, sizeof meta,
              "{\"semipaint\": \"{\\\"format\\\": 1, \\\"arch\\\": \\\"%s\\\", \\\"size\\\": 16, \\\"enc_kernels\\\": [3, 3], "
-             "\\\"enc_channels\\\": [8, 8], \\\"in_channels\\\": 3, \\\"out_channels\\\": 3, \\\"k\\\": -1%s%s}\"}",
-             v->arch ? v->arch : "pconv_unet", v->blend ? ", \\\"telea_blend\\\": " : "", v->blend ? v->blend : "");
+             "\\\"enc_channels\\\": [8, 8], \\\"in_channels\\\": 3, \\\"out_channels\\\": 3, \\\"k\\\": -1%s%s%s%s}\"}",
+             v->arch ? v->arch : "pconv_unet", v->blend ? ", \\\"telea_blend\\\": " : "", v->blend ? v->blend : "",
+             v->iblend ? ", \\\"telea_blend_image\\\": " : "", v->iblend ? v->iblend : "");
     CHECKF(st_write_f32(path, n, names, ndims, shapes, data, meta) == SP_OK, "%s", sp_err_msg());
 }
 
@@ -350,6 +352,23 @@ int main(void) {
         snprintf(p, sizeof p, "%s/blend_bad%zu.safetensors", dir, i);
         write_pconv(p, &(variant){.blend = bad_blends[i]});
         expect_fail("bad telea_blend", p, "telea_blend", NULL);
+    }
+    /* telea_blend_image: the same rules, its own fields, refused by its own name. */
+    snprintf(p, sizeof p, "%s/iblend.safetensors", dir);
+    write_pconv(p, &(variant){.blend = "[0.9]", .iblend = "[1, 0.6, 0.4, 0.35]"});
+    net = NULL;
+    CHECKF(nn_net_load(be, p, &net) == SP_OK, "%s", sp_err_msg());
+    if (net) {
+        const nn_net_info *in = nn_net_get_info(net);
+        CHECK(in->blend_n == 1 && in->iblend_n == 4 && in->iblend[0] == 1.0f && in->iblend[3] == 0.35f);
+        nn_net_free(net);
+    }
+    CHECKF(nn_net_load(be, good, &net) == SP_OK && nn_net_get_info(net)->iblend_n == 0, "no telea_blend_image: 0");
+    nn_net_free(net);
+    for (size_t i = 0; i < sizeof bad_blends / sizeof *bad_blends; i++) {
+        snprintf(p, sizeof p, "%s/iblend_bad%zu.safetensors", dir, i);
+        write_pconv(p, &(variant){.iblend = bad_blends[i]});
+        expect_fail("bad telea_blend_image", p, "telea_blend_image", NULL);
     }
 
     snprintf(p, sizeof p, "%s/unknown_arch.safetensors", dir);
