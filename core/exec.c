@@ -20,10 +20,14 @@ struct core_exec {
     core_work *head, *tail;  /* works with crops not yet in a batch */
     core_work *tasks, *tasks_tail;
     int depth;              /* crops queued, not yet in a batch */
+    int fdepth[CORE_MAX_FAMILIES]; /* of which, per model family */
     int running;            /* crops in the batch being computed */
+    int running_fam;        /* its family */
     int stop;
     int joined; /* core_exec_stop has joined the thread */
-    double batch_s;         /* smoothed seconds per batch of recent batches; 0 = no measurement yet */
+    /* smoothed seconds per batch of each family's recent batches (a 128-px family's batch costs a
+     * fraction of a 256-px one's); 0 = no measurement yet */
+    double batch_s[CORE_MAX_FAMILIES];
     /* batch buffers, max_batch crops each */
     float *img, *mask, *out, *scores;
     float *refs;    /* (max_batch,k,3,s,s) caller-supplied neighbours of the batch's crops */
@@ -51,13 +55,19 @@ static void unlink_work(core_exec *ex, core_work *w) {
 
 static void set_gauge(core_exec *ex) { core_metric_set(ex->metrics.queue_depth, NULL, ex->depth); }
 
+/* n crops of work w leave the queue (into a batch, or failed). Holds mu. */
+static void dequeue(core_exec *ex, const core_work *w, int n) {
+    ex->depth -= n;
+    ex->fdepth[w->family] -= n;
+}
+
 /* Fails queued works whose deadline passed; moves them to *failed (linked by next). Holds mu. */
 static void expire(core_exec *ex, double now, core_work **failed) {
     for (core_work *w = ex->head, *n; w; w = n) {
         n = w->next;
         if (now <= w->deadline) continue;
         unlink_work(ex, w);
-        ex->depth -= w->n - w->taken;
+        dequeue(ex, w, w->n - w->taken);
         w->status = SP_ERR_TIMEOUT;
         snprintf(w->error, sizeof w->error, "the request's deadline passed after %.0f ms in the queue",
                  (now - w->enqueued) * 1e3);
@@ -144,8 +154,9 @@ static void *exec_main(void *arg) {
             }
             if (w->taken == w->n) unlink_work(ex, w);
         }
-        ex->depth -= nb;
+        dequeue(ex, head, nb);
         ex->running = nb;
+        ex->running_fam = fam;
         set_gauge(ex);
         pthread_mutex_unlock(&ex->mu);
 
@@ -193,7 +204,7 @@ static void *exec_main(void *arg) {
         if (st) snprintf(err, sizeof err, "%s", sp_err_msg());
         core_work *done = NULL;
         pthread_mutex_lock(&ex->mu);
-        ex->batch_s = ex->batch_s > 0 ? 0.8 * ex->batch_s + 0.2 * took : took;
+        ex->batch_s[fam] = ex->batch_s[fam] > 0 ? 0.8 * ex->batch_s[fam] + 0.2 * took : took;
         for (int i = 0; i < nb; i++) {
             core_work *w = ex->bw[i];
             int c = ex->bc[i];
@@ -224,7 +235,7 @@ static void *exec_main(void *arg) {
             if (last) {
                 if (w->taken < w->n) {
                     unlink_work(ex, w);
-                    ex->depth -= w->n - w->taken;
+                    dequeue(ex, w, w->n - w->taken);
                 }
                 w->next = done;
                 done = w;
@@ -297,27 +308,56 @@ nomem:
     return sp_err(SP_ERR_NOMEM, "executor: out of memory for batch buffers of %d crops", max_batch);
 }
 
-/* Seconds until the last of n new crops would be done: its batch is number
- * ceil((crops ahead + n) / max_batch) from now, plus one batch of margin for the one running and
- * for the estimate's error. Also a Retry-After suggestion: the time to work off what waits now.
+/* Family f's seconds per batch: its own measurement, else (not measured yet) the longest of the
+ * other families' (a conservative guess), else 0. Holds mu. */
+static double batch_time(const core_exec *ex, int f) {
+    if (ex->batch_s[f] > 0) return ex->batch_s[f];
+    double m = 0;
+    for (int i = 0; i < ex->runner.nfam; i++)
+        if (ex->batch_s[i] > m) m = ex->batch_s[i];
+    return m;
+}
+
+/* The shortest measured seconds per batch of any family, 0 when none is measured. Holds mu. */
+static double fastest_batch(const core_exec *ex) {
+    double m = 0;
+    for (int i = 0; i < ex->runner.nfam; i++)
+        if (ex->batch_s[i] > 0 && (m == 0 || ex->batch_s[i] < m)) m = ex->batch_s[i];
+    return m;
+}
+
+/* Seconds until the last of n new crops of family `fam` (-1: not known yet, counted at the
+ * fastest family's batch time) would be done: each family's crops in the queue or the running
+ * batch, in whole batches at that family's batch time, the new crops' batches at theirs (they
+ * may top up their family's last partial batch), plus one batch of margin for the running one and
+ * the estimate's error. Also a Retry-After suggestion: the time to work off what waits now.
  * Holds mu. */
-static double expected_wait(core_exec *ex, int n, int *retry_after_s) {
-    int ahead = ex->depth + ex->running;
-    int batches = (ahead + n + ex->max_batch - 1) / ex->max_batch + 1;
-    int ra = (int)ceil((double)((ahead + ex->max_batch - 1) / ex->max_batch) * ex->batch_s);
+static double expected_wait(core_exec *ex, int fam, int n, int *retry_after_s) {
+    const int mb = ex->max_batch;
+    double ahead = 0;
+    int have = 0; /* crops of fam ahead */
+    for (int f = 0; f < ex->runner.nfam; f++) {
+        int c = ex->fdepth[f] + (ex->running && f == ex->running_fam ? ex->running : 0);
+        ahead += (double)((c + mb - 1) / mb) * batch_time(ex, f);
+        if (f == fam) have = c;
+    }
+    int ra = (int)ceil(ahead);
     *retry_after_s = ra < 1 ? 1 : ra;
-    return batches * ex->batch_s;
+    const double own = fam >= 0 ? batch_time(ex, fam) : fastest_batch(ex);
+    const int extra = (have + n + mb - 1) / mb - (have + mb - 1) / mb;
+    return ahead + (extra + 1) * own;
 }
 
 /* 1 when a work expected to be done in wait_s would use more than 3/4 of the time left to its
  * deadline: the last quarter is kept for the estimate's error (batch times vary with the load). */
 static int late(const core_exec *ex, double wait_s, double deadline) {
-    return ex->batch_s > 0 && wait_s > 0.75 * (deadline - sp_now());
+    return fastest_batch(ex) > 0 && wait_s > 0.75 * (deadline - sp_now());
 }
 
-const char *core_exec_admissible(core_exec *ex, int n, double deadline, int *retry_after_s) {
+const char *core_exec_admissible(core_exec *ex, int fam, int n, double deadline, int *retry_after_s) {
     pthread_mutex_lock(&ex->mu);
-    double wait_s = expected_wait(ex, n, retry_after_s);
+    if (fam >= ex->runner.nfam) fam = -1;
+    double wait_s = expected_wait(ex, fam, n, retry_after_s);
     const char *why = ex->stop ? "shutdown"
                       : ex->depth + n > ex->queue_capacity ? "queue_full"
                       : late(ex, wait_s, deadline) ? "overload"
@@ -354,7 +394,7 @@ sp_status core_exec_submit(core_exec *ex, core_work *w, int *retry_after_s) {
         pthread_mutex_unlock(&ex->mu);
         return SP_OK;
     }
-    double wait_s = expected_wait(ex, w->n, retry_after_s);
+    double wait_s = expected_wait(ex, w->family, w->n, retry_after_s);
     if (ex->depth + w->n > ex->queue_capacity) {
         int cap = ex->queue_capacity, depth = ex->depth;
         pthread_mutex_unlock(&ex->mu);
@@ -371,6 +411,7 @@ sp_status core_exec_submit(core_exec *ex, core_work *w, int *retry_after_s) {
     else ex->head = w;
     ex->tail = w;
     ex->depth += w->n;
+    ex->fdepth[w->family] += w->n;
     set_gauge(ex);
     pthread_cond_signal(&ex->wake);
     pthread_mutex_unlock(&ex->mu);

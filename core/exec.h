@@ -88,10 +88,11 @@ sp_status core_exec_new(const core_runner *runner, int max_batch, int max_delay_
  * a suggested wait in whole seconds (>= 1) and `done` is NOT called. On SP_OK `done` will be. */
 sp_status core_exec_submit(core_exec *ex, core_work *w, int *retry_after_s);
 
-/* NULL when n crops with this deadline would be admitted now, else why not ("queue_full",
- * "overload", "shutdown"): a cheap check before a request's body is read and decoded, to shed
- * load early. *retry_after_s as for core_exec_submit. */
-const char *core_exec_admissible(core_exec *ex, int n, double deadline, int *retry_after_s);
+/* NULL when n crops of model family `fam` with this deadline would be admitted now, else why not
+ * ("queue_full", "overload", "shutdown"): a cheap check before a request's body is read and
+ * decoded, to shed load early. `fam` -1 (or out of range): the family is not known yet, and the
+ * crops count at the fastest family's batch time. *retry_after_s as for core_exec_submit. */
+const char *core_exec_admissible(core_exec *ex, int fam, int n, double deadline, int *retry_after_s);
 
 /* Crops waiting now. */
 int core_exec_queue_depth(core_exec *ex);

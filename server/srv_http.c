@@ -162,7 +162,7 @@ int srv_refuse(req *r, const char *why) {
  * among the requests being decoded, queued or encoded. 0, or 503 recorded in r->err. */
 static int admit(req *r) {
     srv_server *s = r->srv;
-    const char *why = core_exec_admissible(s->exec, 1, r->deadline, &r->retry_after);
+    const char *why = core_exec_admissible(s->exec, -1, 1, r->deadline, &r->retry_after);
     if (why) return srv_refuse(r, why);
     if (atomic_fetch_add(&s->admitted, 1) >= s->max_admitted) {
         atomic_fetch_sub(&s->admitted, 1);

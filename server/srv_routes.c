@@ -103,7 +103,7 @@ int srv_route_check(req *r, const char *url, const char *method) {
         return r->err.status;
     /* A queue that is already full refuses at once, before the body; the admission slot itself is
      * taken only once the body is in (srv_http.c), so that slow uploads hold no slot. */
-    const char *why = rt->body == SRV_BODY_INPAINT ? core_exec_admissible(s->exec, 1, r->deadline, &r->retry_after) : NULL;
+    const char *why = rt->body == SRV_BODY_INPAINT ? core_exec_admissible(s->exec, -1, 1, r->deadline, &r->retry_after) : NULL;
     if (why) return srv_refuse(r, why);
     return 0;
 }

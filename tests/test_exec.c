@@ -14,6 +14,7 @@
  * the first value of its neighbours), after sleeping `delay_us`. */
 typedef struct {
     int delay_us;
+    int fam_delay_us[2]; /* added per batch of family 0 and 1 */
     int fail;
     int sizes[256];
     int fams[256];   /* the family of each batch */
@@ -32,6 +33,7 @@ static sp_status fake_run(void *ctx, int fam, int n, const float *img, const flo
     for (int i = 0; i < n; i++) /* family 1's test crops have a first pixel >= 2 */
         if ((img[(size_t)i * 3 * S * S] >= 2.0f) != (fam == 1)) f->mixed = 1;
     if (f->delay_us) usleep((useconds_t)f->delay_us);
+    if (fam < 2 && f->fam_delay_us[fam]) usleep((useconds_t)f->fam_delay_us[fam]);
     if (f->fail) return sp_err(SP_ERR_BACKEND, "fake backend failure");
     for (int i = 0; i < n; i++)
         for (int c = 0; c < 3; c++)
@@ -182,6 +184,33 @@ int main(void) {
     job_init(&jobs[0], 1, 0.1f, 10);
     jobs[0].w.family = 2;
     CHECK(core_exec_submit(ex, &jobs[0].w, &ra) == SP_ERR_INVALID);
+    core_exec_free(ex);
+
+    /* load shedding counts each family's batches at its own measured time: family 0's batch takes
+     * 0.4 s, family 1's about 2 ms (a 256-px and a 128-px family, say) */
+    f = (fake){.fam_delay_us = {400000, 2000}};
+    CHECK(core_exec_new(&r2, 1, 0, 64, &em, &ex) == SP_OK);
+    for (int i = 0; i < 2; i++) {
+        job_init(&jobs[i], 1, i ? 2.5f : 0.1f, 10);
+        jobs[i].w.family = i;
+        if (i) jobs[i].w.ids = NULL, jobs[i].w.scores = NULL;
+        CHECK(core_exec_submit(ex, &jobs[i].w, &ra) == SP_OK);
+    }
+    wait_done(jobs, 2);
+    double soon = sp_now() + 0.3;
+    CHECKF(!core_exec_admissible(ex, 1, 1, soon, &ra), "family 1 with 0.3 s to go on an idle queue is admitted");
+    const char *why = core_exec_admissible(ex, 0, 1, soon, &ra);
+    CHECKF(why && !strcmp(why, "overload"), "family 0 (0.4 s a batch) with 0.3 s to go is refused: %s", why ? why : "admitted");
+    CHECKF(!core_exec_admissible(ex, -1, 1, soon, &ra), "a family not known yet counts at the fastest family's time");
+    for (int i = 0; i < 2; i++) { /* two batches of family 0 ahead: 0.8 s */
+        job_init(&jobs[i], 1, 0.1f, 10);
+        CHECK(core_exec_submit(ex, &jobs[i].w, &ra) == SP_OK);
+    }
+    usleep(50000);
+    why = core_exec_admissible(ex, 1, 1, sp_now() + 0.5, &ra);
+    CHECKF(why && !strcmp(why, "overload") && ra >= 1, "family 1 behind 0.8 s of family 0: %s", why ? why : "admitted");
+    CHECKF(!core_exec_admissible(ex, 1, 1, sp_now() + 3, &ra), "family 1 behind 0.8 s of family 0 with 3 s to go");
+    wait_done(jobs, 2);
     core_exec_free(ex);
     f = (fake){0};
     CHECK(core_exec_new(&r, 4, 0, 64, &em, &ex) == SP_OK);
