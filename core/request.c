@@ -82,6 +82,12 @@ sp_status core_request_prepare(core_request *r, const cfg_config *cfg, int s, in
     return SP_OK;
 }
 
+/* r->iblend: the telea_blend_image table of the net that paints r's family and method (none for telea). */
+static void image_blend_of(core_request *r, const core_engine *e) {
+    if (r->method != CORE_METHOD_TELEA)
+        r->iblend = core_engine_image_blend(e, r->family, r->method == CORE_METHOD_COARSE, &r->iblend_n);
+}
+
 sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_engine *e, const core_router *rt,
                                    int fam, core_method method, int has_refs, img_u8 *image, const img_u8 *mask,
                                    core_mask_kind kind, core_fault *fault, core_route *route) {
@@ -91,8 +97,7 @@ sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_
         sp_status st = core_request_prepare(r, cfg, core_engine_size(e, f), core_engine_k(e, f), method, image, mask,
                                             kind, fault);
         r->family = f;
-        if (!st && r->method != CORE_METHOD_TELEA)
-            r->iblend = core_engine_image_blend(e, f, r->method == CORE_METHOD_COARSE, &r->iblend_n);
+        if (!st) image_blend_of(r, e);
         return st;
     }
     /* 1. the family: crops planned at the router's size, as the family of that size would get them */
@@ -131,8 +136,7 @@ sp_status core_request_prepare_for(core_request *r, const cfg_config *cfg, core_
             r->method = CORE_METHOD_TELEA; /* the crops go unused; core_request_free frees them */
         }
     }
-    if (r->method != CORE_METHOD_TELEA)
-        r->iblend = core_engine_image_blend(e, best, r->method == CORE_METHOD_COARSE, &r->iblend_n);
+    image_blend_of(r, e);
     return SP_OK;
 }
 

@@ -545,32 +545,6 @@ sp_status telea_blend(int n, int s, const float *mask, const float *blend, int n
     return st;
 }
 
-/* telea_hole_distance over the window [x0,x0+ww) x [y0,y0+wh) of a w-wide hole map, saturated at
- * `cap` (<= 255): d[i] = min(true distance, cap). Exact when the window holds a known pixel next to
- * every hole pixel's nearest one, as a window around the holes' bounding box grown by 1 does. */
-static void hole_distance_capped(const uint8_t *hole, int w, int x0, int y0, int ww, int wh, int cap, uint8_t *d) {
-    for (int y = 0; y < wh; y++) /* forward pass: left, up-left, up, up-right */
-        for (int x = 0; x < ww; x++) {
-            int v = hole[(size_t)(y0 + y) * w + x0 + x] ? cap : 0;
-            if (v) {
-                if (x > 0 && d[y * ww + x - 1] + 1 < v) v = d[y * ww + x - 1] + 1;
-                for (int dx = -1; y > 0 && dx <= 1; dx++)
-                    if (x + dx >= 0 && x + dx < ww && d[(y - 1) * ww + x + dx] + 1 < v) v = d[(y - 1) * ww + x + dx] + 1;
-            }
-            d[y * ww + x] = (uint8_t)v;
-        }
-    for (int y = wh - 1; y >= 0; y--) /* backward pass: right, down-left, down, down-right */
-        for (int x = ww - 1; x >= 0; x--) {
-            int v = d[y * ww + x];
-            if (v) {
-                if (x < ww - 1 && d[y * ww + x + 1] + 1 < v) v = d[y * ww + x + 1] + 1;
-                for (int dx = -1; y < wh - 1 && dx <= 1; dx++)
-                    if (x + dx >= 0 && x + dx < ww && d[(y + 1) * ww + x + dx] + 1 < v) v = d[(y + 1) * ww + x + dx] + 1;
-            }
-            d[y * ww + x] = (uint8_t)v;
-        }
-}
-
 sp_status telea_image_blend(img_u8 *im, const uint8_t *hole, const float *blend, int nblend, int radius,
                             double deadline) {
     if (!im || !im->px || im->w <= 0 || im->h <= 0 || (im->c != 3 && im->c != 4) || !hole || nblend < 0 ||
@@ -595,9 +569,11 @@ sp_status telea_image_blend(img_u8 *im, const uint8_t *hole, const float *blend,
     /* the holes' box grown by 1 (clipped): it holds the known ring next to every hole pixel */
     const int x0 = bx0 > 0 ? bx0 - 1 : 0, y0 = by0 > 0 ? by0 - 1 : 0;
     const int ww = (bx1 < w - 1 ? bx1 + 2 : w) - x0, wh = (by1 < h - 1 ? by1 + 2 : h) - y0;
-    uint8_t *saved = malloc(holes * c), *dist = malloc((size_t)ww * wh);
-    if (!saved || !dist) {
+    uint8_t *saved = malloc(holes * c), *wh_hole = calloc((size_t)ww * wh, 1);
+    int *dist = malloc((size_t)ww * wh * sizeof *dist);
+    if (!saved || !wh_hole || !dist) {
         free(saved);
+        free(wh_hole);
         free(dist);
         return sp_err(SP_ERR_NOMEM, "telea image blend: no memory for %zu hole pixels", holes);
     }
@@ -612,21 +588,26 @@ sp_status telea_image_blend(img_u8 *im, const uint8_t *hole, const float *blend,
             for (int x = x0; x < x0 + ww; x++)
                 if (hole[(size_t)y * w + x]) memcpy(im->px + ((size_t)y * w + x) * c, saved + c * k++, c);
         free(saved);
+        free(wh_hole);
         free(dist);
         return st;
     }
-    hole_distance_capped(hole, w, x0, y0, ww, wh, nblend, dist);
+    /* the distances within the window are the image's: it holds the known ring around every hole */
+    for (int y = 0; y < wh; y++) memcpy(wh_hole + (size_t)y * ww, hole + (size_t)(y0 + y) * w + x0, ww);
+    telea_hole_distance(wh_hole, ww, wh, dist);
     k = 0;
     for (int y = y0; y < y0 + wh; y++)
         for (int x = x0; x < x0 + ww; x++) {
             if (!hole[(size_t)y * w + x]) continue;
             uint8_t *p = im->px + ((size_t)y * w + x) * c;
             const uint8_t *n = saved + c * k++;
-            const float b = blend[dist[(size_t)(y - y0) * ww + x - x0] - 1];
+            const int d = dist[(size_t)(y - y0) * ww + x - x0];
+            const float b = blend[(d < nblend ? d : nblend) - 1];
             for (int ch = 0; ch < 3; ch++) p[ch] = (uint8_t)(b * p[ch] + (1.0f - b) * n[ch] + 0.5f);
             if (c == 4) p[3] = n[3];
         }
     free(saved);
+    free(wh_hole);
     free(dist);
     return SP_OK;
 }

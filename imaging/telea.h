@@ -74,7 +74,7 @@ void telea_blend_apply(int n, int s, const float *blend, int nblend, const uint8
  * T being telea_inpaint_until's fill (`radius`) of the known pixels, the same pixels as the
  * telea method answers. Known pixels and the alpha channel are not changed; nblend = 0, a hole
  * map without a hole or without a known pixel do nothing. Extra memory: c bytes per hole pixel
- * and 1 byte per pixel of the holes' bounding box, besides Telea's own. Gives up once sp_now()
+ * and 5 bytes per pixel of the holes' bounding box (its hole map and distances), besides Telea's own. Gives up once sp_now()
  * passes `deadline` (0 = never) with SP_ERR_TIMEOUT and `im` as it was. SP_ERR_INVALID for bad
  * arguments (radius 1-64, nblend 0-64), SP_ERR_NOMEM. */
 sp_status telea_image_blend(img_u8 *im, const uint8_t *hole, const float *blend, int nblend, int radius,
